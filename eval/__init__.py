@@ -1,0 +1,1 @@
+"""Evaluation harness: LFW rate-accuracy and rate-distortion (see ``python -m eval --help``)."""

@@ -1,0 +1,114 @@
+"""The model registry ("zoo"): every weights file the codec uses, found by name.
+
+Project-trained models are listed in ``facecodec/models/manifest.json`` (name, kind, file,
+sha256, model card). Their file names carry the first 8 hex digits of their sha256, so a
+changed file is a new model. Files are looked up first in ``FACECODEC_MODEL_DIR`` (when set)
+and then in the package. Nothing is loaded at import time: callers ask for a path or an
+object the first time they need it, and loaders cache what they build.
+
+Third-party weights that ship inside installed packages (dlib's models in
+``face_recognition_models``, MTCNN in ``facenet-pytorch``) are located here too, without
+importing those packages' ``__init__`` (``face_recognition_models`` imports
+``pkg_resources`` there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from facecodec.errors import ModelFileMissingError, UnknownModelError
+from facecodec.settings import get_settings
+
+PACKAGE_MODEL_DIR = Path(__file__).parent / "models"
+MANIFEST = PACKAGE_MODEL_DIR / "manifest.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered model file."""
+
+    name: str
+    kind: str
+    file: str
+    sha256: str
+    card: str | None = None
+    tag: int | None = None
+    backend: str | None = None
+
+
+@lru_cache(maxsize=1)
+def _entries() -> dict[str, ModelEntry]:
+    if not MANIFEST.exists():
+        return {}
+    raw = json.loads(MANIFEST.read_text())
+    return {e["name"]: ModelEntry(**e) for e in raw["models"]}
+
+
+def entries(kind: str | None = None) -> list[ModelEntry]:
+    """All registered models, optionally of one kind (``base-layer``, ``reconstruction``...)."""
+    return [e for e in _entries().values() if kind is None or e.kind == kind]
+
+
+def entry(name: str) -> ModelEntry:
+    """The registry entry called ``name``; :class:`UnknownModelError` if there is none."""
+    try:
+        return _entries()[name]
+    except KeyError:
+        known = ", ".join(sorted(_entries())) or "none"
+        raise UnknownModelError(f"unknown model {name!r} (registered: {known})") from None
+
+
+def model_path(name: str) -> Path:
+    """The file of a registered model, searched in ``FACECODEC_MODEL_DIR`` then the package."""
+    e = entry(name)
+    candidates = []
+    model_dir = get_settings().model_dir
+    if model_dir is not None:
+        candidates.append(Path(model_dir) / e.file)
+    candidates.append(PACKAGE_MODEL_DIR / e.file)
+    for path in candidates:
+        if path.is_file():
+            return path
+    where = ", ".join(str(p) for p in candidates)
+    raise ModelFileMissingError(
+        f"model {name!r} needs the file {e.file!r}, not found in {where}; "
+        "set FACECODEC_MODEL_DIR to the folder that holds it"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def register(new: ModelEntry) -> None:
+    """Add or replace an entry in the manifest (used by the training commands)."""
+    raw = {"models": []}
+    if MANIFEST.exists():
+        raw = json.loads(MANIFEST.read_text())
+    models = [m for m in raw["models"] if m["name"] != new.name]
+    models.append({k: v for k, v in new.__dict__.items() if v is not None})
+    models.sort(key=lambda m: (m["kind"], m["name"]))
+    MANIFEST.write_text(json.dumps({"models": models}, indent=2) + "\n")
+    _entries.cache_clear()
+
+
+def package_data_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, located without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelFileMissingError(
+            f"the package {package!r} is not installed; it ships the file {'/'.join(parts)}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    if not path.is_file():
+        raise ModelFileMissingError(f"{path} is missing from the installed package {package!r}")
+    return path

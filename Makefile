@@ -1,0 +1,39 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Both create (or reuse) the virtual environment in $(VENV) and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast eval bench proto check-proto clean-venv
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip<27"
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m facecodec.demo
+
+test: $(STAMP)
+	PYTHON=$(PY) proto/generate.sh --check
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+# Full-LFW figures (needs ../shared/datasets/lfw): features cache, base-layer model, rate-accuracy.
+eval: $(STAMP)
+	$(PY) -m eval prepare
+	$(PY) -m eval base-layer
+
+proto: $(STAMP)
+	PYTHON=$(PY) proto/generate.sh
+
+clean-venv:
+	rm -rf $(VENV)

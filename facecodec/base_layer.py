@@ -1,0 +1,298 @@
+"""The base layer: a deep face feature, transformed, quantized and entropy coded (paper 3.1).
+
+Encoding: ``y = P (f - mu)`` with ``P`` a decorrelating (PCA) basis learned on the train
+people's features, uniform scalar quantization ``q = round(y / step)`` with ``step`` from a
+ladder, and rANS coding (CompressAI's coder) of each ``q_i`` with a per-dimension discretized
+distribution whose scale ``sigma_i`` was learned on the same features. Decoding inverts the
+transform, so matching runs on ``f_hat = mu + P^T (q * step)`` in the feature space.
+
+Payload (format version 1), all lengths in bytes::
+
+    0     0xB0 | version                      magic nibble + format version
+    1     backend code << 4 | step index
+    2     model tag (registry ``tag`` of the probability model)
+    3-4   CRC-16/CCITT of every other byte (big endian)
+    5-    rANS body (a multiple of 4 bytes)
+
+The header is 5 bytes and every count of bytes in this project includes it.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from facecodec.errors import (
+    CorruptPayloadError,
+    FaceCodecError,
+    TruncatedPayloadError,
+    UnknownFormatError,
+    UnknownModelError,
+)
+from facecodec.frontend.features import BACKEND_CODES, BACKENDS
+from facecodec.settings import get_settings
+
+MAGIC = 0xB0
+VERSION = 1
+HEADER_BYTES = 5
+MIN_BODY_BYTES = 8  # rANS flushes its 64-bit state
+PRECISION = 16
+MAX_HALF_WIDTH = 2047  # largest |q| a symbol alphabet covers
+KIND = "base-layer"
+
+
+def _crc(data: bytes) -> int:
+    return binascii.crc_hqx(data, 0xFFFF)
+
+
+@dataclass(frozen=True)
+class BaseLayerHeader:
+    """What a base-layer payload says about itself."""
+
+    version: int
+    backend: str
+    step_index: int
+    model_tag: int
+
+
+@dataclass(frozen=True)
+class DecodedBase:
+    """A decoded base layer: the feature the server matches on, and how it was coded."""
+
+    feature: np.ndarray
+    backend: str
+    model: str
+    step_index: int
+    step: float
+    nbytes: int
+
+
+def read_header(payload: bytes) -> BaseLayerHeader:
+    """Parse and check the fixed header (not the checksum) of a base-layer payload."""
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise UnknownFormatError(f"a base-layer payload is bytes, not {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) < HEADER_BYTES:
+        raise TruncatedPayloadError(f"base-layer payload of {len(payload)} bytes is shorter than its {HEADER_BYTES}-byte header")
+    if payload[0] & 0xF0 != MAGIC:
+        raise UnknownFormatError(f"not a base-layer payload (first byte 0x{payload[0]:02x})")
+    version = payload[0] & 0x0F
+    if version != VERSION:
+        raise UnknownFormatError(f"base-layer format version {version} is not supported (this decoder reads {VERSION})")
+    code, step_index = payload[1] >> 4, payload[1] & 0x0F
+    if code not in BACKEND_CODES:
+        raise UnknownFormatError(f"unknown feature backend code {code}")
+    return BaseLayerHeader(version, BACKEND_CODES[code], step_index, payload[2])
+
+
+class BaseLayerModel:
+    """Decorrelating transform + per-dimension probability model + step ladder.
+
+    Learned on train-people features by :meth:`fit`; saved as a small ``.npz`` registered
+    in the model zoo. ``family`` is the shape of each dimension's distribution
+    (``gaussian`` or ``laplace``), chosen by measured code length when fitting.
+    """
+
+    def __init__(self, name: str, backend: str, mean: np.ndarray, basis: np.ndarray, sigma: np.ndarray,
+                 steps: np.ndarray, family: str = "gaussian", tag: int = 0):
+        if family not in ("gaussian", "laplace"):
+            raise ValueError(f"unknown distribution family {family!r}")
+        if len(steps) > 16:
+            raise ValueError("the payload has 4 bits for the step index: at most 16 steps")
+        self.name, self.backend, self.family, self.tag = name, backend, family, tag
+        self.mean = np.asarray(mean, np.float64)
+        self.basis = np.asarray(basis, np.float64)
+        self.sigma = np.asarray(sigma, np.float64)
+        self.steps = np.asarray(steps, np.float64)
+        self.dim = len(self.mean)
+        self._tables: dict[int, tuple] = {}
+        self._lock = threading.Lock()
+
+    # -- persistence -------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: Path, name: str, tag: int = 0) -> BaseLayerModel:
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta"]))
+            return cls(name, meta["backend"], z["mean"], z["basis"], z["sigma"], z["steps"], meta["family"], tag)
+
+    def save(self, path: Path) -> None:
+        meta = json.dumps({"backend": self.backend, "family": self.family})
+        with open(path, "wb") as f:
+            np.savez(f, mean=self.mean.astype(np.float32), basis=self.basis.astype(np.float32),
+                     sigma=self.sigma.astype(np.float32), steps=self.steps.astype(np.float32), meta=np.array(meta))
+
+    @classmethod
+    def fit(cls, features: np.ndarray, backend: str, steps: np.ndarray, family: str = "gaussian",
+            name: str = "unsaved") -> BaseLayerModel:
+        """PCA basis and per-component scale from ``features`` (train people only)."""
+        x = np.asarray(features, np.float64)
+        mean = x.mean(0)
+        cov = np.cov(x - mean, rowvar=False)
+        evals, evecs = np.linalg.eigh(cov)
+        order = np.argsort(evals)[::-1]
+        basis = evecs[:, order].T
+        y = (x - mean) @ basis.T
+        if family == "gaussian":
+            sigma = y.std(0)
+        else:  # Laplace scale b = mean |y|; stored as the equivalent std b*sqrt(2)
+            sigma = np.abs(y).mean(0) * math.sqrt(2)
+        return cls(name, backend, mean, basis, np.maximum(sigma, 1e-6), np.asarray(steps), family)
+
+    # -- transform ---------------------------------------------------------------------------
+    def quantize(self, feature: np.ndarray, step_index: int) -> np.ndarray:
+        y = (np.asarray(feature, np.float64) - self.mean) @ self.basis.T
+        _, _, _, half = self.tables(step_index)
+        return np.clip(np.rint(y / self.steps[step_index]), -half, half).astype(np.int32)
+
+    def dequantize(self, q: np.ndarray, step_index: int) -> np.ndarray:
+        return (self.mean + (q * self.steps[step_index]) @ self.basis).astype(np.float32)
+
+    # -- probability model -------------------------------------------------------------------
+    def _cdf(self, scale: float, half: int) -> list[int]:
+        from compressai._CXX import pmf_to_quantized_cdf
+        from scipy import stats
+
+        dist = stats.norm(scale=scale) if self.family == "gaussian" else stats.laplace(scale=scale / math.sqrt(2))
+        edges = np.arange(-half, half + 2) - 0.5
+        pmf = np.diff(dist.cdf(edges))
+        pmf = np.maximum(pmf, 1e-12)
+        pmf = pmf / pmf.sum() * (1 - 1e-9)
+        return pmf_to_quantized_cdf(pmf.tolist() + [1e-9], PRECISION)
+
+    def tables(self, step_index: int) -> tuple[list[list[int]], list[int], list[int], np.ndarray]:
+        """CDFs, their lengths, offsets and half-widths for one step (built once, cached)."""
+        if not 0 <= step_index < len(self.steps):
+            raise UnknownFormatError(f"step index {step_index} is outside the model's ladder of {len(self.steps)} steps")
+        with self._lock:
+            if step_index not in self._tables:
+                step = self.steps[step_index]
+                half = np.clip(np.ceil(8 * self.sigma / step), 1, MAX_HALF_WIDTH).astype(np.int32)
+                cdfs = [self._cdf(s / step, int(h)) for s, h in zip(self.sigma, half)]
+                lengths = [len(c) for c in cdfs]
+                offsets = [-int(h) for h in half]
+                self._tables[step_index] = (cdfs, lengths, offsets, half)
+            return self._tables[step_index]
+
+    def bits(self, features: np.ndarray, step_index: int) -> float:
+        """Ideal code length in bits per feature under this model (for fitting, not for counting)."""
+        q = np.stack([self.quantize(f, step_index) for f in features])
+        cdfs, _, offsets, _ = self.tables(step_index)
+        total = 0.0
+        for i in range(self.dim):
+            c = np.asarray(cdfs[i], np.float64)
+            s = q[:, i] - offsets[i]
+            total += -np.log2((c[s + 1] - c[s]) / (1 << PRECISION)).sum()
+        return total / len(features)
+
+
+class BaseLayerCodec:
+    """The base-layer codec: ``compress(feature) -> bytes``, ``decompress(bytes) -> DecodedBase``."""
+
+    def __init__(self, model: BaseLayerModel, step_index: int | None = None):
+        self.model = model
+        self.step_index = get_settings().base_step if step_index is None else step_index
+        model.tables(self.step_index)  # validates the index
+
+    @property
+    def backend(self) -> str:
+        return self.model.backend
+
+    def compress(self, feature: np.ndarray) -> bytes:
+        from compressai import ans
+
+        feature = np.asarray(feature)
+        if feature.shape != (self.model.dim,) or not np.all(np.isfinite(feature)):
+            raise FaceCodecError(f"expected a finite feature of shape ({self.model.dim},), got {feature.shape}")
+        q = self.model.quantize(feature, self.step_index)
+        cdfs, lengths, offsets, _ = self.model.tables(self.step_index)
+        body = ans.RansEncoder().encode_with_indexes(q.tolist(), list(range(self.model.dim)), cdfs, lengths, offsets)
+        code = BACKENDS[self.model.backend].code
+        head = bytes([MAGIC | VERSION, (code << 4) | self.step_index, self.model.tag])
+        return head + _crc(head + body).to_bytes(2, "big") + body
+
+    def decompress(self, payload: bytes) -> DecodedBase:
+        from compressai import ans
+
+        header = read_header(payload)
+        payload = bytes(payload)
+        if header.backend != self.model.backend or header.model_tag != self.model.tag:
+            raise UnknownModelError(f"payload was coded with model tag {header.model_tag} of {header.backend}, "
+                                    f"this codec holds {self.model.name}")
+        body = payload[HEADER_BYTES:]
+        if len(body) < MIN_BODY_BYTES or len(body) % 4:
+            raise TruncatedPayloadError(f"base-layer body of {len(body)} bytes is not a whole rANS stream")
+        if len(body) > 4 * (self.model.dim + 2):
+            raise CorruptPayloadError(f"base-layer body of {len(body)} bytes is longer than any this model writes")
+        if _crc(payload[:3] + body) != int.from_bytes(payload[3:5], "big"):
+            raise CorruptPayloadError("base-layer checksum mismatch: the payload is truncated or corrupted")
+        cdfs, lengths, offsets, half = self.model.tables(header.step_index)
+        # The rANS decoder reads words past a short stream; zero padding keeps it inside our buffer.
+        padded = body + bytes(16 * len(body) + 64 * self.model.dim)
+        q = np.asarray(ans.RansDecoder().decode_with_indexes(padded, list(range(self.model.dim)), cdfs, lengths, offsets))
+        if np.any(np.abs(q) > half):
+            raise CorruptPayloadError("base-layer symbols out of range: the payload is corrupted")
+        feature = self.model.dequantize(q, header.step_index)
+        return DecodedBase(feature, header.backend, self.model.name, header.step_index,
+                           float(self.model.steps[header.step_index]), len(payload))
+
+
+# -- registry access ---------------------------------------------------------------------------
+_load_lock = threading.Lock()
+
+
+@lru_cache(maxsize=None)
+def load_model(name: str) -> BaseLayerModel:
+    """A registered base-layer model, loaded on first use."""
+    from facecodec import zoo
+
+    with _load_lock:
+        e = zoo.entry(name)
+        if e.kind != KIND:
+            raise UnknownModelError(f"{name!r} is a {e.kind} model, not a base-layer model")
+        return BaseLayerModel.from_file(zoo.model_path(name), name, e.tag or 0)
+
+
+def default_model_name(backend: str) -> str:
+    """The newest registered base-layer model for ``backend``."""
+    from facecodec import zoo
+
+    names = [e.name for e in zoo.entries(KIND) if e.backend == backend]
+    if not names:
+        raise UnknownModelError(f"no base-layer model is registered for the {backend!r} backend; "
+                                "fit one with `python -m eval fit-base-layer`")
+    return sorted(names)[-1]
+
+
+def model_for_tag(backend: str, tag: int) -> str:
+    from facecodec import zoo
+
+    for e in zoo.entries(KIND):
+        if e.backend == backend and e.tag == tag:
+            return e.name
+    raise UnknownModelError(f"no base-layer model with tag {tag} is registered for {backend!r}")
+
+
+@lru_cache(maxsize=None)
+def get_codec(backend: str | None = None, step_index: int | None = None) -> BaseLayerCodec:
+    """The codec for ``backend`` (default backend from settings) at ``step_index`` (default from settings)."""
+    backend = backend or get_settings().feature_backend
+    return BaseLayerCodec(load_model(default_model_name(backend)), step_index)
+
+
+def encode(feature: np.ndarray, backend: str | None = None, step_index: int | None = None) -> bytes:
+    """Base-layer payload of one feature."""
+    return get_codec(backend, step_index).compress(feature)
+
+
+def decode(payload: bytes) -> DecodedBase:
+    """Decode any registered base-layer payload; only :class:`PayloadError` on bad input."""
+    header = read_header(payload)
+    model = load_model(model_for_tag(header.backend, header.model_tag))
+    return BaseLayerCodec(model, header.step_index).decompress(payload)

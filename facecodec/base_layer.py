@@ -101,12 +101,13 @@ class BaseLayerModel:
     """
 
     def __init__(self, name: str, backend: str, mean: np.ndarray, basis: np.ndarray, sigma: np.ndarray,
-                 steps: np.ndarray, family: str = "gaussian", tag: int = 0):
+                 steps: np.ndarray, family: str = "gaussian", tag: int = 0, default_step: int = 0):
         if family not in ("gaussian", "laplace"):
             raise ValueError(f"unknown distribution family {family!r}")
         if len(steps) > 16:
             raise ValueError("the payload has 4 bits for the step index: at most 16 steps")
         self.name, self.backend, self.family, self.tag = name, backend, family, tag
+        self.default_step = default_step
         self.mean = np.asarray(mean, np.float64)
         self.basis = np.asarray(basis, np.float64)
         self.sigma = np.asarray(sigma, np.float64)
@@ -117,10 +118,11 @@ class BaseLayerModel:
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
-    def from_file(cls, path: Path, name: str, tag: int = 0) -> BaseLayerModel:
+    def from_file(cls, path: Path, name: str, tag: int = 0, default_step: int = 0) -> BaseLayerModel:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
-            return cls(name, meta["backend"], z["mean"], z["basis"], z["sigma"], z["steps"], meta["family"], tag)
+            return cls(name, meta["backend"], z["mean"], z["basis"], z["sigma"], z["steps"], meta["family"], tag,
+                       default_step)
 
     def save(self, path: Path) -> None:
         meta = json.dumps({"backend": self.backend, "family": self.family})
@@ -197,7 +199,9 @@ class BaseLayerCodec:
 
     def __init__(self, model: BaseLayerModel, step_index: int | None = None):
         self.model = model
-        self.step_index = get_settings().base_step if step_index is None else step_index
+        if step_index is None:
+            step_index = get_settings().base_step
+        self.step_index = model.default_step if step_index is None else step_index
         model.tables(self.step_index)  # validates the index
 
     @property
@@ -256,7 +260,7 @@ def load_model(name: str) -> BaseLayerModel:
         e = zoo.entry(name)
         if e.kind != KIND:
             raise UnknownModelError(f"{name!r} is a {e.kind} model, not a base-layer model")
-        return BaseLayerModel.from_file(zoo.model_path(name), name, e.tag or 0)
+        return BaseLayerModel.from_file(zoo.model_path(name), name, e.tag or 0, e.default_step or 0)
 
 
 def default_model_name(backend: str) -> str:

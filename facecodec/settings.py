@@ -16,7 +16,8 @@ class CodecSettings(BaseSettings):
     ``FACECODEC_FACENET_WEIGHTS`` path of the InceptionResnetV1 (VGGFace2) state dict, for the
                                  ``facenet-vggface2-512`` backend.
     ``FACECODEC_FEATURE_BACKEND`` default feature backend (``dlib-resnet-128``).
-    ``FACECODEC_BASE_STEP``      default index into the base-layer quantization ladder.
+    ``FACECODEC_BASE_STEP``      index into the base-layer quantization ladder (default: the
+                                 model's own default step, chosen on LFW by ``eval base-layer``).
     ``FACECODEC_TORCH_THREADS``  threads PyTorch may use (0 = PyTorch's default).
     """
 
@@ -25,7 +26,7 @@ class CodecSettings(BaseSettings):
     model_dir: Path | None = None
     facenet_weights: Path | None = None
     feature_backend: str = "dlib-resnet-128"
-    base_step: int = Field(default=3, ge=0, le=15)
+    base_step: int | None = Field(default=None, ge=0, le=15)
     torch_threads: int = Field(default=0, ge=0)
 
 

@@ -39,6 +39,7 @@ class ModelEntry:
     card: str | None = None
     tag: int | None = None
     backend: str | None = None
+    default_step: int | None = None
 
 
 @lru_cache(maxsize=1)
@@ -98,6 +99,14 @@ def register(new: ModelEntry) -> None:
     models.append({k: v for k, v in new.__dict__.items() if v is not None})
     models.sort(key=lambda m: (m["kind"], m["name"]))
     MANIFEST.write_text(json.dumps({"models": models}, indent=2) + "\n")
+    _entries.cache_clear()
+
+
+def unregister(name: str) -> None:
+    """Drop an entry from the manifest (its file is left to the caller)."""
+    raw = json.loads(MANIFEST.read_text())
+    raw["models"] = [m for m in raw["models"] if m["name"] != name]
+    MANIFEST.write_text(json.dumps(raw, indent=2) + "\n")
     _entries.cache_clear()
 
 

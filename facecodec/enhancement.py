@@ -1,0 +1,121 @@
+"""The enhancement layer: the residual between the face and its base-layer prediction (paper 3.3).
+
+``x_resi = x - x_fea`` is min-max normalised to ``x_tex`` in [0, 255] per image (equation 4;
+min and max travel in the payload, so the decoder never needs batch statistics), coded with an
+image codec, and decoded as ``clip(x_fea + denormalise(x_rec))``. ``x_fea`` is the
+reconstruction network's output from the decoded base layer; when no reconstruction model is
+registered the prediction is zero and the layer codes the crop directly (predictor tag 0).
+
+Payload (format version 1)::
+
+    0     0xE0 | version
+    1     image codec code (facecodec.image_codecs)
+    2     predictor tag: 0 = none, else the reconstruction model's registry tag
+    3     quality
+    4-5   residual minimum (int16, big endian)
+    6-7   residual maximum (int16, big endian)
+    8-9   CRC-16/CCITT of every other byte
+    10-   image codec stream of the 112x112 normalised residual
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from facecodec.crop import CROP, face_crop
+from facecodec.errors import CorruptPayloadError, TruncatedPayloadError, UnknownFormatError, UnknownModelError
+from facecodec.image_codecs import BY_CODE, get_codec
+
+MAGIC = 0xE0
+VERSION = 1
+HEADER = struct.Struct(">BBBBhhH")
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class EnhancementHeader:
+    version: int
+    codec: str
+    predictor_tag: int
+    quality: int
+    lo: int
+    hi: int
+
+
+def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
+    """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model."""
+    from facecodec import reconstruction, zoo
+
+    names = sorted(e.name for e in zoo.entries(reconstruction.KIND))
+    if base_payload is None or not names:
+        return 0, np.zeros((CROP, CROP, 3), np.int16)
+    rec = reconstruction.load_reconstructor(names[-1])
+    tag = zoo.entry(rec.name).tag or 0
+    return tag, reconstruction.reconstruct(base_payload).astype(np.int16)
+
+
+def _prediction_for_tag(tag: int, base_payload: bytes) -> np.ndarray:
+    from facecodec import reconstruction, zoo
+
+    if tag == 0:
+        return np.zeros((CROP, CROP, 3), np.int16)
+    for e in zoo.entries(reconstruction.KIND):
+        if e.tag == tag:
+            from facecodec import base_layer
+
+            feature = base_layer.decode(base_payload).feature
+            return reconstruction.load_reconstructor(e.name)(feature)[0].astype(np.int16)
+    raise UnknownModelError(f"enhancement layer predicted by reconstruction model tag {tag}, which is not registered")
+
+
+def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", quality: int = 75) -> bytes:
+    """Enhancement payload for the face ``chip`` (150x150 aligned chip or 112x112 crop)."""
+    x = face_crop(chip).astype(np.int16)
+    image_codec = get_codec(codec)
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality {quality} is outside 0-100")
+    tag, pred = prediction(base_payload)
+    resi = x - pred
+    lo, hi = int(resi.min()), int(resi.max())
+    span = max(hi - lo, 1)
+    tex = np.rint((resi - lo) * (255.0 / span)).astype(np.uint8)
+    body = image_codec.encode(tex, quality)
+    head = HEADER.pack(MAGIC | VERSION, image_codec.code, tag, quality, lo, hi, 0)[:-2]
+    return head + binascii.crc_hqx(head + body, 0xFFFF).to_bytes(2, "big") + body
+
+
+def read_header(payload: bytes) -> EnhancementHeader:
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise UnknownFormatError(f"an enhancement payload is bytes, not {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) < HEADER.size + 1:
+        raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
+    magic, code, tag, quality, lo, hi, crc = HEADER.unpack_from(payload)
+    if magic & 0xF0 != MAGIC:
+        raise UnknownFormatError(f"not an enhancement payload (first byte 0x{magic:02x})")
+    if magic & 0x0F != VERSION:
+        raise UnknownFormatError(f"enhancement format version {magic & 0x0F} is not supported (this decoder reads {VERSION})")
+    if code not in BY_CODE:
+        raise UnknownFormatError(f"unknown image codec code {code}")
+    if not (-255 <= lo <= hi <= 255) or quality > 100:
+        raise CorruptPayloadError("enhancement header values out of range")
+    if len(payload) - HEADER.size > MAX_BODY:
+        raise CorruptPayloadError("enhancement body is larger than any 112x112 image needs")
+    if binascii.crc_hqx(payload[:8] + payload[HEADER.size:], 0xFFFF) != crc:
+        raise CorruptPayloadError("enhancement checksum mismatch: the payload is truncated or corrupted")
+    return EnhancementHeader(VERSION, BY_CODE[code].name, tag, quality, lo, hi)
+
+
+def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
+    """The full-fidelity 112x112 face: ``clip(x_fea + denormalised(x_rec))``."""
+    h = read_header(payload)
+    if h.predictor_tag and base_payload is None:
+        raise UnknownModelError("this enhancement layer needs its base layer to decode")
+    tex = get_codec(h.codec).decode(bytes(payload)[HEADER.size:], (CROP, CROP)).astype(np.float64)
+    pred = _prediction_for_tag(h.predictor_tag, base_payload)
+    resi = tex * (max(h.hi - h.lo, 1) / 255.0) + h.lo
+    return np.clip(np.rint(pred + resi), 0, 255).astype(np.uint8)

@@ -1,0 +1,82 @@
+"""Conventional image codecs behind one contract, chosen by name (Pillow; OpenJPEG for JPEG 2000).
+
+They code the enhancement layer's normalised residual (paper 3.3) and, in the evaluation, the
+plain face crop (compress-then-analyze anchors). ``quality`` is the codec's own knob:
+JPEG 1-95, WebP and AVIF 0-100, JPEG 2000 the target PSNR in dB of its single layer; PNG is
+lossless and ignores it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from facecodec.errors import CorruptPayloadError, FaceCodecError
+
+
+@dataclass(frozen=True)
+class ImageCodec:
+    name: str
+    code: int
+    qualities: tuple[int, ...]
+    save: Callable[[object, io.BytesIO, int], None]
+
+    def encode(self, image: np.ndarray, quality: int) -> bytes:
+        from PIL import Image
+
+        buf = io.BytesIO()
+        self.save(Image.fromarray(np.ascontiguousarray(image)), buf, int(quality))
+        return buf.getvalue()
+
+    def decode(self, data: bytes, shape: tuple[int, int] | None = None) -> np.ndarray:
+        from PIL import Image
+
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                out = np.asarray(im.convert("RGB"))
+        except Exception as e:  # Pillow raises many types on bad streams
+            raise CorruptPayloadError(f"{self.name} stream does not decode: {e}") from e
+        if shape is not None and out.shape[:2] != tuple(shape):
+            raise CorruptPayloadError(f"{self.name} stream decodes to {out.shape[1]}x{out.shape[0]}, expected {shape[1]}x{shape[0]}")
+        return out
+
+
+def _jpeg(im, buf, q):
+    im.save(buf, "JPEG", quality=max(1, min(q, 95)), optimize=True)
+
+
+def _jpeg2000(im, buf, q):
+    im.save(buf, "JPEG2000", quality_mode="dB", quality_layers=[float(q)], irreversible=True)
+
+
+def _webp(im, buf, q):
+    im.save(buf, "WEBP", quality=max(0, min(q, 100)), method=6)
+
+
+def _avif(im, buf, q):
+    im.save(buf, "AVIF", quality=max(0, min(q, 100)), speed=6)
+
+
+def _png(im, buf, q):
+    im.save(buf, "PNG", optimize=True)
+
+
+CODECS: dict[str, ImageCodec] = {c.name: c for c in [
+    ImageCodec("jpeg", 1, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _jpeg),
+    ImageCodec("jpeg2000", 2, (22, 25, 28, 30, 32, 34, 36, 38, 40, 44), _jpeg2000),
+    ImageCodec("webp", 3, (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _webp),
+    ImageCodec("avif", 4, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _avif),
+    ImageCodec("png", 5, (0,), _png),
+]}
+BY_CODE = {c.code: c for c in CODECS.values()}
+
+
+def get_codec(name: str) -> ImageCodec:
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise FaceCodecError(f"unknown image codec {name!r}; choose one of {sorted(CODECS)}") from None

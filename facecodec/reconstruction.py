@@ -1,0 +1,115 @@
+"""Deep feature reconstruction: a de-convolutional network from the base layer to the face (paper 3.2).
+
+The network follows the paper's Fig. 1: a fully connected projection of the decoded feature to
+a 7x7 map, then DconvOps (transposed convolution, batch normalisation, ReLU) that double the
+resolution up to the 112x112 crop of :mod:`facecodec.crop`, and Tanh after the last layer.
+One change: the last layer adds a learned per-pixel bias initialised to the mean training
+face (in Tanh's input space), so training starts from the mean-face floor instead of grey.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from facecodec.crop import CROP
+from facecodec.errors import UnknownModelError
+
+KIND = "reconstruction"
+
+
+def build_network(dim: int = 128, base: int = 128):
+    """The DconvOp stack; ``base`` channels at 7x7, halved at each doubling."""
+    import torch
+    from torch import nn
+
+    class DconvOp(nn.Sequential):
+        def __init__(self, cin: int, cout: int):
+            super().__init__(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class FeatureToFace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("feat_mean", torch.zeros(dim))
+            self.register_buffer("feat_std", torch.ones(dim))
+            self.project = nn.Sequential(nn.Linear(dim, base * 7 * 7, bias=False), nn.BatchNorm1d(base * 7 * 7), nn.ReLU(inplace=True))
+            chans = [base, base // 2, base // 4, base // 8]
+            self.ops = nn.Sequential(*[DconvOp(a, b) for a, b in zip(chans[:-1], chans[1:])])
+            self.last = nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1)
+            self.face_bias = nn.Parameter(torch.zeros(3, CROP, CROP))
+            self.base = base
+            for m in self.modules():
+                if isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(self.last.bias)
+            self.last.weight.data.mul_(0.1)
+
+        def forward(self, f):
+            x = self.project((f - self.feat_mean) / self.feat_std).view(-1, self.base, 7, 7)
+            return torch.tanh(self.last(self.ops(x)) + self.face_bias)
+
+    return FeatureToFace()
+
+
+def to_image(t) -> np.ndarray:
+    """Network output in [-1, 1] (N,3,H,W) to uint8 images (N,H,W,3)."""
+    x = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_tensor(images: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class Reconstructor:
+    """A trained network, ready for inference on decoded features."""
+
+    def __init__(self, name: str, net) -> None:
+        self.name = name
+        self.net = net.eval()
+        self._lock = threading.Lock()
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        import torch
+
+        f = torch.from_numpy(np.atleast_2d(np.asarray(features, np.float32)))
+        with self._lock, torch.inference_mode():
+            return to_image(self.net(f))
+
+
+def load_state(path) -> tuple[dict, dict]:
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["config"], {k: v.float() for k, v in blob["state"].items()}
+
+
+@lru_cache(maxsize=None)
+def load_reconstructor(name: str | None = None) -> Reconstructor:
+    """A registered reconstruction network (the newest one when ``name`` is None)."""
+    from facecodec import zoo
+
+    if name is None:
+        names = sorted(e.name for e in zoo.entries(KIND))
+        if not names:
+            raise UnknownModelError("no reconstruction model is registered; train one with `python -m train reconstruction`")
+        name = names[-1]
+    e = zoo.entry(name)
+    if e.kind != KIND:
+        raise UnknownModelError(f"{name!r} is a {e.kind} model, not a reconstruction model")
+    config, state = load_state(zoo.model_path(name))
+    net = build_network(**config)
+    net.load_state_dict(state)
+    return Reconstructor(name, net)
+
+
+def reconstruct(base_payload: bytes) -> np.ndarray:
+    """The 112x112 face rebuilt from a base-layer payload alone."""
+    from facecodec import base_layer
+
+    decoded = base_layer.decode(base_payload)
+    return load_reconstructor()(decoded.feature)[0]

@@ -1,0 +1,91 @@
+"""Enhancement layer and scalable container: real image-codec round trips, clean rejection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facecodec import container, enhancement
+from facecodec.crop import face_crop
+from facecodec.errors import PayloadError
+from facecodec.image_codecs import CODECS
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
+
+
+@pytest.fixture(scope="module")
+def face(sample_faces):
+    from facecodec import base_layer
+
+    f = sample_faces[0][1]
+    return f.chip, base_layer.encode(f.feature)
+
+
+@pytest.mark.parametrize("codec,quality,floor", [("jpeg", 75, 32), ("jpeg2000", 36, 30), ("webp", 75, 32), ("avif", 60, 32)])
+def test_each_codec_round_trips_the_crop_above_a_quality_floor(face, codec, quality, floor):
+    chip, base = face
+    payload = enhancement.encode(chip, base, codec, quality)
+    out = enhancement.decode(payload, base)
+    assert out.shape == (112, 112, 3) and out.dtype == np.uint8
+    assert psnr(out, face_crop(chip)) > floor
+    assert enhancement.read_header(payload).codec == codec
+
+
+def test_png_enhancement_is_lossless(face):
+    chip, base = face
+    out = enhancement.decode(enhancement.encode(chip, base, "png", 0), base)
+    assert np.array_equal(out, face_crop(chip))
+
+
+def test_higher_quality_costs_more_bytes_and_gives_more_fidelity(face):
+    chip, base = face
+    lo, hi = (enhancement.encode(chip, base, "webp", q) for q in (10, 90))
+    assert len(lo) < len(hi)
+    assert psnr(enhancement.decode(lo, base), face_crop(chip)) < psnr(enhancement.decode(hi, base), face_crop(chip))
+
+
+def test_enhancement_truncations_and_bit_flips_raise_payload_errors(face):
+    chip, base = face
+    payload = enhancement.encode(chip, base, "jpeg", 50)
+    for n in range(0, len(payload), 7):
+        with pytest.raises(PayloadError):
+            enhancement.decode(payload[:n], base)
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        bad = bytearray(payload)
+        i = int(rng.integers(len(bad) * 8))
+        bad[i // 8] ^= 1 << (i % 8)
+        with pytest.raises(PayloadError):
+            enhancement.decode(bytes(bad), base)
+
+
+def test_random_bytes_raise_only_payload_errors():
+    rng = np.random.default_rng(2)
+    for i in range(3000):
+        data = rng.bytes(int(rng.integers(0, 64)))
+        if i % 2:
+            data = bytes([0xE1, 1]) + data[2:]
+        with pytest.raises(PayloadError):
+            enhancement.decode(data, None)
+        with pytest.raises(PayloadError):
+            container.unpack(data)
+
+
+def test_container_keeps_each_layer_decodable_on_its_own(face):
+    chip, base = face
+    enh = [enhancement.encode(chip, base, "webp", q) for q in (20, 80)]
+    data = container.pack(container.ScalableFace(base, enh))
+    back = container.unpack(data)
+    assert back.base == base and back.enhancements == enh
+    hi = container.decode_image(data, "full", 1)
+    assert psnr(hi, face_crop(chip)) == pytest.approx(psnr(enhancement.decode(enh[1], base), face_crop(chip)))
+    for n in range(len(data)):
+        with pytest.raises(PayloadError):
+            container.unpack(data[:n])
+
+
+def test_every_registered_image_codec_has_a_distinct_code():
+    assert len({c.code for c in CODECS.values()}) == len(CODECS)

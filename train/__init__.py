@@ -1,0 +1,1 @@
+"""Training commands for the project's models (``python -m train --help``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 from pathlib import Path
 
@@ -20,6 +21,20 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("rate-accuracy", help="verification accuracy against bytes per face")
     r.add_argument("--set-default", action="store_true",
                    help="make the chosen default point the base-layer model's default step")
+    r.add_argument("--no-anchors", action="store_true", help="base layer only (skip compress-then-analyze)")
+    r.add_argument("--pairs-per-fold", type=int, default=60, help="pairs per fold for the anchors (dlib is slow)")
+    r.add_argument("--workers", type=int, default=2)
+    r.add_argument("--quick", action="store_true", help="a few pairs and qualities: checks the harness, not the codec")
+    r.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_accuracy.json)")
+    d = sub.add_parser("rate-distortion", help="PSNR / MS-SSIM against bits per pixel on test people")
+    d.add_argument("--images", type=int, default=None, help="test images to use (default: all)")
+    d.add_argument("--workers", type=int, default=2)
+    d.add_argument("--quick", action="store_true", help="24 images, half the qualities")
+    d.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_distortion.json)")
+    sub.add_parser("figures", help="PNG plots of the results files and the Fig. 3 grid")
+    c = sub.add_parser("reconstruction", help="quality and identity of faces rebuilt from the base layer")
+    c.add_argument("--model", default=None, help="registered reconstruction model (default: newest)")
+    c.add_argument("--limit", type=int, default=None, help="test images to use (default: all)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cache = args.cache or default_cache()
@@ -31,7 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         from eval.prepare import FeatureCache
         from eval.rate_accuracy import run
 
-        result = run(FeatureCache(cache))
+        from eval.rate_accuracy import RESULTS
+
+        result = run(FeatureCache(cache), out=args.out or RESULTS / "rate_accuracy.json", anchors=not args.no_anchors,
+                     per_fold=args.pairs_per_fold, workers=args.workers, quick=args.quick)
         point = result["default_point"]
         print(f"float accuracy {result['float_accuracy']:.4f}; default point: step {point['step']} "
               f"{point['bytes']:.1f} bytes, accuracy {point['accuracy']:.4f}")
@@ -40,6 +58,25 @@ def main(argv: list[str] | None = None) -> None:
 
             set_default_step(result["base_layer_model"], point["step_index"])
             print(f"default step of {result['base_layer_model']} is now {point['step_index']}")
+    elif args.cmd == "reconstruction":
+        from eval.prepare import FeatureCache
+        from eval.reconstruction import RESULTS, grid, run
+
+        result = run(FeatureCache(cache), args.model, args.limit)
+        grid(FeatureCache(cache), RESULTS / "reconstruction_grid.png", model=args.model)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
+    elif args.cmd == "rate-distortion":
+        from eval.prepare import FeatureCache
+        from eval.rate_distortion import RESULTS, run
+
+        result = run(FeatureCache(cache), images=args.images, workers=args.workers, quick=args.quick,
+                     out=args.out or RESULTS / "rate_distortion.json")
+        print(json.dumps(result["bd_rate"], indent=2))
+    elif args.cmd == "figures":
+        from eval.figures import main as figures
+
+        for path in figures(cache):
+            print(path)
 
 
 if __name__ == "__main__":

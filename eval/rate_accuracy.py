@@ -31,13 +31,14 @@ def verify(feats: np.ndarray, cache: FeatureCache, pairs) -> dict:
             "thresholds": res.thresholds, "distances": d}
 
 
-def base_layer_curve(cache: FeatureCache, pairs, test_rows: np.ndarray) -> tuple[list[dict], str]:
+def base_layer_curve(cache: FeatureCache, pairs, test_rows: np.ndarray) -> tuple[list[dict], str, list[np.ndarray]]:
+    """One point per step of the ladder, and each step's pair distances on decoded features."""
     from facecodec import base_layer
 
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     needed = np.unique(np.concatenate([cache.rows(pairs.left), cache.rows(pairs.right), test_rows]))
     test_set = set(test_rows.tolist())
-    curve = []
+    curve, distances = [], []
     for s in tqdm(range(len(model.steps)), desc="base layer steps"):
         codec = base_layer.BaseLayerCodec(model, s)
         dec = cache.features.copy()
@@ -48,13 +49,16 @@ def base_layer_curve(cache: FeatureCache, pairs, test_rows: np.ndarray) -> tuple
             if i in test_set:
                 sizes.append(len(payload))
         v = verify(dec, cache, pairs)
-        curve.append({"step": float(model.steps[s]), "step_index": s, "bytes": float(np.mean(sizes)),
+        distances.append(v["distances"])
+        curve.append({"param": float(model.steps[s]), "step": float(model.steps[s]), "step_index": s, "bytes": float(np.mean(sizes)),
                       "accuracy": v["accuracy"], "accuracy_folds_9_10": v["accuracy_folds_9_10"]})
-    return curve, model.name
+    return curve, model.name, distances
 
 
-def run(cache: FeatureCache, out: Path = RESULTS / "rate_accuracy.json", tolerance: float = 0.003,
-        max_bytes: float = 40.0) -> dict:
+def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", tolerance: float = 0.003,
+        max_bytes: float = 40.0, anchors: bool = True, per_fold: int = 60, workers: int = 2,
+        quick: bool = False) -> dict:
+    """Every curve of the rate-accuracy figure; ``quick`` trims the anchors to a few pairs and qualities."""
     root = lfw_root()
     pairs = read_pairs(root)
     who = people(root, "test")
@@ -65,10 +69,26 @@ def run(cache: FeatureCache, out: Path = RESULTS / "rate_accuracy.json", toleran
 
     thr = best_threshold(flt["distances"], pairs.same)
     far, frr = rates_at(flt["distances"], pairs.same, thr)
-    curve, model = base_layer_curve(cache, pairs, test_rows)
+    curve, model, step_distances = base_layer_curve(cache, pairs, test_rows)
     ok = [p for p in curve if p["accuracy"] >= flt["accuracy"] - tolerance and p["bytes"] <= max_bytes]
     default = min(ok, key=lambda p: p["bytes"]) if ok else max(curve, key=lambda p: p["accuracy"])
+    # The server matches decoded base-layer features: its threshold is fitted on those, at the default step.
+    d_default = step_distances[default["step_index"]]
+    thr_default = best_threshold(d_default, pairs.same)
+    far_default, frr_default = rates_at(d_default, pairs.same, thr_default)
     pair_rows = np.unique(np.concatenate([cache.rows(pairs.left), cache.rows(pairs.right)]))
+    curves = {"base_layer": curve}
+    anchor_meta = None
+    if anchors:
+        from eval.compress_analyze import curves as anchor_curves
+        from facecodec.image_codecs import CODECS
+
+        ladder = {c: CODECS[c].qualities for c in ("jpeg", "jpeg2000", "webp", "avif")}
+        if quick:
+            ladder = {c: q[::3] for c, q in ladder.items() if c in ("jpeg", "webp")}
+        found, anchor_meta = anchor_curves(cache, pairs, ladder, 4 if quick else per_fold, who, workers)
+        curves.update(found)
+        curves.update(scalable_curves(curve[default["step_index"]], test_rows, cache))
     result = {
         "dataset": "LFW deep-funneled, View 2 pairs.txt (10 folds, 6000 pairs); bytes on test people",
         "feature_backend": "dlib-resnet-128",
@@ -80,12 +100,34 @@ def run(cache: FeatureCache, out: Path = RESULTS / "rate_accuracy.json", toleran
                                 "images": len(cache.names), "fallback": "centre box 0.44 of the image side"},
         "test_images": int(len(test_rows)),
         "base_layer_model": model,
-        "curves": {"base_layer": curve},
+        "curves": curves,
+        "compress_then_analyze": anchor_meta,
         "default_point": {"codec": "base_layer", "step": default["step"], "step_index": default["step_index"],
-                          "bytes": default["bytes"], "accuracy": default["accuracy"]},
+                          "bytes": default["bytes"], "accuracy": default["accuracy"],
+                          "threshold": {"value": thr_default, "far": far_default, "frr": frr_default,
+                                        "fitted_on": "all 6000 pairs, decoded base-layer features at this step"}},
         "commit": commit(),
         "machine": machine(),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def scalable_curves(base_point: dict, test_rows: np.ndarray, cache: FeatureCache, sample: int = 200) -> dict:
+    """Base + enhancement: the analysis still reads the base layer's feature, so accuracy is the
+    base layer's; the bytes grow by the enhancement layer (measured on a sample of test faces)."""
+    from facecodec import base_layer, enhancement
+    from facecodec.image_codecs import CODECS
+
+    rows = test_rows[np.linspace(0, len(test_rows) - 1, min(sample, len(test_rows))).astype(int)]
+    bases = {int(i): base_layer.encode(cache.features[i]) for i in rows}
+    out = {}
+    for name in ("jpeg", "jpeg2000", "webp", "avif"):
+        pts = []
+        for q in tqdm(CODECS[name].qualities[::2], desc=f"base+{name}", leave=False):
+            sizes = [len(bases[int(i)]) + len(enhancement.encode(np.asarray(cache.chips[i]), bases[int(i)], name, q)) for i in rows]
+            pts.append({"param": q, "bytes": float(np.mean(sizes)), "accuracy": base_point["accuracy"]})
+        out[f"base+{name}"] = pts
+    return out

@@ -270,7 +270,7 @@ def default_model_name(backend: str) -> str:
     names = [e.name for e in zoo.entries(KIND) if e.backend == backend]
     if not names:
         raise UnknownModelError(f"no base-layer model is registered for the {backend!r} backend; "
-                                "fit one with `python -m eval fit-base-layer`")
+                                "fit one with `python -m train base-layer`")
     return sorted(names)[-1]
 
 

@@ -17,7 +17,7 @@ class CodecSettings(BaseSettings):
                                  ``facenet-vggface2-512`` backend.
     ``FACECODEC_FEATURE_BACKEND`` default feature backend (``dlib-resnet-128``).
     ``FACECODEC_BASE_STEP``      index into the base-layer quantization ladder (default: the
-                                 model's own default step, chosen on LFW by ``eval base-layer``).
+                                 model's own default step, chosen on LFW by ``python -m eval rate-accuracy --set-default``).
     ``FACECODEC_TORCH_THREADS``  threads PyTorch may use (0 = PyTorch's default).
     """
 

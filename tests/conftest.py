@@ -8,8 +8,14 @@ import pytest
 DATA = Path(__file__).parent / "data" / "faces"
 
 
-def sample_images() -> list[Path]:
+def _sample_images() -> list[Path]:
     return sorted(DATA.glob("*/*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> list[Path]:
+    """The committed LFW test-people images (tests/data/faces/<person>/*.jpg), sorted."""
+    return _sample_images()
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +30,7 @@ def sample_faces(frontend):
     """(person, Face) for every committed sample image, analysed once per test session."""
     from facecodec.images import load_rgb
 
-    return [(p.parent.name, frontend.analyze_main(load_rgb(p))) for p in sample_images()]
+    return [(p.parent.name, frontend.analyze_main(load_rgb(p))) for p in _sample_images()]
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 
 from facecodec.cli import main
-from tests.conftest import sample_images
 
 pytestmark = pytest.mark.slow
 
 
-def test_encode_info_decode_round_trip(tmp_path, capsys):
+def test_encode_info_decode_round_trip(tmp_path, capsys, sample_images):
     out = tmp_path / "face.fcb"
-    assert main(["encode", str(sample_images()[0]), "-o", str(out), "--enhance", "webp:q50"]) == 0
+    assert main(["encode", str(sample_images[0]), "-o", str(out), "--enhance", "webp:q50"]) == 0
     enc = json.loads(capsys.readouterr().out)
     assert enc["bytes"] == out.stat().st_size <= 44
     assert enc["enhancement_bytes"] == (tmp_path / "face.fcb.enh").stat().st_size

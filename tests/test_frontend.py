@@ -7,13 +7,12 @@ import pytest
 
 from facecodec.errors import ImageError, ModelFileMissingError, NoFaceError
 from facecodec.images import load_rgb
-from tests.conftest import sample_images
 
 pytestmark = pytest.mark.slow
 
 
-def test_every_sample_image_has_a_detected_face_with_five_landmarks(frontend):
-    for path in sample_images()[:8]:
+def test_every_sample_image_has_a_detected_face_with_five_landmarks(frontend, sample_images):
+    for path in sample_images[:8]:
         dets = frontend.detector.detect(load_rgb(path))
         assert dets, path
         d = dets[0]
@@ -72,7 +71,7 @@ def test_facenet_backend_names_its_setting_when_weights_are_missing(monkeypatch)
         backend.embed([np.zeros((160, 160, 3), np.uint8)])
 
 
-def test_facenet_backend_runs_with_weights_from_a_file(tmp_path, sample_faces):
+def test_facenet_backend_runs_with_weights_from_a_file(tmp_path, sample_images):
     import torch
     from facenet_pytorch import InceptionResnetV1
 
@@ -83,7 +82,7 @@ def test_facenet_backend_runs_with_weights_from_a_file(tmp_path, sample_faces):
     torch.manual_seed(0)
     torch.save(InceptionResnetV1(pretrained=None).state_dict(), path)
     fe = FaceFrontEnd(FacenetVggface2(weights=path))
-    face = fe.analyze_main(load_rgb(sample_images()[0]))
+    face = fe.analyze_main(load_rgb(sample_images[0]))
     assert face.chip.shape == (160, 160, 3)
     assert face.feature.shape == (512,)
     assert np.linalg.norm(face.feature) == pytest.approx(1.0, abs=1e-3)

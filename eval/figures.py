@@ -1,0 +1,166 @@
+"""``figures``: PNG plots of the results files, the Fig. 3 grid and the results README table.
+
+Everything here is drawn from ``eval/results/*.json`` (and, for the grid, the prepared cache),
+so the pictures always show the numbers that were measured.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from eval.rate_distortion import RESULTS
+
+GRID_CODEC = "webp"
+GRID_QUALITIES = (10, 60)
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _style(name: str) -> dict:
+    if name == "base_layer":
+        return {"color": "black", "marker": "*", "linestyle": "-", "linewidth": 2}
+    return {"marker": "o" if name.startswith("base+") else "s", "linestyle": "-" if name.startswith("base+") else "--",
+            "markersize": 4}
+
+
+def rate_accuracy_plot(ra: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in ra["curves"].items():
+        pts = [p for p in pts if "bytes" in p]
+        ax.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts], label=name, **_style(name))
+    ax.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes per face (test people, headers included)")
+    ax.set_ylabel("LFW verification accuracy, 10-fold (%)")
+    ax.set_ylim(50, 100)
+    ax.set_title("Rate-accuracy: analyze-then-compress vs compress-then-analyze")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def rate_distortion_plot(rd: dict, path: Path, metric: str = "psnr") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, pts in rd["curves"].items():
+        pts = [p for p in pts if "bytes" in p]
+        ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], label=name, **_style(name))
+    ax.set_xlabel(f"bits per pixel ({rd['resolution'][0]}x{rd['resolution'][1]} crop; base layer included)")
+    ax.set_ylabel({"psnr": "PSNR RGB (dB)", "psnr_y": "PSNR luma (dB)", "ms_ssim": "MS-SSIM"}[metric])
+    ax.set_title(f"Rate-distortion on {rd['images']} test faces")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def fig3_grid(cache_dir: Path, path: Path, n: int = 6) -> Path:
+    """Rows: original, base layer alone, base + enhancement at two rates (bytes printed under each)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eval.prepare import FeatureCache
+    from eval.rate_distortion import test_rows
+    from facecodec import base_layer, enhancement, reconstruction
+    from facecodec.crop import face_crop
+
+    cache = FeatureCache(cache_dir)
+    rows = test_rows(cache, n)
+    labels = ["original", "base layer only"] + [f"base + {GRID_CODEC} q{q}" for q in GRID_QUALITIES]
+    fig, axes = plt.subplots(len(labels), n, figsize=(1.6 * n, 1.75 * len(labels)))
+    for j, i in enumerate(rows):
+        chip = np.asarray(cache.chips[i])
+        base = base_layer.encode(cache.features[i])
+        cells = [(face_crop(chip), "")]
+        try:
+            cells.append((reconstruction.reconstruct(base), f"{len(base)} B"))
+        except Exception:
+            cells.append((np.full_like(face_crop(chip), 128), "no model"))
+        for q in GRID_QUALITIES:
+            enh = enhancement.encode(chip, base, GRID_CODEC, q)
+            cells.append((enhancement.decode(enh, base), f"{len(base)}+{len(enh)} B"))
+        for r, (img, text) in enumerate(cells):
+            ax = axes[r, j]
+            ax.imshow(img)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(text, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(labels[r], fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def readme(ra: dict | None, rd: dict | None, rec: dict | None) -> str:
+    lines = ["# Evaluation results", "",
+             "Produced by the commands in the top-level README (`python -m eval ...`); never edited by hand.",
+             "Each JSON file names the commit and machine it came from.", ""]
+    if ra:
+        p = ra["default_point"]
+        lines += ["## Rate-accuracy (`rate_accuracy.json`, `rate_accuracy.png`)", "",
+                  f"Float dlib features: {100 * ra['float_accuracy']:.2f}% on all 10 folds of pairs.txt. "
+                  f"Base layer at its default step {p['step']}: **{p['bytes']:.1f} bytes**, {100 * p['accuracy']:.2f}%.", "",
+                  "| codec | smallest bytes/face within 1 point of float accuracy |", "| --- | --- |"]
+        for name, pts in ra["curves"].items():
+            ok = [q for q in pts if "bytes" in q and q["accuracy"] >= ra["float_accuracy"] - 0.01]
+            best = min(ok, key=lambda q: q["bytes"]) if ok else None
+            lines.append(f"| {name} | {best['bytes']:.0f} (param {best['param']}) |" if best else f"| {name} | never |")
+        lines.append("")
+    if rd:
+        lines += ["## Rate-distortion (`rate_distortion.json`, `rate_distortion_psnr.png`, `rate_distortion_msssim.png`)", "",
+                  f"{rd['images']} test faces, {rd['resolution'][0]}x{rd['resolution'][1]} crop. BD-rate at equal PSNR "
+                  "(negative = the scalable configuration needs fewer bits):", "",
+                  "| scalable | " + " | ".join(f"vs {a}" for a in ("jpeg", "jpeg2000", "webp", "avif")) + " |",
+                  "| --- | --- | --- | --- | --- |"]
+        for s in sorted({k.split("_vs_")[0] for k in rd["bd_rate"]}):
+            vals = [rd["bd_rate"].get(f"{s}_vs_{a}") for a in ("jpeg", "jpeg2000", "webp", "avif")]
+            lines.append(f"| {s} | " + " | ".join("n/a" if v is None else f"{v:+.1f}%" for v in vals) + " |")
+        lines.append("")
+    if rec:
+        lines += ["## Reconstruction from the base layer (`reconstruction.json`, `reconstruction_grid.png`)", "",
+                  f"{rec['model']} on {rec['images']} test faces: PSNR {rec['psnr']:.2f} dB (mean train face: "
+                  f"{rec['mean_face_psnr']:.2f} dB), MS-SSIM {rec['ms_ssim']:.3f}, identity accuracy "
+                  f"{100 * rec['identity_accuracy']:.1f}% (originals: {100 * rec['identity_accuracy_original']:.1f}%), "
+                  f"{rec['ms_per_face']:.1f} ms per face on one core.", ""]
+    lines += ["![rate-accuracy](rate_accuracy.png)", "", "![rate-distortion](rate_distortion_psnr.png)", "",
+              "![Fig. 3 grid](fig3_grid.png)", ""]
+    return "\n".join(lines)
+
+
+def main(cache_dir: Path) -> list[Path]:
+    out = []
+    ra, rd, rec = _load("rate_accuracy.json"), _load("rate_distortion.json"), _load("reconstruction.json")
+    if ra:
+        out.append(rate_accuracy_plot(ra, RESULTS / "rate_accuracy.png"))
+    if rd:
+        out.append(rate_distortion_plot(rd, RESULTS / "rate_distortion_psnr.png", "psnr"))
+        out.append(rate_distortion_plot(rd, RESULTS / "rate_distortion_msssim.png", "ms_ssim"))
+    if (cache_dir / "names.txt").exists():
+        out.append(fig3_grid(cache_dir, RESULTS / "fig3_grid.png"))
+    (RESULTS / "README.md").write_text(readme(ra, rd, rec))
+    out.append(RESULTS / "README.md")
+    return out

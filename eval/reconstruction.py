@@ -1,0 +1,148 @@
+"""``reconstruction``: how good is the face rebuilt from the base layer alone (paper 3.2, Fig. 3).
+
+On test people only: PSNR and MS-SSIM of the reconstruction against the aligned 112x112 crop,
+beside the floor to beat (the mean train face, the same for everyone); identity survival on
+folds 9-10 of pairs.txt (the test people) when the right image of every pair is replaced by
+the reconstruction of its decoded base layer, pasted into the mean train chip so that dlib
+sees a 150x150 chip with no identity outside the crop; time per face on one core.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from eval.lfw import lfw_root, people, read_pairs
+from eval.metrics import ms_ssim, psnr
+from eval.prepare import FeatureCache
+from eval.provenance import commit, machine
+from facecodec.crop import CHIP, CROP, face_crop
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _rows(cache: FeatureCache, split: str) -> np.ndarray:
+    who = people(lfw_root(), split)
+    return np.array([i for i, n in enumerate(cache.names) if n.split("/")[0] in who])
+
+
+def mean_chip(cache: FeatureCache, rows: np.ndarray, limit: int = 3000) -> np.ndarray:
+    """Mean 150x150 chip of (a sample of) the train images."""
+    pick = rows[:: max(1, len(rows) // limit)]
+    acc = np.zeros((CHIP, CHIP, 3), np.float64)
+    for i in pick:
+        acc += cache.chips[i]
+    return np.rint(acc / len(pick)).astype(np.uint8)
+
+
+def paste(chip: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    out = chip.copy()
+    o = (CHIP - CROP) // 2
+    out[o : o + CROP, o : o + CROP] = crop
+    return out
+
+
+def run(cache: FeatureCache, model: str | None = None, limit: int | None = None, batch: int = 64,
+        out: Path | None = RESULTS / "reconstruction.json") -> dict:
+    import torch
+
+    from facecodec import base_layer, reconstruction
+    from facecodec.frontend.features import DlibResnet128
+    from facecodec.verification import pair_distances, ten_fold_accuracy
+
+    torch.set_num_threads(1)
+    rec = reconstruction.load_reconstructor(model)
+    codec = base_layer.get_codec("dlib-resnet-128")
+    test = _rows(cache, "test")
+    if limit:
+        test = test[:: max(1, len(test) // limit)]
+    train_mean = mean_chip(cache, _rows(cache, "train"))
+    mean_crop = face_crop(train_mean)
+
+    decoded = {}
+    for i in tqdm(test, desc="base layer"):
+        decoded[i] = codec.decompress(codec.compress(cache.features[i])).feature
+    psnrs, mean_psnrs, ssims, recs = [], [], [], {}
+    t_rec = 0.0
+    for s in tqdm(range(0, len(test), batch), desc="reconstruct"):
+        idx = test[s : s + batch]
+        feats = np.stack([decoded[i] for i in idx])
+        t0 = time.perf_counter()
+        out_imgs = rec(feats)
+        t_rec += time.perf_counter() - t0
+        crops = np.stack([face_crop(np.asarray(cache.chips[i])) for i in idx])
+        psnrs += [psnr(a, b) for a, b in zip(out_imgs, crops)]
+        mean_psnrs += [psnr(mean_crop, b) for b in crops]
+        ssims += list(ms_ssim(out_imgs, crops))
+        recs.update(zip(idx.tolist(), out_imgs))
+    # one face at a time, as the server does it
+    t0 = time.perf_counter()
+    for i in test[:50]:
+        rec(decoded[i][None])
+    ms_single = (time.perf_counter() - t0) / min(50, len(test)) * 1000
+
+    pairs = read_pairs(lfw_root())
+    sel = np.flatnonzero(pairs.fold >= 8)
+    dlib = DlibResnet128()
+    left = cache.rows([pairs.left[k] for k in sel])
+    right = cache.rows([pairs.right[k] for k in sel])
+    have = np.array([r in recs for r in right])
+    if not have.all():  # --limit: reconstruct the missing right images too
+        for r in right[~have]:
+            f = codec.decompress(codec.compress(cache.features[r])).feature
+            recs[int(r)] = rec(f[None])[0]
+    rec_feats = np.stack([dlib.embed([paste(train_mean, recs[int(r)])])[0] for r in tqdm(right, desc="identity")])
+    d_rec = pair_distances(cache.features[left], rec_feats)
+    d_orig = pair_distances(cache.features[left], cache.features[right])
+    same, fold = pairs.same[sel], pairs.fold[sel]
+    identity = ten_fold_accuracy(d_rec, same, fold)
+    original = ten_fold_accuracy(d_orig, same, fold)
+    n_params = sum(p.numel() for p in rec.net.parameters()) + sum(b.numel() for b in rec.net.buffers())
+    result = {
+        "model": rec.name,
+        "resolution": [CROP, CROP],
+        "crop": "centre 112x112 of dlib's 150x150 aligned chip (padding 0.25), LFW deep-funneled",
+        "images": int(len(test)),
+        "base_layer_step": float(codec.model.steps[codec.step_index]),
+        "psnr": float(np.mean(psnrs)),
+        "mean_face_psnr": float(np.mean(mean_psnrs)),
+        "ms_ssim": float(np.mean(ssims)),
+        "mean_face_ms_ssim": float(np.mean(ms_ssim(np.repeat(mean_crop[None], 64, 0), np.stack(
+            [face_crop(np.asarray(cache.chips[i])) for i in test[:64]])))),
+        "identity_accuracy": identity.accuracy,
+        "identity_accuracy_original": original.accuracy,
+        "identity_pairs": int(len(sel)),
+        "identity_protocol": "folds 9-10 of pairs.txt; right image replaced by its reconstruction pasted into the mean train chip",
+        "ms_per_face": ms_single,
+        "ms_per_face_batched": t_rec / len(test) * 1000,
+        "parameters": int(n_params),
+        "memory_mb_fp32": n_params * 4 / 2**20,
+        "commit": commit(),
+        "machine": machine(),
+    }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) -> Path:
+    """Originals over reconstructions for a fixed set of test faces (the paper's Fig. 3, first rows)."""
+    from PIL import Image
+
+    from facecodec import base_layer, reconstruction
+
+    rec = reconstruction.load_reconstructor(model)
+    codec = base_layer.get_codec("dlib-resnet-128")
+    test = _rows(cache, "test")
+    pick = test[:: len(test) // n][:n]
+    top = [face_crop(np.asarray(cache.chips[i])) for i in pick]
+    bottom = [rec(codec.decompress(codec.compress(cache.features[i])).feature[None])[0] for i in pick]
+    canvas = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path)
+    return path

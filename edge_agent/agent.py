@@ -1,0 +1,230 @@
+"""The edge agent: cameras -> faces -> tracks -> spooled observations -> streams.
+
+Per camera, a worker thread reads sampled frames from its source, runs the shared
+:class:`~edge_agent.pipeline.FacePipeline`, feeds its :class:`~edge_agent.tracker.Tracker`
+and, for every observation the tracker emits, stores the texture, encodes the base layer
+and writes the observation to the spool; the camera's :class:`~edge_agent.client.CameraStream`
+sends what the spool holds. No error in one frame, one face or one camera stops the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from edge_agent.client import CameraStream, StreamConfig
+from edge_agent.errors import SourceError, StoreError
+from edge_agent.pipeline import FacePipeline, make_observation, new_face_id
+from edge_agent.settings import CameraConfig, EdgeSettings
+from edge_agent.sources import open_source
+from edge_agent.spool import Spool
+from edge_agent.status import Counters, status_line, write_status_file
+from edge_agent.texture import TextureStore
+from edge_agent.tracker import Candidate, Emission, Tracker
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+
+
+class CameraWorker:
+    """Frames of one camera through the pipeline and the tracker into the spool."""
+
+    def __init__(self, camera: CameraConfig, settings: EdgeSettings, pipeline: FacePipeline, spool: Spool,
+                 texture: TextureStore, counters: Counters):
+        self.camera = camera
+        self.settings = settings
+        self.pipeline = pipeline
+        self.spool = spool
+        self.texture = texture
+        self.counters = counters
+        self.tracker: Tracker = Tracker(settings.track_interval_s, settings.track_iou, settings.track_distance,
+                                        settings.track_ttl_s)
+        self.stop_event = threading.Event()
+        self.done = threading.Event()
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"camera-{self.camera.id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        s = self.settings
+        try:
+            source = open_source(self.camera.source, s.sample_fps, s.loop, lambda _: self.counters.inc("bad_frames"),
+                                 s.reopen_initial_s, s.reopen_max_s)
+            log.info("camera %s: reading %s", self.camera.id, self.camera.source)
+            for frame in source.frames(self.stop_event):
+                self._frame(frame)
+            self._emit_all(self.tracker.flush())
+            log.info("camera %s: source %s ended", self.camera.id, self.camera.source)
+        except SourceError as e:
+            self.error = str(e)
+            log.error("camera %s: %s", self.camera.id, e)
+            self._emit_all(self.tracker.flush())
+        except Exception as e:  # a camera worker never takes the agent down with it
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("camera %s: worker failed", self.camera.id)
+        finally:
+            self.done.set()
+
+    def _frame(self, frame) -> None:
+        from facecodec.errors import FaceCodecError
+
+        self.counters.inc("frames")
+        try:
+            faces = self.pipeline.analyze(frame.image)
+        except FaceCodecError as e:
+            self.counters.inc("bad_frames")
+            log.warning("camera %s: frame %d skipped: %s", self.camera.id, frame.index, e)
+            return
+        self.counters.inc("faces", len(faces))
+        candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s, (f, frame.wall_ms))
+                      for f in faces]
+        self._emit_all(self.tracker.update(candidates, frame.time_s))
+
+    def _emit_all(self, emissions: list[Emission]) -> None:
+        for e in emissions:
+            self._emit(e)
+
+    def _emit(self, emission: Emission) -> None:
+        from facecodec.crop import face_crop
+        from facecodec.errors import FaceCodecError
+
+        face, wall_ms = emission.candidate.payload
+        face_id = new_face_id()
+        try:
+            base = self.pipeline.encode_base(face.feature, face.backend)
+        except FaceCodecError as e:
+            log.error("camera %s: base layer of a face could not be encoded: %s", self.camera.id, e)
+            self.counters.inc("encode_errors")
+            return
+        obs = make_observation(face_id, self.camera.id, emission.track_id, face, base, wall_ms)
+        try:
+            self.texture.put(face_id, face_crop(face.chip), base, wall_ms)
+        except StoreError as e:
+            self.counters.inc("store_errors")
+            log.error("camera %s: texture of face %s not kept: %s", self.camera.id, face_id, e)
+        try:
+            dropped = self.spool.put(self.camera.id, face_id, obs.SerializeToString())
+        except StoreError as e:
+            self.counters.inc("store_errors")
+            log.error("camera %s: observation %s lost: %s", self.camera.id, face_id, e)
+            return
+        self.counters.inc("observations")
+        if dropped:
+            self.counters.inc("spool_dropped", len(dropped))
+
+
+class EdgeAgent:
+    """Every camera of one agent, their streams, the stores and the status line."""
+
+    def __init__(self, settings: EdgeSettings, pipeline: FacePipeline | None = None):
+        if not settings.cameras:
+            raise ValueError("no camera configured: give --source and --camera-id (or EDGE_CAMERAS)")
+        self.settings = settings
+        self.counters = Counters()
+        self.spool = Spool(settings.spool_path, int(settings.spool_max_mb * MB))
+        self.texture = TextureStore(settings.texture_path, int(settings.texture_max_mb * MB),
+                                    settings.texture_retention_s)
+        self.pipeline = pipeline or FacePipeline(backend=settings.feature_backend,
+                                                 min_face_size=settings.min_face_size,
+                                                 min_probability=settings.min_probability,
+                                                 torch_threads=settings.torch_threads)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancement")
+        self.workers = [CameraWorker(c, settings, self.pipeline, self.spool, self.texture, self.counters)
+                        for c in settings.cameras]
+        self.streams = [CameraStream(self._stream_config(c), self.spool, self.texture, self.counters, self.executor)
+                        for c in settings.cameras]
+        self.stop_requested = threading.Event()
+        self.counters.gauge("spooled", lambda: len(self.spool))
+        self.counters.gauge("spool_bytes", lambda: self.spool.nbytes)
+        self.counters.gauge("textures", lambda: len(self.texture))
+        self.counters.gauge("texture_bytes", lambda: self.texture.nbytes)
+        self.counters.gauge("connected", lambda: f"{sum(s.connected for s in self.streams)}/{len(self.streams)}")
+        self.counters.gauge("sources_done", lambda: sum(w.done.is_set() for w in self.workers))
+
+    def _stream_config(self, camera: CameraConfig) -> StreamConfig:
+        s = self.settings
+        return StreamConfig(
+            target=s.server, camera_id=camera.id, token=s.token_for(camera), batch_size=s.batch_size,
+            batch_linger_s=s.batch_linger_ms / 1000, max_in_flight=s.max_in_flight, ack_timeout_s=s.ack_timeout_s,
+            backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
+            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality)
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to shut down (safe from a signal handler)."""
+        self.stop_requested.set()
+
+    def status(self) -> dict[str, object]:
+        return self.counters.snapshot()
+
+    def _report(self) -> None:
+        snap = self.status()
+        log.info(status_line(snap))
+        if self.settings.status_file is not None:
+            try:
+                write_status_file(self.settings.status_file, snap)
+            except OSError as e:
+                log.warning("cannot write the status file %s: %s", self.settings.status_file, e)
+
+    def _finished(self) -> bool:
+        return all(w.done.is_set() for w in self.workers) and len(self.spool) == 0
+
+    def run(self) -> int:
+        """Run until :meth:`request_stop` (or, with ``exit_when_done``, until all is sent). Exit code."""
+        s = self.settings
+        log.info("edge agent: %d camera(s) -> %s, data in %s", len(self.workers), s.server, s.data_dir)
+        if len(self.spool):
+            log.info("edge agent: %d observations from an earlier run are spooled and will be replayed", len(self.spool))
+        for st in self.streams:
+            st.start()
+        for w in self.workers:
+            w.start()
+        next_report = time.monotonic() + s.status_interval_s
+        try:
+            while not self.stop_requested.is_set():
+                if s.exit_when_done and self._finished():
+                    log.info("edge agent: every source has ended and every observation is acknowledged")
+                    break
+                if time.monotonic() >= next_report:
+                    next_report += s.status_interval_s
+                    try:
+                        self.texture.sweep()
+                    except StoreError as e:
+                        self.counters.inc("store_errors")
+                        log.error("%s", e)
+                    self._report()
+                self.stop_requested.wait(0.2)
+        finally:
+            self.shutdown()
+        failed = [w for w in self.workers if w.error]
+        return 1 if failed and len(failed) == len(self.workers) else 0
+
+    def shutdown(self) -> None:
+        """Stop the sources (their last tracks are spooled), wait a while for acks, close everything."""
+        log.info("edge agent: stopping")
+        for w in self.workers:
+            w.stop_event.set()
+        for w in self.workers:
+            w.stop(timeout=30)
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        gen = self.spool.generation
+        while len(self.spool) and time.monotonic() < deadline and any(st.connected for st in self.streams):
+            gen = self.spool.wait_for_change(gen, max(0.0, min(0.5, deadline - time.monotonic())))
+        for st in self.streams:
+            st.stop()
+        self.executor.shutdown(wait=True, cancel_futures=True)
+        self._report()
+        if len(self.spool):
+            log.info("edge agent: %d observations stay spooled for the next run", len(self.spool))
+        self.spool.close()
+        self.texture.close()

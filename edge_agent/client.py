@@ -1,0 +1,259 @@
+"""The camera's stream to the analysis server (``facewire.v1.FaceIngest/Stream``).
+
+One bidirectional stream per camera, authenticated with the camera's token in the metadata.
+The spool is the only source of what to send: a session opens with ``Hello``, then sends
+every spooled observation of its camera in order, in batches, and keeps following the spool
+as new observations arrive; the server's ``Ack`` deletes them from the spool. When the
+stream fails, or no ack comes for ``ack_timeout_s`` while some are due, the session ends and
+a new one starts after an exponential backoff with jitter, replaying what is still spooled
+(face ids make replays harmless). ``EnhancementRequest`` is answered from the texture store,
+``DropTexture`` deletes texture.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import grpc
+
+from edge_agent.errors import StoreError
+from edge_agent.sources import Backoff
+from edge_agent.spool import Spool
+from edge_agent.status import Counters
+from edge_agent.texture import Lookup, TextureStore
+from facewire.v1 import ingest_pb2 as pb
+from facewire.v1 import ingest_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+@dataclass
+class StreamConfig:
+    target: str
+    camera_id: str
+    token: str
+    batch_size: int = 32
+    batch_linger_s: float = 0.05
+    max_in_flight: int = 512
+    ack_timeout_s: float = 30.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    enhancement_codec: str = "jpeg"
+    enhancement_quality: int = 75
+
+
+@dataclass
+class _Session:
+    uploads: queue.Queue = field(default_factory=queue.Queue)
+    in_flight: dict[str, float] = field(default_factory=dict)  # face id -> time sent
+    last_seq: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+    acked: int = 0
+    closed: threading.Event = field(default_factory=threading.Event)
+    call: object = None
+
+
+def answer_enhancement(req: pb.EnhancementRequest, texture: TextureStore, default_codec: str,
+                       default_quality: int) -> pb.EnhancementUpload:
+    """The upload answering ``req``: OK with the payload, EXPIRED, UNKNOWN_FACE or ERROR. Never raises."""
+    out = pb.EnhancementUpload(request_id=req.request_id, face_id=req.face_id)
+    try:
+        tex = texture.get(req.face_id)
+        if tex.status is Lookup.UNKNOWN:
+            out.status, out.message = pb.UPLOAD_STATUS_UNKNOWN_FACE, tex.reason
+        elif tex.status is Lookup.EXPIRED:
+            out.status, out.message = pb.UPLOAD_STATUS_EXPIRED, tex.reason
+        else:
+            from facecodec import enhancement
+
+            out.payload = enhancement.encode(tex.crop, tex.base, req.codec or default_codec,
+                                             req.quality or default_quality)
+            out.status = pb.UPLOAD_STATUS_OK
+    except Exception as e:  # the server must always get an answer, whatever went wrong here
+        log.exception("enhancement request %s for face %s failed", req.request_id, req.face_id)
+        out.status, out.message = pb.UPLOAD_STATUS_ERROR, f"{type(e).__name__}: {e}"
+    return out
+
+
+class CameraStream:
+    """Keeps one camera's stream up and the spool flowing into it, until :meth:`stop`."""
+
+    def __init__(self, config: StreamConfig, spool: Spool, texture: TextureStore, counters: Counters,
+                 executor: Executor):
+        self.config = config
+        self.spool = spool
+        self.texture = texture
+        self.counters = counters
+        self.executor = executor
+        self.connected = False
+        self._stop = threading.Event()
+        self._session: _Session | None = None
+        self._thread: threading.Thread | None = None
+        self.backoff = Backoff(config.backoff_initial_s, config.backoff_max_s)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"stream-{self.config.camera_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        s = self._session
+        if s is not None:
+            s.closed.set()
+            if s.call is not None:
+                s.call.cancel()
+        self.spool.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            if not first:
+                self.counters.inc("reconnects")
+            first = False
+            code = self._run_session()
+            if self._stop.is_set():
+                break
+            if code in AUTH_CODES:
+                self.backoff.attempt = max(self.backoff.attempt, 30)  # wrong token: retry, but slowly
+            delay = self.backoff.next_delay()
+            log.info("camera %s: reconnecting in %.1f s", self.config.camera_id, delay)
+            self._stop.wait(delay)
+
+    # -- one session -------------------------------------------------------------------------
+    def _run_session(self) -> grpc.StatusCode | None:
+        c = self.config
+        session = _Session()
+        self._session = session
+        metadata = (("authorization", f"Bearer {c.token}"), ("x-camera-id", c.camera_id))
+        options = [
+            ("grpc.initial_reconnect_backoff_ms", int(c.backoff_initial_s * 1000)),
+            ("grpc.min_reconnect_backoff_ms", int(c.backoff_initial_s * 1000)),
+            ("grpc.max_reconnect_backoff_ms", int(c.backoff_max_s * 1000)),
+        ]
+        code = None
+        with grpc.insecure_channel(c.target, options=options) as channel:
+            call = pb_grpc.FaceIngestStub(channel).Stream(self._requests(session), metadata=metadata)
+            session.call = call
+            if self._stop.is_set():
+                call.cancel()
+            try:
+                for msg in call:
+                    self._handle(session, msg)
+            except grpc.RpcError as e:
+                code = e.code()
+                if code in AUTH_CODES:
+                    log.error("camera %s: the server refused its credentials (%s: %s); check the camera token",
+                              c.camera_id, code.name, e.details())
+                elif code == grpc.StatusCode.CANCELLED and (self._stop.is_set() or session.closed.is_set()):
+                    pass
+                else:
+                    log.warning("camera %s: stream to %s ended: %s %s", c.camera_id, c.target, code.name, e.details())
+            else:
+                log.warning("camera %s: the server closed the stream", c.camera_id)
+            finally:
+                session.closed.set()
+                call.cancel()
+                if self.connected:
+                    self.connected = False
+        if session.acked:
+            self.backoff.reset()
+        return code
+
+    def _requests(self, session: _Session):
+        """What the session sends: Hello, then spooled observations and enhancement uploads."""
+        c = self.config
+        yield pb.EdgeMessage(hello=pb.Hello(camera_id=c.camera_id, agent_version=AGENT_VERSION))
+        while not session.closed.is_set():
+            gen = self.spool.generation
+            try:
+                yield pb.EdgeMessage(enhancement=session.uploads.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            now = time.monotonic()
+            if session.in_flight and now - session.last_progress > c.ack_timeout_s:
+                log.warning("camera %s: no ack for %.0f s with %d observations due; reconnecting",
+                            c.camera_id, now - session.last_progress, len(session.in_flight))
+                session.closed.set()
+                if session.call is not None:
+                    session.call.cancel()
+                return
+            room = c.max_in_flight - len(session.in_flight)
+            rows = self.spool.pending(c.camera_id, session.last_seq, min(c.batch_size, room)) if room > 0 else []
+            if rows and len(rows) < c.batch_size and c.batch_linger_s > 0 and room >= c.batch_size:
+                deadline = now + c.batch_linger_s
+                while len(rows) < c.batch_size and time.monotonic() < deadline and not session.closed.is_set():
+                    gen = self.spool.wait_for_change(gen, deadline - time.monotonic())
+                    rows = self.spool.pending(c.camera_id, session.last_seq, c.batch_size)
+            if rows:
+                batch = pb.ObservationBatch()
+                for r in rows:
+                    batch.observations.add().ParseFromString(r.data)
+                    session.in_flight[r.face_id] = now
+                if len(session.in_flight) == len(rows):
+                    session.last_progress = now  # the ack clock starts with the first observation due
+                session.last_seq = rows[-1].seq
+                self.counters.inc("sent", len(rows))
+                yield pb.EdgeMessage(observations=batch)
+                continue
+            self.spool.wait_for_change(gen, 0.5)
+
+    def _handle(self, session: _Session, msg: pb.ServerMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if not self.connected:
+            self.connected = True
+            log.info("camera %s: streaming to %s", self.config.camera_id, self.config.target)
+        if kind == "ack":
+            self._on_ack(session, msg.ack)
+        elif kind == "enhancement_request":
+            self.executor.submit(self._answer, session, msg.enhancement_request)
+        elif kind == "drop_texture":
+            try:
+                n = self.texture.drop(msg.drop_texture.face_ids)
+                log.info("camera %s: dropped the texture of %d faces at the server's request", self.config.camera_id, n)
+            except StoreError as e:
+                self.counters.inc("store_errors")
+                log.error("camera %s: %s", self.config.camera_id, e)
+        else:
+            log.warning("camera %s: ignoring an unknown server message", self.config.camera_id)
+
+    def _on_ack(self, session: _Session, ack: pb.Ack) -> None:
+        accepted = list(ack.face_ids)
+        rejected = [r.face_id for r in ack.rejected]
+        for r in ack.rejected:
+            log.warning("camera %s: server rejected face %s: %s", self.config.camera_id, r.face_id, r.reason)
+        try:
+            n_ok = self.spool.ack(accepted)
+            n_rej = self.spool.ack(rejected)
+        except StoreError as e:
+            self.counters.inc("store_errors")
+            log.error("camera %s: %s", self.config.camera_id, e)
+            return
+        for f in accepted + rejected:
+            session.in_flight.pop(f, None)
+        session.last_progress = time.monotonic()
+        session.acked += len(accepted) + len(rejected)
+        self.counters.inc("acknowledged", n_ok)
+        self.counters.inc("rejected", n_rej)
+
+    def _answer(self, session: _Session, req: pb.EnhancementRequest) -> None:
+        up = answer_enhancement(req, self.texture, self.config.enhancement_codec, self.config.enhancement_quality)
+        name = pb.UploadStatus.Name(up.status).removeprefix("UPLOAD_STATUS_").lower()
+        self.counters.inc(f"uploads_{'unknown' if name == 'unknown_face' else name}")
+        if session.closed.is_set():
+            log.info("camera %s: stream closed before the answer to request %s could be sent",
+                     self.config.camera_id, req.request_id)
+            return
+        session.uploads.put(up)
+        self.spool.wake()

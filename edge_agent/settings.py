@@ -1,0 +1,107 @@
+"""Settings of the edge agent, read from ``EDGE_*`` environment variables (and the CLI).
+
+One object for the whole service. Unknown ``EDGE_*`` keys are an error, so a misspelt setting
+never goes unnoticed. The camera token has no default: an agent cannot start without one.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class CameraConfig(BaseModel):
+    """One camera: its id (as the server knows it), where frames come from, its token."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    id: str
+    source: str
+    token: SecretStr | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not CAMERA_ID.match(v):
+            raise ValueError(f"camera id {v!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        return v
+
+
+class EdgeSettings(BaseSettings):
+    """Everything the agent can be told; each field is ``EDGE_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid")
+
+    # -- where to send, who we are ----------------------------------------------------------
+    server: str = Field("127.0.0.1:50051", description="analysis server gRPC address host:port")
+    token: SecretStr | None = Field(None, description="camera token (Bearer) for every camera without its own")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="JSON list of {id, source, token?}")
+    data_dir: Path = Field(Path("var/edge"), description="spool and texture store live here")
+
+    # -- frames ------------------------------------------------------------------------------
+    sample_fps: float = Field(2.0, gt=0, description="frames analysed per second of video (or wall clock, live)")
+    loop: bool = Field(False, description="replay file and folder sources forever (a simulated camera)")
+    reopen_initial_s: float = Field(1.0, gt=0, description="first wait before reopening a lost live source")
+    reopen_max_s: float = Field(30.0, gt=0, description="longest wait between reopen attempts")
+
+    # -- tracking ----------------------------------------------------------------------------
+    track_interval_s: float = Field(5.0, gt=0, description="one observation per track per this many seconds")
+    track_iou: float = Field(0.3, ge=0, le=1, description="box overlap that continues a track")
+    track_distance: float = Field(0.55, gt=0, description="feature distance that continues a track")
+    track_ttl_s: float = Field(2.0, gt=0, description="a track unseen this long ends (its best face is sent)")
+    min_face_size: float = Field(40.0, ge=0, description="smaller faces are not sent (pixels, shorter box side)")
+    min_probability: float = Field(0.9, ge=0, le=1, description="less confident detections are not sent")
+
+    # -- texture store -----------------------------------------------------------------------
+    texture_max_mb: float = Field(512.0, gt=0, description="size cap of the texture store")
+    texture_retention_s: float = Field(7 * 24 * 3600.0, gt=0, description="texture older than this is deleted")
+    enhancement_codec: str = Field("jpeg", description="codec for requests that name none")
+    enhancement_quality: int = Field(75, ge=1, le=100, description="quality for requests that name none")
+
+    # -- spool and stream --------------------------------------------------------------------
+    spool_max_mb: float = Field(256.0, gt=0, description="size cap of the spool of unacknowledged observations")
+    batch_size: int = Field(32, ge=1, le=1024, description="observations per gRPC message")
+    batch_linger_ms: float = Field(50.0, ge=0, description="wait this long for a batch to fill")
+    max_in_flight: int = Field(512, ge=1, description="observations sent but not acknowledged, per stream")
+    ack_timeout_s: float = Field(30.0, gt=0, description="no ack for this long while waiting for one: reconnect")
+    backoff_initial_s: float = Field(0.5, gt=0, description="first reconnect delay")
+    backoff_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+    drain_timeout_s: float = Field(10.0, ge=0, description="on shutdown, wait this long for outstanding acks")
+
+    # -- running -----------------------------------------------------------------------------
+    exit_when_done: bool = Field(False, description="exit once every source has ended and the spool is empty")
+    status_interval_s: float = Field(10.0, gt=0, description="period of the status log line")
+    status_file: Path | None = Field(None, description="also write the counters as JSON here")
+    torch_threads: int = Field(1, ge=0, description="PyTorch threads (0 = PyTorch default)")
+    feature_backend: str | None = Field(None, description="facecodec feature backend (default: facecodec's)")
+    log_level: str = Field("INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _check(self) -> EdgeSettings:
+        ids = [c.id for c in self.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids must be unique, got {ids}")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        for c in self.cameras:
+            if c.token is None and self.token is None:
+                raise ValueError(f"camera {c.id!r} has no token: set EDGE_TOKEN (or --token) or the camera's own token")
+        return self
+
+    def token_for(self, camera: CameraConfig) -> str:
+        token = camera.token or self.token
+        assert token is not None  # checked by the validator
+        return token.get_secret_value()
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_dir / "spool.sqlite3"
+
+    @property
+    def texture_path(self) -> Path:
+        return self.data_dir / "texture.sqlite3"

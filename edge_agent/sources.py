@@ -1,0 +1,278 @@
+"""Frame sources through OpenCV: video files, folders of images, RTSP/HTTP streams, local cameras.
+
+Every source yields RGB frames at no more than ``sample_fps``. Files and folders are read as
+fast as the pipeline takes them and sampled on media time (a folder's images are spaced
+``1 / sample_fps`` apart), so the same file always gives the same frames. Live sources
+(URLs, camera indexes) are read by a thread that keeps only the newest frame and are sampled
+on the wall clock; when one stops delivering it is reopened with exponential backoff and
+the generator goes on, so a camera that disappears for a while never ends its worker.
+
+Bad frames (an unreadable image in a folder, a frame OpenCV cannot decode) are counted and
+skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+MAX_BAD_FRAMES_IN_A_ROW = 50
+OPEN_TIMEOUT_MS = 10_000
+READ_TIMEOUT_MS = 10_000
+
+
+@dataclass
+class Frame:
+    """One sampled frame. ``time_s`` is media time (files) or seconds since the source opened
+    (live); ``wall_ms`` is when the agent read it (Unix epoch, ms)."""
+
+    index: int
+    time_s: float
+    wall_ms: int
+    image: np.ndarray = field(repr=False)
+
+
+BadFrameHook = Callable[[str], None]
+
+
+def _bgr_to_rgb(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FrameSource:
+    """Base class: ``frames(stop)`` yields sampled frames until the source ends or ``stop`` is set."""
+
+    live = False
+
+    def __init__(self, spec: str, sample_fps: float, on_bad_frame: BadFrameHook | None = None):
+        self.spec = spec
+        self.sample_fps = sample_fps
+        self.period = 1.0 / sample_fps
+        self._on_bad = on_bad_frame or (lambda reason: None)
+
+    def bad_frame(self, reason: str) -> None:
+        log.warning("source %s: bad frame skipped (%s)", self.spec, reason)
+        self._on_bad(reason)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        raise NotImplementedError
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder in name order, one frame each, ``1 / sample_fps`` apart."""
+
+    def __init__(self, spec: str, sample_fps: float, on_bad_frame: BadFrameHook | None = None, loop: bool = False):
+        super().__init__(spec, sample_fps, on_bad_frame)
+        self.folder = Path(spec)
+        self.loop = loop
+        if not self.folder.is_dir():
+            raise SourceError(f"{spec} is not a folder")
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        import cv2
+
+        index = 0
+        while not stop.is_set():
+            files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                log.warning("source %s: no images", self.spec)
+            for path in files:
+                if stop.is_set():
+                    return
+                image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if image is None or image.size == 0:
+                    self.bad_frame(f"cannot decode {path.name}")
+                    continue
+                yield Frame(index, index * self.period, _now_ms(), _bgr_to_rgb(image))
+                index += 1
+            if not self.loop:
+                return
+
+
+class VideoFileSource(FrameSource):
+    """A video file, sampled on its own timestamps."""
+
+    def __init__(self, spec: str, sample_fps: float, on_bad_frame: BadFrameHook | None = None, loop: bool = False):
+        super().__init__(spec, sample_fps, on_bad_frame)
+        self.loop = loop
+        if not Path(spec).is_file():
+            raise SourceError(f"video file {spec} does not exist")
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        import cv2
+
+        index, offset = 0, 0.0
+        while not stop.is_set():
+            cap = cv2.VideoCapture(self.spec)
+            if not cap.isOpened():
+                raise SourceError(f"OpenCV cannot open {self.spec}")
+            try:
+                fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+                count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                n, due, last_t, bad = 0, 0.0, 0.0, 0
+                while not stop.is_set():
+                    ok = cap.grab()
+                    if not ok:
+                        # A frame that cannot be demuxed ends OpenCV's reading in most builds; past
+                        # the frame count it is the end, before it we try a few more.
+                        bad += 1
+                        if count and n < count - 1 and bad <= MAX_BAD_FRAMES_IN_A_ROW:
+                            self.bad_frame(f"frame {n} of {count} cannot be read")
+                            n += 1
+                            continue
+                        break
+                    t = n / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                    n += 1
+                    if t + 1e-6 < due:
+                        continue
+                    ok, image = cap.retrieve()
+                    if not ok or image is None or image.size == 0:
+                        bad += 1
+                        self.bad_frame(f"frame {n - 1} cannot be decoded")
+                        if bad > MAX_BAD_FRAMES_IN_A_ROW:
+                            break
+                        continue
+                    bad = 0
+                    due = t + self.period
+                    last_t = t
+                    yield Frame(index, offset + t, _now_ms(), _bgr_to_rgb(image))
+                    index += 1
+            finally:
+                cap.release()
+            if not self.loop:
+                return
+            offset += last_t + self.period
+
+
+class Backoff:
+    """Exponential backoff with jitter: the n-th delay is drawn in [d/2, d], d = min(max, initial * 2**n)."""
+
+    def __init__(self, initial_s: float, max_s: float, rng: random.Random | None = None):
+        self.initial_s, self.max_s = initial_s, max_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        d = min(self.max_s, self.initial_s * (2 ** min(self.attempt, 30)))
+        self.attempt += 1
+        return d / 2 + self._rng.uniform(0, d / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class LiveSource(FrameSource):
+    """An RTSP/HTTP URL or a local camera index. A reader thread keeps the newest frame;
+    the generator hands one out every ``1 / sample_fps`` seconds. Lost streams are reopened."""
+
+    live = True
+
+    def __init__(self, spec: str, sample_fps: float, on_bad_frame: BadFrameHook | None = None,
+                 reopen_initial_s: float = 1.0, reopen_max_s: float = 30.0,
+                 on_state: Callable[[str], None] | None = None):
+        super().__init__(spec, sample_fps, on_bad_frame)
+        self.reopen_initial_s, self.reopen_max_s = reopen_initial_s, reopen_max_s
+        self._on_state = on_state or (lambda state: None)
+        self._latest: tuple[int, np.ndarray] | None = None
+        self._cond = threading.Condition()
+        self._seq = 0
+
+    def _open(self):
+        import cv2
+
+        if self.spec.isdigit():
+            return cv2.VideoCapture(int(self.spec))
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
+        return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+
+    def _reader(self, stop: threading.Event) -> None:
+        backoff = Backoff(self.reopen_initial_s, self.reopen_max_s)
+        while not stop.is_set():
+            cap = self._open()
+            if not cap.isOpened():
+                cap.release()
+                delay = backoff.next_delay()
+                log.warning("source %s: cannot open, retrying in %.1f s", self.spec, delay)
+                self._on_state("down")
+                stop.wait(delay)
+                continue
+            log.info("source %s: opened", self.spec)
+            self._on_state("up")
+            bad = 0
+            try:
+                while not stop.is_set():
+                    ok, image = cap.read()
+                    if not ok or image is None or image.size == 0:
+                        bad += 1
+                        if bad > MAX_BAD_FRAMES_IN_A_ROW or not ok:
+                            break
+                        self.bad_frame("frame cannot be decoded")
+                        continue
+                    if bad == 0:
+                        backoff.reset()
+                    bad = 0
+                    with self._cond:
+                        self._seq += 1
+                        self._latest = (self._seq, image)
+                        self._cond.notify_all()
+            finally:
+                cap.release()
+            if stop.is_set():
+                return
+            delay = backoff.next_delay()
+            log.warning("source %s: stream lost, reopening in %.1f s", self.spec, delay)
+            self._on_state("down")
+            stop.wait(delay)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        reader = threading.Thread(target=self._reader, args=(stop,), name=f"source-{self.spec}", daemon=True)
+        reader.start()
+        start = time.monotonic()
+        seen, index, due = 0, 0, start
+        while not stop.is_set():
+            with self._cond:
+                while not stop.is_set() and (self._latest is None or self._latest[0] == seen):
+                    self._cond.wait(0.5)
+                if stop.is_set():
+                    break
+                seen, image = self._latest
+            now = time.monotonic()
+            yield Frame(index, now - start, _now_ms(), _bgr_to_rgb(image))
+            index += 1
+            due = max(due + self.period, now)
+            stop.wait(max(0.0, due - time.monotonic()))
+
+
+def open_source(spec: str, sample_fps: float, loop: bool = False, on_bad_frame: BadFrameHook | None = None,
+                reopen_initial_s: float = 1.0, reopen_max_s: float = 30.0,
+                on_state: Callable[[str], None] | None = None) -> FrameSource:
+    """The source ``spec`` names: a camera index (``0``), a URL (``rtsp://...``, ``http://...``),
+    a folder of images or a video file."""
+    if spec.isdigit() or "://" in spec and not spec.startswith("file://"):
+        return LiveSource(spec, sample_fps, on_bad_frame, reopen_initial_s, reopen_max_s, on_state)
+    path = spec.removeprefix("file://")
+    if Path(path).is_dir():
+        return ImageFolderSource(path, sample_fps, on_bad_frame, loop)
+    return VideoFileSource(path, sample_fps, on_bad_frame, loop)

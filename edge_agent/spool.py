@@ -1,0 +1,189 @@
+"""The on-disk spool of observations not yet acknowledged by the server.
+
+Every observation is written here *before* it is sent (write-ahead), under its face id, and
+deleted when the server's Ack names that id. After a reconnect, or after the agent itself
+restarts, the stream replays everything still spooled for its camera in order. Face ids are
+generated once and stored with the observation, so a replay is the same observation and the
+server stores it once.
+
+The spool is bounded by ``max_bytes``: when a new observation does not fit, the oldest ones
+are dropped (and counted), so a long outage costs the oldest faces, never the disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.db import open_db
+from edge_agent.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    camera_id TEXT NOT NULL,
+    face_id TEXT NOT NULL UNIQUE,
+    created_ms INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS spool_camera_seq ON spool (camera_id, seq);
+"""
+
+
+@dataclass(frozen=True)
+class SpooledObservation:
+    seq: int
+    face_id: str
+    data: bytes
+
+
+class Spool:
+    """Unacknowledged observations of every camera of this agent, in one SQLite file."""
+
+    def __init__(self, path: Path, max_bytes: int):
+        self.path = Path(path)
+        self.max_bytes = int(max_bytes)
+        self._lock = threading.Lock()
+        self._conn = open_db(self.path, SCHEMA)
+        self._changed = threading.Condition()
+        count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+        self._count, self._bytes = int(count), int(size)
+        self.dropped = 0
+        self._generation = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def count(self, camera_id: str) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM spool WHERE camera_id = ?", (camera_id,)).fetchone()[0]
+
+    def put(self, camera_id: str, face_id: str, data: bytes) -> list[str]:
+        """Spool one serialised observation; returns the face ids dropped to stay under the cap.
+
+        Raises :class:`StoreError` when the file cannot be written (disk full, read-only...).
+        """
+        size = len(data)
+        if size > self.max_bytes:
+            raise StoreError(f"an observation of {size} bytes is larger than the whole spool ({self.max_bytes} bytes)")
+        dropped: list[str] = []
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    while self._bytes + size > self.max_bytes and self._count:
+                        row = self._conn.execute("SELECT seq, face_id, size FROM spool ORDER BY seq LIMIT 1").fetchone()
+                        self._conn.execute("DELETE FROM spool WHERE seq = ?", (row[0],))
+                        dropped.append(row[1])
+                        self._count -= 1
+                        self._bytes -= row[2]
+                    cur = self._conn.execute(
+                        "INSERT OR IGNORE INTO spool (camera_id, face_id, created_ms, size, data) VALUES (?, ?, ?, ?, ?)",
+                        (camera_id, face_id, int(time.time() * 1000), size, sqlite3.Binary(data)),
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                self._recount()
+                raise StoreError(f"cannot write the spool {self.path}: {e}") from e
+            if cur.rowcount:
+                self._count += 1
+                self._bytes += size
+        if dropped:
+            self.dropped += len(dropped)
+            log.warning("spool full (%d bytes cap): dropped the %d oldest unacknowledged observations",
+                        self.max_bytes, len(dropped))
+        self._notify()
+        return dropped
+
+    def pending(self, camera_id: str, after_seq: int = 0, limit: int = 32) -> list[SpooledObservation]:
+        """Spooled observations of ``camera_id`` with ``seq > after_seq``, oldest first."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT seq, face_id, data FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (camera_id, after_seq, limit),
+            ).fetchall()
+        return [SpooledObservation(s, f, bytes(d)) for s, f, d in rows]
+
+    def oldest_created_ms(self, camera_id: str, after_seq: int = 0) -> int | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT created_ms FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT 1",
+                (camera_id, after_seq),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def ack(self, face_ids: Iterable[str]) -> int:
+        """Forget acknowledged (or rejected) observations; returns how many were spooled."""
+        ids = list(face_ids)
+        if not ids:
+            return 0
+        removed = 0
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    n, size = self._conn.execute(
+                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE face_id IN ({marks})", chunk
+                    ).fetchone()
+                    self._conn.execute(f"DELETE FROM spool WHERE face_id IN ({marks})", chunk)
+                    removed += n
+                    self._count -= n
+                    self._bytes -= size
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                try:
+                    self._conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                self._recount()
+                raise StoreError(f"cannot update the spool {self.path}: {e}") from e
+        self._notify()
+        return removed
+
+    @property
+    def generation(self) -> int:
+        """Grows by one at every change; pass it to :meth:`wait_for_change`."""
+        return self._generation
+
+    def wake(self) -> None:
+        """Wake every :meth:`wait_for_change` (something else than the spool wants attention)."""
+        self._notify()
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Block until the spool changed since generation ``seen`` (or ``timeout`` passes)."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != seen, timeout)
+            return self._generation
+
+    def _recount(self) -> None:
+        try:
+            count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            self._count, self._bytes = int(count), int(size)
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

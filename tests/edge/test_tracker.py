@@ -1,0 +1,78 @@
+"""The tracker sends one observation per track per interval, the best one, and keeps people apart."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edge_agent.tracker import Candidate, Tracker, iou
+
+
+def feat(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=128).astype(np.float32)
+    return v / np.linalg.norm(v)  # unit vectors: two random ones are about 1.4 apart
+
+
+def cand(box, f, score, t, tag=None) -> Candidate:
+    return Candidate(tuple(float(v) for v in box), f, score, t, tag)
+
+
+def test_iou():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert abs(iou((0, 0, 10, 10), (5, 0, 15, 10)) - 50 / 150) < 1e-9
+
+
+def test_one_observation_per_interval_and_it_is_the_best():
+    tr = Tracker(interval_s=5.0, ttl_s=2.0)
+    f = feat(1)
+    sent = []
+    for i in range(25):  # 12.5 s of one person walking, 2 frames per second
+        t = i * 0.5
+        box = (100 + 4 * i, 50, 200 + 4 * i, 150)
+        score = 10.0 + (7 if i in (3, 14) else 0) + 0.01 * i
+        sent += tr.update([cand(box, f + 0.01 * feat(100 + i), score, t, i)], t)
+    sent += tr.flush()
+    assert [e.candidate.payload for e in sent] == [3, 14, 24]  # windows [0,5), [5,10), [10,12.5]: best of each
+    assert len({e.track_id for e in sent}) == 1
+
+
+def test_two_people_side_by_side_are_two_tracks():
+    tr = Tracker(interval_s=1.0)
+    a, b = feat(1), feat(2)
+    sent = []
+    for i in range(6):
+        t = i * 0.5
+        sent += tr.update([cand((0, 0, 100, 100), a, 1, t, "a"), cand((300, 0, 400, 100), b, 1, t, "b")], t)
+    sent += tr.flush()
+    by_track: dict[str, set] = {}
+    for e in sent:
+        by_track.setdefault(e.track_id, set()).add(e.candidate.payload)
+    assert sorted(map(sorted, by_track.values())) == [["a"], ["b"]]
+
+
+def test_another_person_in_the_same_place_starts_a_new_track():
+    tr = Tracker(interval_s=10.0, ttl_s=5.0)
+    box = (100, 100, 200, 200)
+    tr.update([cand(box, feat(1), 1, 0.0, "a")], 0.0)
+    tr.update([cand(box, feat(2), 1, 0.5, "b")], 0.5)
+    sent = tr.flush()
+    assert sorted(e.candidate.payload for e in sent) == ["a", "b"]
+    assert len({e.track_id for e in sent}) == 2
+
+
+def test_a_face_that_jumps_is_followed_by_its_feature():
+    tr = Tracker(interval_s=10.0, ttl_s=5.0)
+    f = feat(3)
+    tr.update([cand((0, 0, 50, 50), f, 1, 0.0, "x")], 0.0)
+    tr.update([cand((400, 300, 450, 350), f + 0.02 * feat(4), 2, 0.5, "y")], 0.5)  # no overlap, same person
+    sent = tr.flush()
+    assert [e.candidate.payload for e in sent] == ["y"]
+
+
+def test_lost_track_is_sent_after_ttl_without_waiting_for_the_interval():
+    tr = Tracker(interval_s=60.0, ttl_s=1.0)
+    tr.update([cand((0, 0, 50, 50), feat(5), 1, 0.0, "p")], 0.0)
+    assert tr.update([], 0.5) == []
+    sent = tr.update([], 1.6)
+    assert [e.candidate.payload for e in sent] == ["p"]
+    assert tr.tracks == [] and tr.flush() == []

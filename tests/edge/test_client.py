@@ -3,7 +3,6 @@ replays after reconnecting, ack timeouts, enhancement answers and texture drops.
 
 from __future__ import annotations
 
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,22 +13,8 @@ from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
+from edge_testkit import free_port, wait_until
 from facewire.v1 import ingest_pb2 as pb
-
-
-def wait_until(cond, timeout=15.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Rig:

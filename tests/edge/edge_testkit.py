@@ -1,0 +1,169 @@
+"""Helpers of the edge tests: media made from the committed LFW sample (no binaries in the
+repository), a scripted gRPC peer, ports and waiting."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+FACES = Path(__file__).resolve().parent.parent / "data" / "faces"
+FRAME_W, FRAME_H = 640, 360
+
+
+def person_images() -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for p in sorted(FACES.glob("*/*.jpg")):
+        out.setdefault(p.parent.name, []).append(p)
+    return out
+
+
+def compose(face_bgr: np.ndarray | None, x: int, y: int) -> np.ndarray:
+    """A grey 640x360 frame with a 250x250 LFW photo pasted at (x, y)."""
+    frame = np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)
+    if face_bgr is not None:
+        h, w = face_bgr.shape[:2]
+        frame[y : y + h, x : x + w] = face_bgr
+    return frame
+
+
+def make_video(path: Path, people: list[str], seconds_each: float = 2.0, fps: float = 10.0,
+               gap_s: float = 0.0) -> Path:
+    """An MJPG AVI in which each person of ``people`` is in view for ``seconds_each`` seconds,
+    drifting slowly to the right, with ``gap_s`` seconds of empty frames between people."""
+    import cv2
+
+    imgs = person_images()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (FRAME_W, FRAME_H))
+    assert writer.isOpened()
+    try:
+        for person in people:
+            face = cv2.imread(str(imgs[person][0]))
+            n = int(round(seconds_each * fps))
+            for i in range(n):
+                writer.write(compose(face, 100 + 3 * i, 55))
+            for _ in range(int(round(gap_s * fps))):
+                writer.write(compose(None, 0, 0))
+    finally:
+        writer.release()
+    return path
+
+
+class ScriptedPeer:
+    """A minimal FaceIngest server for protocol tests of the client (the real server's behaviour
+    is tested against ``analysis_server`` in test_reliability.py). It records what arrives,
+    acknowledges batches unless told not to, and sends what a test queues."""
+
+    def __init__(self, token: str = "secret", ack: bool = True):
+        import queue
+
+        self.token = token
+        self.ack = ack
+        self.stored: dict[str, object] = {}
+        self.received: list[str] = []  # every face id that arrived, replays included
+        self.batches: list[int] = []
+        self.hellos: list[object] = []
+        self.metadata: list[dict[str, str]] = []
+        self.uploads: "queue.Queue" = queue.Queue()
+        self.outbox: "queue.Queue" = queue.Queue()
+        self.server = None
+        self.port = 0
+
+    def start(self, port: int = 0) -> int:
+        from concurrent import futures
+
+        import grpc
+
+        from facewire.v1 import ingest_pb2_grpc as pb_grpc
+
+        peer = self
+
+        class Servicer(pb_grpc.FaceIngestServicer):
+            def Stream(self, request_iterator, context):
+                return peer._stream(request_iterator, context)
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        pb_grpc.add_FaceIngestServicer_to_server(Servicer(), self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.server.start()
+        return self.port
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop(0).wait()
+            self.server = None
+
+    def _stream(self, request_iterator, context):
+        import queue
+        import threading
+
+        import grpc
+
+        from facewire.v1 import ingest_pb2 as pb
+
+        md = dict(context.invocation_metadata())
+        self.metadata.append(md)
+        if md.get("authorization") != f"Bearer {self.token}":
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad camera token")
+        out: queue.Queue = queue.Queue()
+        done = threading.Event()
+
+        def read() -> None:
+            try:
+                for msg in request_iterator:
+                    kind = msg.WhichOneof("kind")
+                    if kind == "hello":
+                        self.hellos.append(msg.hello)
+                    elif kind == "observations":
+                        ids = [o.face_id for o in msg.observations.observations]
+                        self.batches.append(len(ids))
+                        self.received.extend(ids)
+                        for o in msg.observations.observations:
+                            self.stored.setdefault(o.face_id, o)
+                        if self.ack:
+                            out.put(pb.ServerMessage(ack=pb.Ack(face_ids=ids)))
+                    elif kind == "enhancement":
+                        self.uploads.put(msg.enhancement)
+            except grpc.RpcError:
+                pass
+            finally:
+                done.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        while not done.is_set() and context.is_active():
+            try:
+                yield out.get(timeout=0.05)
+                continue
+            except queue.Empty:
+                pass
+            try:
+                yield self.outbox.get_nowait()
+            except queue.Empty:
+                pass
+
+
+def wait_until(cond, timeout: float = 15.0, what: str = "condition", interval: float = 0.02) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mjpeg_camera(port: int, images: list[Path]) -> subprocess.Popen:
+    """A real process serving an MJPEG stream on ``http://127.0.0.1:PORT/``."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("mjpeg_server.py")), str(port),
+                             *map(str, images)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "serving"
+    return proc

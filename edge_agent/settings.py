@@ -6,6 +6,7 @@ never goes unnoticed. The camera token has no default: an agent cannot start wit
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -80,6 +81,17 @@ class EdgeSettings(BaseSettings):
     torch_threads: int = Field(1, ge=0, description="PyTorch threads (0 = PyTorch default)")
     feature_backend: str | None = Field(None, description="facecodec feature backend (default: facecodec's)")
     log_level: str = Field("INFO", description="logging level")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_environment(cls, data: object) -> object:
+        # pydantic-settings ignores unknown variables; a misspelt EDGE_ one must not pass silently.
+        known = {f"EDGE_{name.upper()}" for name in cls.model_fields}
+        unknown = sorted(k for k in os.environ if k.upper().startswith("EDGE_") and k.upper() not in known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> EdgeSettings:

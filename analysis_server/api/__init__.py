@@ -1,0 +1,74 @@
+"""The REST API (FastAPI): one router per resource, every route behind an API key except health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from analysis_server.api import faces, identities, matching, system
+from analysis_server.api.deps import require_caller
+from analysis_server.errors import ServerError
+from analysis_server.services import Services
+from analysis_server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def warm_models(settings: ServerSettings) -> None:
+    """Load what the first requests would otherwise wait for: base-layer tables, the reconstruction net."""
+    from facecodec import base_layer, zoo
+    from facecodec.errors import FaceCodecError
+
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    for e in zoo.entries(base_layer.KIND):
+        try:
+            model = base_layer.load_model(e.name)
+            model.tables(model.default_step)
+        except FaceCodecError as err:
+            log.warning("base-layer model %s cannot be loaded: %s", e.name, err)
+    from analysis_server.face_images import reconstruction_installed
+
+    if reconstruction_installed():
+        from facecodec import reconstruction
+
+        try:
+            reconstruction.load_reconstructor()
+        except FaceCodecError as err:
+            log.warning("the reconstruction model cannot be loaded: %s", err)
+    else:
+        log.info("no reconstruction model is installed: layer=base images answer 503")
+
+
+def create_app(settings: ServerSettings, services: Services) -> FastAPI:
+    """The REST app over ``services`` (whose lifetime the caller owns); models load in the lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(warm_models, settings)
+        app.state.models_ready = True
+        yield
+
+    app = FastAPI(title="facecodec analysis server", version="1", lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None,
+                  description="Faces seen by the cameras, matched on decoded base-layer features; "
+                              "images rebuilt on demand. Every route except /healthz and /readyz needs an API key.")
+    app.state.services = services
+    app.state.settings = settings
+    app.state.models_ready = False
+
+    @app.exception_handler(ServerError)
+    async def server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    app.include_router(system.health_router)
+    secured = [Depends(require_caller)]
+    for r in (faces.router, identities.router, matching.router, system.router):
+        app.include_router(r, dependencies=secured)
+    return app

@@ -1,0 +1,62 @@
+"""FastAPI dependencies: the services object, the authenticated caller, probe features."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+import numpy as np
+from fastapi import Depends, Header, HTTPException, Request
+
+from analysis_server.api.schemas import FeatureSource, Probe
+from analysis_server.auth import bearer
+from analysis_server.errors import InvalidInput, NotFound
+from analysis_server.gallery import check_feature
+from analysis_server.services import Services
+from analysis_server.validation import ValidationFailure, decode_feature
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def require_caller(
+    services: ServicesDep,
+    x_api_key: Annotated[str | None, Header(description="REST API key")] = None,
+    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+) -> str:
+    """The caller's audit name; 401 without a valid API key."""
+    caller = services.credentials.api_caller(x_api_key or bearer(authorization))
+    if caller is None:
+        services.metrics.auth_failures.labels("rest").inc()
+        raise HTTPException(401, "missing or invalid API key: send X-API-Key: <key> or Authorization: Bearer <key>",
+                            headers={"WWW-Authenticate": "Bearer"})
+    return caller
+
+
+Caller = Annotated[str, Depends(require_caller)]
+
+
+async def source_feature(services: Services, src: FeatureSource) -> np.ndarray:
+    """The decoded feature a request names (shape (128,)); 404 / 422 when it cannot be had."""
+    if src.feature is not None:
+        return check_feature(src.feature)
+    if src.base_layer is not None:
+        try:
+            return decode_feature(base64.b64decode(src.base_layer)).feature.astype(np.float32)
+        except ValidationFailure as e:
+            raise InvalidInput(str(e)) from None
+    face = await services.store.get(src.face_id)
+    if face is None:
+        raise NotFound(f"no stored face {src.face_id!r} (unknown or expired)")
+    return face.feature
+
+
+async def probe_features(services: Services, probe: Probe) -> np.ndarray:
+    """Probe rows (n, 128): one feature, or every enrolled feature of an identity."""
+    if probe.identity_id is not None:
+        return await services.gallery.features(probe.identity_id)
+    return (await source_feature(services, probe))[None]

@@ -1,0 +1,120 @@
+"""``/identities``: the gallery of enrolled people (create, read, update, delete, enrol features)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, UploadFile
+
+from analysis_server.api.deps import Caller, ServicesDep, source_feature
+from analysis_server.api.schemas import (
+    EnrolledOut,
+    FeatureSource,
+    Id,
+    IdentityCreate,
+    IdentityErasedOut,
+    IdentityOut,
+    IdentityPageOut,
+    IdentityUpdate,
+    QualityOut,
+)
+from analysis_server.errors import InvalidInput
+from analysis_server.gallery import Identity
+from facecodec.errors import ImageError, NoFaceError
+
+router = APIRouter(prefix="/identities", tags=["identities"])
+_frontend_lock = threading.Lock()
+
+
+def identity_out(i: Identity) -> IdentityOut:
+    return IdentityOut(identity_id=i.identity_id, name=i.name, watchlist=i.watchlist, notes=i.notes,
+                       created_ms=i.created_ms, updated_ms=i.updated_ms, feature_ids=i.feature_ids)
+
+
+@router.post("", response_model=IdentityOut, status_code=201, summary="Create an identity (optionally with features)")
+async def create_identity(body: IdentityCreate, s: ServicesDep, caller: Caller) -> IdentityOut:
+    feats = [await source_feature(s, f) for f in body.features]  # all checked before anything is written
+    ident = await s.gallery.create(body.name, body.watchlist, body.notes)
+    for f in feats:
+        await s.gallery.add_feature(ident.identity_id, f)
+    await s.store.audit(caller, "create_identity", identity_id=ident.identity_id, features=len(feats))
+    return identity_out(await s.gallery.get(ident.identity_id))
+
+
+@router.get("", response_model=IdentityPageOut, summary="List identities, oldest first")
+async def list_identities(s: ServicesDep, offset: Annotated[int, Query(ge=0)] = 0,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> IdentityPageOut:
+    items, total = await s.gallery.list(offset, limit)
+    return IdentityPageOut(items=[identity_out(i) for i in items], total=total)
+
+
+@router.get("/{identity_id}", response_model=IdentityOut, summary="One identity")
+async def read_identity(identity_id: Id, s: ServicesDep) -> IdentityOut:
+    return identity_out(await s.gallery.get(identity_id))
+
+
+@router.patch("/{identity_id}", response_model=IdentityOut, summary="Rename, (un)watchlist, annotate")
+async def update_identity(identity_id: Id, body: IdentityUpdate, s: ServicesDep, caller: Caller) -> IdentityOut:
+    ident = await s.gallery.update(identity_id, body.name, body.watchlist, body.notes)
+    await s.store.audit(caller, "update_identity", identity_id=identity_id)
+    return identity_out(ident)
+
+
+@router.delete("/{identity_id}", response_model=IdentityErasedOut,
+               summary="Erase an identity, its features and every face matched to it (edge textures too)")
+async def delete_identity(identity_id: Id, s: ServicesDep, caller: Caller) -> IdentityErasedOut:
+    faces = await s.gallery.delete(identity_id)
+    erased = await s.erase_faces(faces, caller)
+    await s.store.audit(caller, "erase_identity", identity_id=identity_id, faces=len(erased))
+    await s.store.event("identity_deleted", identity_id=identity_id)
+    return IdentityErasedOut(identity_id=identity_id, faces_erased=erased)
+
+
+@router.post("/{identity_id}/features", response_model=EnrolledOut, status_code=201,
+             summary="Enrol a feature: given, from a base layer, or from a stored face")
+async def enrol_feature(identity_id: Id, body: FeatureSource, s: ServicesDep, caller: Caller) -> EnrolledOut:
+    await s.gallery.get(identity_id)
+    feature = await source_feature(s, body)
+    fid = await s.gallery.add_feature(identity_id, feature)
+    await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, face_id=body.face_id or "")
+    return EnrolledOut(identity_id=identity_id, feature_id=fid)
+
+
+def _analyse(request: Request, data: bytes):
+    from facecodec.frontend import FaceFrontEnd
+    from facecodec.images import load_rgb
+
+    rgb = load_rgb(data)
+    with _frontend_lock:  # one front end per app, built on first use (MTCNN + dlib load in seconds)
+        fe = getattr(request.app.state, "frontend", None)
+        if fe is None:
+            fe = request.app.state.frontend = FaceFrontEnd()
+        return fe.analyze_main(rgb, fallback=False)
+
+
+@router.post("/{identity_id}/images", response_model=EnrolledOut, status_code=201,
+             summary="Enrol the central face of an uploaded photo")
+async def enrol_image(identity_id: Id, image: UploadFile, request: Request, s: ServicesDep, caller: Caller) -> EnrolledOut:
+    await s.gallery.get(identity_id)
+    data = await image.read(s.settings.max_upload_bytes + 1)
+    if len(data) > s.settings.max_upload_bytes:
+        raise InvalidInput(f"the image is larger than {s.settings.max_upload_bytes} bytes")
+    try:
+        face = await asyncio.to_thread(_analyse, request, data)
+    except ImageError as e:
+        raise InvalidInput(f"the upload is not a readable image: {e}") from None
+    except NoFaceError:
+        raise InvalidInput("no face was found in the image") from None
+    fid = await s.gallery.add_feature(identity_id, face.feature)
+    await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, source="image")
+    q = face.quality
+    return EnrolledOut(identity_id=identity_id, feature_id=fid,
+                       quality=QualityOut(probability=q.probability, face_size=q.face_size, fallback=q.fallback))
+
+
+@router.delete("/{identity_id}/features/{feature_id}", status_code=204, summary="Remove one enrolled feature")
+async def remove_feature(identity_id: Id, feature_id: Id, s: ServicesDep, caller: Caller) -> None:
+    await s.gallery.remove_feature(identity_id, feature_id)
+    await s.store.audit(caller, "remove_feature", identity_id=identity_id, feature_id=feature_id)

@@ -1,0 +1,234 @@
+"""Request and response bodies of the REST API (requests and responses are separate models)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", examples=["cam-1"])]
+Feature = Annotated[list[float], Field(min_length=128, max_length=128, description="a 128-D decoded face feature")]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- faces ---------------------------------------------------------------------------------------
+class BoxOut(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class QualityOut(BaseModel):
+    probability: float
+    face_size: float
+    fallback: bool
+
+
+class MatchOut(BaseModel):
+    identity_id: str
+    name: str | None
+    distance: float
+
+
+class FaceOut(BaseModel):
+    face_id: str
+    camera_id: str
+    capture_time_ms: int
+    received_ms: int
+    expires_ms: int
+    box: BoxOut
+    quality: QualityOut
+    track_id: str
+    feature_backend: str
+    base_layer_model: str
+    step_index: int
+    base_layer_bytes: int
+    match: MatchOut | None
+
+
+class FaceDetailOut(FaceOut):
+    enhancement_cached: bool
+    enhancement_layer_bytes: int | None
+
+
+class FacePageOut(BaseModel):
+    items: list[FaceOut]
+    next_offset: int | None = Field(description="pass as `offset` for the next page; null at the end")
+
+
+class ErasedOut(BaseModel):
+    erased: list[str]
+    texture_drop_sent: bool
+
+
+# -- identities ----------------------------------------------------------------------------------
+class FeatureSource(_In):
+    """Exactly one of: a decoded feature, a base-layer payload (base64) or a stored face's id."""
+
+    feature: Feature | None = None
+    base_layer: str | None = Field(default=None, description="base-layer payload, base64")
+    face_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [n for n in ("feature", "base_layer", "face_id") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of feature, base_layer, face_id (got {given or 'none'})")
+        return self
+
+    @field_validator("base_layer")
+    @classmethod
+    def _is_base64(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                base64.b64decode(v, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("base_layer must be base64") from None
+        return v
+
+
+class IdentityCreate(_In):
+    name: str = Field(min_length=1, max_length=200)
+    watchlist: bool = False
+    notes: str = Field(default="", max_length=2000)
+    features: list[FeatureSource] = Field(default_factory=list, max_length=64,
+                                          description="features to enrol at once (e.g. a face seen on a camera)")
+
+
+class IdentityUpdate(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    watchlist: bool | None = None
+    notes: str | None = Field(default=None, max_length=2000)
+
+
+class IdentityOut(BaseModel):
+    identity_id: str
+    name: str
+    watchlist: bool
+    notes: str
+    created_ms: int
+    updated_ms: int
+    feature_ids: list[str]
+
+
+class IdentityPageOut(BaseModel):
+    items: list[IdentityOut]
+    total: int
+
+
+class EnrolledOut(BaseModel):
+    identity_id: str
+    feature_id: str
+    quality: QualityOut | None = None
+
+
+class IdentityErasedOut(BaseModel):
+    identity_id: str
+    faces_erased: list[str]
+
+
+# -- matching ------------------------------------------------------------------------------------
+class Probe(FeatureSource):
+    """Exactly one of: feature, base_layer, face_id, identity_id (all its enrolled features)."""
+
+    identity_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        given = [n for n in ("feature", "base_layer", "face_id", "identity_id") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of feature, base_layer, face_id, identity_id (got {given or 'none'})")
+        return self
+
+
+class SearchIn(_In):
+    """Retrospective search over stored observations."""
+
+    probe: Probe
+    camera_ids: list[Id] | None = Field(default=None, max_length=1000)
+    since_ms: int | None = Field(default=None, ge=0)
+    until_ms: int | None = Field(default=None, ge=0)
+    threshold: float | None = Field(default=None, gt=0, le=4, description="default: the server's match threshold")
+    limit: int = Field(default=100, ge=1, le=1000)
+    max_scan: int = Field(default=1_000_000, ge=1, le=10_000_000)
+
+
+class SearchHit(BaseModel):
+    face_id: str
+    camera_id: str
+    capture_time_ms: int
+    distance: float
+
+
+class SearchOut(BaseModel):
+    hits: list[SearchHit]
+    scanned: int
+    truncated: bool = Field(description="true when max_scan stopped the scan before the time range's end")
+    threshold: float
+
+
+class IdentifyIn(_In):
+    """1:N identification against the enrolled gallery."""
+
+    probe: Probe
+    k: int = Field(default=5, ge=1, le=100)
+    threshold: float | None = Field(default=None, gt=0, le=4)
+
+
+class CandidateOut(BaseModel):
+    identity_id: str
+    name: str | None
+    distance: float
+    match: bool
+
+
+class IdentifyOut(BaseModel):
+    candidates: list[CandidateOut]
+    match: CandidateOut | None
+    threshold: float
+    index: str
+
+
+class VerifyIn(_In):
+    """1:1 verification of two probes."""
+
+    a: Probe
+    b: Probe
+    threshold: float | None = Field(default=None, gt=0, le=4)
+
+
+class VerifyOut(BaseModel):
+    distance: float
+    threshold: float
+    same: bool
+    metric: Literal["euclidean"] = "euclidean"
+
+
+# -- system --------------------------------------------------------------------------------------
+class CameraOut(BaseModel):
+    camera_id: str
+    online: bool
+    agent_version: str | None
+    connected_ms: int | None
+    last_seen_ms: int | None
+    faces_stored: int
+
+
+class StatsOut(BaseModel):
+    faces_stored: int
+    faces_matched: int
+    identities: int
+    gallery_features: int
+    gallery_index: str
+    cameras_known: int
+    cameras_online: int
+    match_threshold: float
+    retention_s: int
+    observations: dict[str, float]
+    watchlist_hits: float

@@ -1,0 +1,95 @@
+"""Health, readiness, cameras, statistics, Prometheus metrics, events and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from analysis_server.api.deps import ServicesDep
+from analysis_server.api.schemas import CameraOut, Id, StatsOut
+
+health_router = APIRouter(tags=["health"])
+router = APIRouter(tags=["system"])
+
+
+@health_router.get("/healthz", summary="Liveness (no credentials needed)")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@health_router.get("/readyz", summary="Readiness: Redis answers, models loaded, gRPC serving (no credentials needed)")
+async def readyz(request: Request, s: ServicesDep) -> JSONResponse:
+    problems = []
+    try:
+        await s.redis.ping()
+    except Exception as e:  # any failure means "not ready"; the reason is reported
+        problems.append(f"redis: {type(e).__name__}")
+    if not getattr(request.app.state, "models_ready", False):
+        problems.append("models: loading")
+    if not s.grpc_serving:
+        problems.append("grpc: not serving")
+    if problems:
+        return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@router.get("/cameras", response_model=list[CameraOut], summary="Known cameras and whether their stream is open")
+async def cameras(s: ServicesDep) -> list[CameraOut]:
+    known = await s.store.cameras()
+    online = s.link.online()
+    ids = sorted(set(known) | set(online))
+    counts = await s.store.camera_counts(ids)
+    out = []
+    for c in ids:
+        info, sess = known.get(c, {}), online.get(c)
+        out.append(CameraOut(camera_id=c, online=sess is not None,
+                             agent_version=(sess.agent_version if sess else None) or info.get("agent_version"),
+                             connected_ms=sess.connected_ms if sess else info.get("connected_ms"),
+                             last_seen_ms=info.get("last_seen_ms"), faces_stored=counts.get(c, 0)))
+    return out
+
+
+def _counter(metric, **labels) -> float:
+    for m in metric.collect():
+        for sample in m.samples:
+            if sample.name.endswith("_total") and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+@router.get("/stats", response_model=StatsOut, summary="Counts: faces, identities, cameras, ingest outcomes")
+async def stats(s: ServicesDep) -> StatsOut:
+    known = await s.store.cameras()
+    online = s.link.online()
+    obs = {o: _counter(s.metrics.observations, outcome=o) for o in ("stored", "duplicate", "erased", "rejected")}
+    return StatsOut(faces_stored=await s.store.count(), faces_matched=await s.store.count(s.store.keys.matched),
+                    identities=s.gallery.identity_count, gallery_features=len(s.gallery.index),
+                    gallery_index=s.gallery.index.kind, cameras_known=len(set(known) | set(online)),
+                    cameras_online=len(online), match_threshold=s.settings.match_threshold,
+                    retention_s=s.settings.retention_s, observations=obs,
+                    watchlist_hits=_counter(s.metrics.watchlist_hits))
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(s: ServicesDep) -> Response:
+    return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/events", summary="Recent events (observations, watchlist hits, deletions), oldest first")
+async def events(s: ServicesDep, after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+                 count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    return [{"id": i, **f} for i, f in await s.store.events(count, after)]
+
+
+@router.get("/audit", summary="The audit log, newest first (who asked for which image, who erased what)")
+async def audit(s: ServicesDep, face_id: Id | None = None,
+                count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    return await s.store.audit_entries(count, face_id)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())

@@ -1,0 +1,137 @@
+"""The server's side of the open camera streams: who is online, and requests sent down to the edge.
+
+An operator's ``layer=full`` request becomes an ``EnhancementRequest`` on the stream of the
+camera that holds the face; the edge answers with an ``EnhancementUpload`` carrying the same
+``request_id``, which resolves the waiting request. Requests for the same face, codec and
+quality that are already in flight share one round trip. This is all in-process: several
+server replicas (issue 8) would route a request to the replica holding the stream through
+Redis pub/sub behind this same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from analysis_server.errors import EdgeOffline, EdgeTimeout
+from analysis_server.store import now_ms
+from facewire.v1 import ingest_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class CameraSession:
+    """One open stream; messages for the edge go through ``outbound`` (a single writer sends them)."""
+
+    camera_id: str
+    peer: str
+    connected_ms: int = field(default_factory=now_ms)
+    agent_version: str = ""
+    outbound: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    closed: bool = False
+
+    async def send(self, msg: pb.ServerMessage) -> None:
+        await self.outbound.put(msg)
+
+
+class EdgeLink:
+    """Open sessions by camera id and enhancement requests waiting for their upload."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, CameraSession] = {}
+        self._pending: dict[str, tuple[asyncio.Future, str, str]] = {}  # request id -> (future, camera, face)
+        self._inflight: dict[tuple[str, str, int], asyncio.Future] = {}
+
+    # -- sessions ----------------------------------------------------------------------------
+    def attach(self, session: CameraSession) -> CameraSession | None:
+        """Register a new stream; a camera that reconnects replaces its old stream (returned)."""
+        old = self._sessions.get(session.camera_id)
+        self._sessions[session.camera_id] = session
+        return old
+
+    def detach(self, session: CameraSession) -> None:
+        session.closed = True
+        if self._sessions.get(session.camera_id) is session:
+            del self._sessions[session.camera_id]
+            self._fail_camera(session.camera_id)
+
+    def session(self, camera_id: str) -> CameraSession | None:
+        return self._sessions.get(camera_id)
+
+    def online(self) -> dict[str, CameraSession]:
+        return dict(self._sessions)
+
+    # -- enhancement round trip --------------------------------------------------------------
+    async def request_enhancement(self, camera_id: str, face_id: str, codec: str, quality: int,
+                                  timeout_s: float) -> pb.EnhancementUpload:
+        """Ask the edge for a face's enhancement layer and wait for its upload (any status).
+
+        Raises :class:`EdgeOffline` when the camera has no stream (or loses it while we wait)
+        and :class:`EdgeTimeout` when no upload comes within ``timeout_s``.
+        """
+        key = (face_id, codec, quality)
+        shared = self._inflight.get(key)
+        if shared is not None:
+            return await self._wait(shared, camera_id, face_id, timeout_s)
+        session = self._sessions.get(camera_id)
+        if session is None:
+            raise EdgeOffline(f"camera {camera_id!r}, which holds the enhancement layer of face {face_id!r}, "
+                              "is offline (no open stream)")
+        request_id = secrets.token_hex(12)
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = (fut, camera_id, face_id)
+        self._inflight[key] = fut
+        try:
+            req = pb.EnhancementRequest(request_id=request_id, face_id=face_id, codec=codec, quality=quality)
+            await asyncio.wait_for(session.send(pb.ServerMessage(enhancement_request=req)), timeout_s)
+            return await self._wait(fut, camera_id, face_id, timeout_s)
+        finally:
+            self._pending.pop(request_id, None)
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+            if not fut.done():
+                fut.set_exception(EdgeTimeout(f"camera {camera_id!r} did not upload the enhancement layer of "
+                                              f"face {face_id!r} within {timeout_s:g} s"))
+                fut.exception()  # retrieved here; requests sharing it re-raise it
+
+    @staticmethod
+    async def _wait(fut: asyncio.Future, camera_id: str, face_id: str, timeout_s: float) -> pb.EnhancementUpload:
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except asyncio.TimeoutError:
+            raise EdgeTimeout(f"camera {camera_id!r} did not upload the enhancement layer of face {face_id!r} "
+                              f"within {timeout_s:g} s") from None
+
+    def _fail_camera(self, camera_id: str) -> None:
+        for fut, cam, _ in list(self._pending.values()):
+            if cam == camera_id and not fut.done():
+                fut.set_exception(EdgeOffline(f"camera {camera_id!r} disconnected before uploading the "
+                                              "enhancement layer"))
+                fut.exception()
+
+    def deliver(self, upload: pb.EnhancementUpload, camera_id: str) -> bool:
+        """Resolve the request this upload answers.
+
+        ``False`` when nobody waits for it (late, unknown) or when it comes from another camera
+        or names another face than the request did: a camera cannot answer for another one.
+        """
+        pending = self._pending.get(upload.request_id)
+        if pending is None:
+            return False
+        fut, cam, face_id = pending
+        if cam != camera_id or upload.face_id != face_id or fut.done():
+            return False
+        del self._pending[upload.request_id]
+        fut.set_result(upload)
+        return True
+
+    async def drop_texture(self, camera_id: str, face_ids: list[str]) -> bool:
+        """Tell the camera's edge to drop these faces' texture; ``False`` when it is offline."""
+        session = self._sessions.get(camera_id)
+        if session is None or not face_ids:
+            return False
+        await session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=face_ids)))
+        return True

@@ -1,0 +1,47 @@
+"""Rebuilding a face's image: from the base layer alone (paper 3.2) or with its enhancement layer (3.3).
+
+CPU-bound (PyTorch, image codecs): callers run these in a worker thread.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from analysis_server.errors import EdgeFailed, ModelUnavailable
+from facecodec import enhancement, reconstruction, zoo
+from facecodec.errors import FaceCodecError, PayloadError, UnknownModelError
+
+
+def reconstruction_installed() -> bool:
+    return bool(zoo.entries(reconstruction.KIND))
+
+
+def base_image(base_payload: bytes) -> np.ndarray:
+    """The 112x112 face predicted from the feature alone; :class:`ModelUnavailable` without a network."""
+    if not reconstruction_installed():
+        raise ModelUnavailable("no reconstruction model is installed, so layer=base cannot be rendered; "
+                               "train one with `python -m train reconstruction`, or ask for layer=full")
+    try:
+        return reconstruction.reconstruct(base_payload)
+    except FaceCodecError as e:
+        raise ModelUnavailable(f"the reconstruction model cannot rebuild this face: {e}") from e
+
+
+def full_image(enh_payload: bytes, base_payload: bytes) -> np.ndarray:
+    """The full-fidelity 112x112 face from both layers."""
+    try:
+        return enhancement.decode(enh_payload, base_payload)
+    except PayloadError as e:
+        if isinstance(e, UnknownModelError):
+            raise ModelUnavailable(f"the enhancement layer needs a model that is not installed: {e}") from e
+        raise EdgeFailed(f"the enhancement layer does not decode: {e}") from e
+
+
+def png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, "PNG")
+    return buf.getvalue()

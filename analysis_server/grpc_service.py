@@ -1,0 +1,207 @@
+"""The gRPC side: ``FaceIngest.Stream`` (one bidirectional stream per camera) and the health service.
+
+Each ``ObservationBatch`` is validated, matched against the gallery and stored in one pipelined
+Redis round trip, then answered by one ``Ack`` naming every face id now stored (replays of
+faces stored before included) and a ``Rejection`` for each invalid one. A bad message never
+ends the stream. A stream whose ``x-camera-id`` / ``authorization: Bearer`` metadata does not
+match a configured camera token is refused with ``UNAUTHENTICATED`` before any message is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from analysis_server.auth import bearer
+from analysis_server.edge_link import CameraSession
+from analysis_server.services import Services
+from analysis_server.settings import ServerSettings
+from analysis_server.store import DUPLICATE, ERASED, STORED, now_ms
+from analysis_server.validation import Observation, ValidationFailure, check_id, validate_observation
+from facecodec import enhancement
+from facecodec.errors import PayloadError
+from facewire.v1 import ingest_pb2 as pb
+from facewire.v1 import ingest_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "facewire.v1.FaceIngest"
+_METHOD_PREFIX = f"/{SERVICE_NAME}/"
+_CLOSE = object()  # the reader has finished: the writer ends the call
+
+
+class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every ``FaceIngest`` call without a valid camera token (health checks stay open)."""
+
+    def __init__(self, services: Services):
+        self.services = services
+
+        async def deny(request_iterator, context: grpc.aio.ServicerContext):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                "missing or invalid camera credentials: send x-camera-id and "
+                                "authorization: Bearer <camera token>")
+
+        self._deny = grpc.stream_stream_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        if details.method.startswith(_METHOD_PREFIX):
+            md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+            camera_id = md.get("x-camera-id")
+            if not self.services.credentials.camera_allowed(camera_id, bearer(md.get("authorization"))):
+                self.services.metrics.auth_failures.labels("grpc").inc()
+                log.warning("refused a stream for camera %r: bad credentials", (camera_id or "")[:40])
+                return self._deny
+        return await continuation(details)
+
+
+class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
+    """One ``Stream`` call per connected camera."""
+
+    def __init__(self, services: Services):
+        self.s = services
+
+    async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
+        md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        camera_id = md.get("x-camera-id", "")
+        try:
+            check_id("x-camera-id", camera_id)
+        except ValidationFailure as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        session = CameraSession(camera_id, context.peer())
+        old = self.s.link.attach(session)
+        if old is not None:
+            log.info("camera %s reconnected; its previous stream is replaced", camera_id)
+        self.s.metrics.streams.inc()
+        await self.s.store.touch_camera(camera_id, connected_ms=session.connected_ms, last_seen_ms=now_ms())
+        drops = await self.s.store.take_pending_drops(camera_id)
+        if drops:
+            await session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=drops)))
+        reader = asyncio.get_running_loop().create_task(self._read_then_close(request_iterator, session))
+        try:
+            while (msg := await session.outbound.get()) is not _CLOSE:
+                yield msg
+            try:
+                await reader
+            except Exception as error:
+                log.error("stream of camera %s failed: %r", camera_id, error)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server cannot store observations now "
+                                                                  f"({type(error).__name__}); reconnect and resend")
+        finally:
+            reader.cancel()
+            self.s.link.detach(session)
+            self.s.metrics.streams.dec()
+            log.info("camera %s disconnected", camera_id)
+            try:
+                await self.s.store.touch_camera(camera_id, last_seen_ms=now_ms(), disconnected_ms=now_ms())
+            except Exception as e:  # Redis may be the reason the stream ended
+                log.warning("could not record the disconnection of camera %s: %s", camera_id, e)
+
+    async def _read_then_close(self, request_iterator, session: CameraSession) -> None:
+        try:
+            await self._read(request_iterator, session)
+        finally:
+            await session.outbound.put(_CLOSE)
+
+    async def _read(self, request_iterator, session: CameraSession) -> None:
+        async for msg in request_iterator:
+            kind = msg.WhichOneof("kind")
+            if kind == "observations":
+                ack = await self.handle_batch(msg.observations, session)
+                await session.send(pb.ServerMessage(ack=ack))
+            elif kind == "enhancement":
+                await self.handle_upload(msg.enhancement, session)
+            elif kind == "hello":
+                if msg.hello.camera_id and msg.hello.camera_id != session.camera_id:
+                    log.warning("camera %s said hello as %r; ignored", session.camera_id, msg.hello.camera_id[:40])
+                session.agent_version = msg.hello.agent_version[:64]
+                await self.s.store.touch_camera(session.camera_id, agent_version=session.agent_version,
+                                                last_seen_ms=now_ms())
+            else:
+                log.warning("camera %s sent an empty message; ignored", session.camera_id)
+
+    async def handle_batch(self, batch: pb.ObservationBatch, session: CameraSession) -> pb.Ack:
+        """Validate, match and store one batch; the Ack it deserves."""
+        t0 = time.perf_counter()
+        m = self.s.metrics
+        ack = pb.Ack()
+        obs = list(batch.observations)
+        if len(obs) > self.s.settings.max_batch:
+            for o in obs[self.s.settings.max_batch:]:
+                ack.rejected.add(face_id=o.face_id[:128], reason=f"batch: more than {self.s.settings.max_batch} "
+                                                                 "observations in one batch")
+                m.rejected("batch")
+            obs = obs[: self.s.settings.max_batch]
+        now, retention = now_ms(), self.s.settings.retention_s * 1000
+        valid: list[Observation] = []
+        seen: set[str] = set()
+        for o in obs:
+            try:
+                v = validate_observation(o, session.camera_id, now, retention)
+            except ValidationFailure as e:
+                ack.rejected.add(face_id=o.face_id[:128], reason=str(e))
+                m.rejected(e.field)
+                continue
+            if v.face_id in seen:  # the same face twice in one batch: store it once, name it once
+                continue
+            seen.add(v.face_id)
+            valid.append(v)
+        if valid:
+            await self.s.gallery.refresh_if_stale()
+            matches = self.s.gallery.match_batch(np.stack([v.feature for v in valid]))
+            outcome = await self.s.store.store_batch(valid, matches)
+            for v, mt, r in zip(valid, matches, outcome):
+                ack.face_ids.append(v.face_id)
+                m.observations.labels({STORED: "stored", DUPLICATE: "duplicate", ERASED: "erased"}[r]).inc()
+                if r == STORED and mt is not None and mt.watchlist:
+                    m.watchlist_hits.inc()
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        return ack
+
+    async def handle_upload(self, upload: pb.EnhancementUpload, session: CameraSession) -> None:
+        if self.s.link.deliver(upload, session.camera_id):
+            return
+        # Nobody waits (the request timed out) or it is not ours: keep a valid late answer for next time.
+        if upload.status != pb.UPLOAD_STATUS_OK:
+            return
+        try:
+            check_id("face_id", upload.face_id)
+            face = await self.s.store.get(upload.face_id)
+            if face is None or face.camera_id != session.camera_id:
+                return
+            enhancement.read_header(upload.payload)
+        except (ValidationFailure, PayloadError) as e:
+            log.info("camera %s sent an unrequested enhancement upload that is not usable: %s", session.camera_id, e)
+            return
+        await self.s.store.put_enhancement(face, upload.payload)
+
+
+def create_server(settings: ServerSettings, services: Services, address: str | None = None
+                  ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """The gRPC server bound to ``address`` (port 0 picks a free one): (server, port, health servicer)."""
+    limit = settings.grpc_max_message_bytes
+    server = grpc.aio.server(
+        interceptors=[CameraAuthInterceptor(services)],
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
+                 ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                 ("grpc.keepalive_permit_without_calls", 1)],
+    )
+    ingest_pb2_grpc.add_FaceIngestServicer_to_server(IngestServicer(services), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    address = address or f"{settings.host}:{settings.grpc_port}"
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind the gRPC server to {address}")
+    return server, port, health_servicer
+
+
+async def set_serving(health_servicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

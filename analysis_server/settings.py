@@ -1,0 +1,108 @@
+"""Settings of the analysis server, read from ``FACESERVER_*`` environment variables.
+
+Command-line flags of ``python -m analysis_server`` override them (see ``__main__``). Secrets
+(REST API keys, camera tokens) have no working default: without them the server refuses to
+start, unless ``dev_mode`` is on, in which case it makes random ones and logs them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from analysis_server.errors import ConfigurationError
+
+ANY_CAMERA = "*"
+
+
+def fingerprint(secret: str) -> str:
+    """A short, non-reversible name for a secret (audit log, logs): never the secret itself."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+class ServerSettings(BaseSettings):
+    """Everything the analysis server can be told; the README's settings table mirrors this."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESERVER_", extra="forbid", populate_by_name=True)
+
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    data_dir: Path = Path("var/server")
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("FACESERVER_REDIS_URL", "REDIS_URL", "redis_url"))
+    key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+
+    camera_tokens: dict[str, str] = Field(default_factory=dict)
+    api_keys: str = ""
+    dev_mode: bool = False
+
+    retention_s: int = Field(default=7 * 24 * 3600, gt=0)
+    enhancement_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    enhancement_ttl_s: int = Field(default=24 * 3600, gt=0)
+    match_threshold: float = Field(default=0.6, gt=0, le=4)
+    exact_search_max: int = Field(default=50_000, ge=0)
+    faiss_nlist: int = Field(default=0, ge=0)
+    faiss_nprobe: int = Field(default=32, ge=1)
+
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    grpc_grace_s: float = Field(default=5.0, ge=0)
+    max_batch: int = Field(default=1024, ge=1)
+    max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    events_max: int = Field(default=100_000, ge=100)
+    audit_max: int = Field(default=1_000_000, ge=100)
+    sweep_interval_s: float = Field(default=60.0, gt=0)
+    torch_threads: int = Field(default=1, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_have_no_blanks(cls, v: str) -> str:
+        keys = [k.strip() for k in v.split(",") if k.strip()]
+        if any(len(k) < 8 for k in keys):
+            raise ValueError("every API key must have at least 8 characters")
+        return ",".join(keys)
+
+    @field_validator("camera_tokens")
+    @classmethod
+    def _tokens_are_long_enough(cls, v: dict[str, str]) -> dict[str, str]:
+        for camera, token in v.items():
+            if not camera or not token or len(token) < 8:
+                raise ValueError(f"camera {camera!r}: a camera token must have at least 8 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ServerSettings:
+        if self.grpc_port and self.grpc_port == self.http_port:
+            raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
+        return self
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k for k in self.api_keys.split(",") if k]
+
+    def require_secrets(self) -> ServerSettings:
+        """Check that secrets are set (or make development ones): raises :class:`ConfigurationError`."""
+        missing = []
+        if not self.api_key_list:
+            missing.append("FACESERVER_API_KEYS (comma-separated REST keys)")
+        if not self.camera_tokens:
+            missing.append('FACESERVER_CAMERA_TOKENS (JSON object camera id -> token; "*" admits any camera)')
+        if missing and not self.dev_mode:
+            raise ConfigurationError("no secrets configured: set " + " and ".join(missing) +
+                                     ", or pass --dev to make random ones for a local run")
+        return self
+
+
+def parse_camera_tokens(value: str) -> dict[str, str]:
+    """``{"cam-1": "token"}`` JSON, as in ``FACESERVER_CAMERA_TOKENS``."""
+    try:
+        out = json.loads(value)
+    except json.JSONDecodeError as e:
+        raise ConfigurationError(f"camera tokens are not JSON: {e}") from e
+    if not isinstance(out, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in out.items()):
+        raise ConfigurationError('camera tokens must be a JSON object of strings, e.g. {"cam-1": "s3cret-token"}')
+    return out

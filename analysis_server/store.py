@@ -1,0 +1,299 @@
+"""Face records, the per-camera time index, the events stream, enhancement layers and the audit log, in Redis.
+
+Writes from the streams go through one Lua script per face, sent in one pipeline per batch:
+the script stores the record only if neither it nor its erasure tombstone exists, so a replayed
+observation is acknowledged and not stored twice, and an erased face is never brought back by
+an edge that replays it. Face records expire ``retention_s`` after capture (``PEXPIREAT``);
+the time indexes are trimmed by :meth:`FaceStore.sweep`, and readers skip ids whose record has
+already expired.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from analysis_server.keys import Keys
+from analysis_server.validation import Observation
+
+log = logging.getLogger(__name__)
+
+STORED, DUPLICATE, ERASED = 1, 0, 2
+
+# KEYS: face, all faces, camera faces, events, matched, identity faces, tombstone
+# ARGV: face id, capture ms, expire-at ms, events maxlen, identity ("" = none), watchlist flag, distance,
+#       camera id, field/value pairs...
+_STORE_FACE = """
+if redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'observation', 'face_id', ARGV[1],
+           'camera_id', ARGV[8], 'capture_time_ms', ARGV[2], 'identity_id', ARGV[5], 'distance', ARGV[7])
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
+  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
+  if ARGV[6] == '1' then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'watchlist_hit', 'face_id', ARGV[1],
+               'camera_id', ARGV[8], 'capture_time_ms', ARGV[2], 'identity_id', ARGV[5], 'distance', ARGV[7])
+  end
+end
+return 1
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The gallery identity an observation was matched to at ingest."""
+
+    identity_id: str
+    distance: float
+    watchlist: bool
+
+
+@dataclass
+class FaceRecord:
+    """A stored observation as read back from Redis (the feature stays out of ``as_dict``)."""
+
+    face_id: str
+    camera_id: str
+    capture_time_ms: int
+    box: tuple[float, float, float, float]
+    probability: float
+    face_size: float
+    fallback: bool
+    track_id: str
+    backend: str
+    model: str
+    step_index: int
+    received_ms: int
+    identity_id: str | None
+    distance: float | None
+    base_layer: bytes = field(repr=False)
+    feature: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_hash(cls, face_id: str, h: dict[bytes, bytes]) -> FaceRecord:
+        s = {k.decode(): v for k, v in h.items()}
+        box = tuple(float(v) for v in s["box"].decode().split(","))
+        ident = s.get("identity", b"").decode() or None
+        dist = s.get("distance", b"").decode()
+        return cls(face_id, s["camera"].decode(), int(s["t"]), box, float(s["prob"]), float(s["size"]),
+                   s["fallback"] == b"1", s.get("track", b"").decode(), s["backend"].decode(), s["model"].decode(),
+                   int(s["step"]), int(s["recv"]), ident, float(dist) if dist else None, s["base"],
+                   np.frombuffer(s["feat"], np.float32))
+
+
+class FaceStore:
+    """All face-record reads and writes; one instance per server (async Redis client)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, retention_s: int, events_max: int = 100_000,
+                 audit_max: int = 1_000_000, enhancement_ttl_s: int = 86_400):
+        self.redis = redis
+        self.keys = keys
+        self.retention_ms = retention_s * 1000
+        self.events_max = events_max
+        self.audit_max = audit_max
+        self.enhancement_ttl_ms = enhancement_ttl_s * 1000
+        self._store_face = redis.register_script(_STORE_FACE)
+
+    # -- ingest ------------------------------------------------------------------------------
+    def _face_args(self, o: Observation, m: Match | None, received: int) -> tuple[list[str], list]:
+        k = self.keys
+        ident = m.identity_id if m else ""
+        keys = [k.face(o.face_id), k.faces, k.camera_faces(o.camera_id), k.events, k.matched,
+                k.identity_faces(ident), k.tombstone(o.face_id)]
+        fields = ["camera", o.camera_id, "t", o.capture_ms, "box", ",".join(repr(v) for v in o.box),
+                  "prob", repr(o.probability), "size", repr(o.face_size), "fallback", int(o.fallback),
+                  "track", o.track_id, "base", o.base_layer, "feat", o.feature.astype(np.float32).tobytes(),
+                  "backend", o.backend, "model", o.model, "step", o.step_index, "recv", received,
+                  "identity", ident, "distance", repr(m.distance) if m else ""]
+        args = [o.face_id, o.capture_ms, o.capture_ms + self.retention_ms, self.events_max, ident,
+                int(bool(m and m.watchlist)), repr(m.distance) if m else "", o.camera_id, *fields]
+        return keys, args
+
+    async def store_batch(self, observations: list[Observation], matches: list[Match | None],
+                          camera_info: dict[str, str] | None = None) -> list[int]:
+        """Store a batch in one pipelined round trip; per face STORED, DUPLICATE or ERASED."""
+        if not observations:
+            return []
+        received = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for o, m in zip(observations, matches):
+                keys, args = self._face_args(o, m, received)
+                await self._store_face(keys=keys, args=args, client=pipe)
+            if camera_info:
+                for camera_id, info in camera_info.items():
+                    pipe.hset(self.keys.cameras, camera_id, info)
+            out = await pipe.execute()
+        return [int(r) for r in out[: len(observations)]]
+
+    async def touch_camera(self, camera_id: str, **info) -> None:
+        raw = await self.redis.hget(self.keys.cameras, camera_id)
+        cur = json.loads(raw) if raw else {}
+        cur.update(info)
+        await self.redis.hset(self.keys.cameras, camera_id, json.dumps(cur))
+
+    async def cameras(self) -> dict[str, dict]:
+        raw = await self.redis.hgetall(self.keys.cameras)
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    # -- reads -------------------------------------------------------------------------------
+    async def get(self, face_id: str) -> FaceRecord | None:
+        h = await self.redis.hgetall(self.keys.face(face_id))
+        return FaceRecord.from_hash(face_id, h) if h else None
+
+    async def get_many(self, face_ids: list[str], fields: tuple[str, ...] | None = None) -> list:
+        """Records (or selected raw fields) of ``face_ids``, ``None`` for expired ones, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for f in face_ids:
+                if fields:
+                    pipe.hmget(self.keys.face(f), fields)
+                else:
+                    pipe.hgetall(self.keys.face(f))
+            raw = await pipe.execute()
+        if fields:
+            return [None if r[0] is None else r for r in raw]
+        return [FaceRecord.from_hash(f, h) if h else None for f, h in zip(face_ids, raw)]
+
+    def index_key(self, camera_id: str | None = None, identity_id: str | None = None, matched: bool | None = None) -> str:
+        """The most selective time index for these filters."""
+        if identity_id:
+            return self.keys.identity_faces(identity_id)
+        if matched:
+            return self.keys.matched
+        if camera_id:
+            return self.keys.camera_faces(camera_id)
+        return self.keys.faces
+
+    async def scan_ids(self, key: str, since_ms: int | None, until_ms: int | None, offset: int,
+                       count: int) -> list[str]:
+        """Face ids of one time index, newest first, ``count`` from ``offset`` within [since, until]."""
+        hi = "+inf" if until_ms is None else until_ms
+        lo = "-inf" if since_ms is None else since_ms
+        raw = await self.redis.zrevrangebyscore(key, hi, lo, start=offset, num=count)
+        return [r.decode() for r in raw]
+
+    async def count(self, key: str | None = None) -> int:
+        return await self.redis.zcard(key or self.keys.faces)
+
+    async def camera_counts(self, camera_ids: Iterable[str]) -> dict[str, int]:
+        ids = list(camera_ids)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for c in ids:
+                pipe.zcard(self.keys.camera_faces(c))
+            out = await pipe.execute()
+        return dict(zip(ids, out))
+
+    # -- enhancement layers ------------------------------------------------------------------
+    async def put_enhancement(self, face: FaceRecord, payload: bytes) -> bool:
+        """Cache an enhancement layer for at most ``enhancement_ttl_s`` and never past the face's expiry."""
+        ttl = min(self.enhancement_ttl_ms, face.capture_time_ms + self.retention_ms - now_ms())
+        if ttl <= 0:
+            return False
+        await self.redis.set(self.keys.enhancement(face.face_id), payload, px=ttl)
+        return True
+
+    async def get_enhancement(self, face_id: str) -> bytes | None:
+        return await self.redis.get(self.keys.enhancement(face_id))
+
+    # -- privacy -----------------------------------------------------------------------------
+    async def delete_faces(self, face_ids: list[str]) -> dict[str, list[str]]:
+        """Erase records, cached layers and index entries; returns camera id -> erased face ids.
+
+        A tombstone (kept for the retention period) stops an edge's replay from storing them again.
+        """
+        if not face_ids:
+            return {}
+        records = await self.get_many(face_ids, fields=("camera", "identity"))
+        by_camera: dict[str, list[str]] = {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for f, r in zip(face_ids, records):
+                pipe.delete(self.keys.face(f), self.keys.enhancement(f))
+                pipe.zrem(self.keys.faces, f)
+                pipe.zrem(self.keys.matched, f)
+                pipe.set(self.keys.tombstone(f), b"1", px=self.retention_ms)
+                if r is None:
+                    continue
+                camera, ident = r[0].decode(), (r[1] or b"").decode()
+                by_camera.setdefault(camera, []).append(f)
+                pipe.zrem(self.keys.camera_faces(camera), f)
+                if ident:
+                    pipe.zrem(self.keys.identity_faces(ident), f)
+                pipe.xadd(self.keys.events, {"type": "face_deleted", "face_id": f, "camera_id": camera},
+                          maxlen=self.events_max, approximate=True)
+            await pipe.execute()
+        return by_camera
+
+    async def add_pending_drops(self, camera_id: str, face_ids: list[str]) -> None:
+        """Remember texture drops for a camera that is offline; sent when it reconnects."""
+        if face_ids:
+            key = self.keys.pending_drops(camera_id)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, *face_ids)
+                pipe.pexpire(key, self.retention_ms)
+                await pipe.execute()
+
+    async def take_pending_drops(self, camera_id: str) -> list[str]:
+        key = self.keys.pending_drops(camera_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(key)
+            pipe.delete(key)
+            members, _ = await pipe.execute()
+        return sorted(m.decode() for m in members)
+
+    # -- events and audit --------------------------------------------------------------------
+    async def event(self, kind: str, **fields: str) -> None:
+        await self.redis.xadd(self.keys.events, {"type": kind, **fields}, maxlen=self.events_max, approximate=True)
+
+    async def events(self, count: int = 100, after: str | None = None) -> list[tuple[str, dict[str, str]]]:
+        if after:
+            raw = await self.redis.xrange(self.keys.events, min=f"({after}", count=count)
+        else:
+            raw = list(reversed(await self.redis.xrevrange(self.keys.events, count=count)))
+        return [(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in raw]
+
+    async def audit(self, who: str, action: str, **fields: str | int) -> None:
+        """Append to the audit log: who did what to which face, when, with what outcome."""
+        entry = {"who": who, "action": action, "time_ms": now_ms(), **fields}
+        await self.redis.xadd(self.keys.audit, {k: str(v) for k, v in entry.items()}, maxlen=self.audit_max,
+                              approximate=True)
+
+    async def audit_entries(self, count: int = 100, face_id: str | None = None, scan: int = 10_000) -> list[dict[str, str]]:
+        """Newest entries first, optionally only those about one face (among the last ``scan`` entries)."""
+        raw = await self.redis.xrevrange(self.keys.audit, count=scan if face_id else count)
+        out = []
+        for i, f in raw:
+            e = {k.decode(): v.decode() for k, v in f.items()}
+            if face_id and e.get("face_id") != face_id:
+                continue
+            out.append({"id": i.decode(), **e})
+            if len(out) >= count:
+                break
+        return out
+
+    # -- retention ---------------------------------------------------------------------------
+    async def sweep(self, identity_ids: Iterable[str] = ()) -> int:
+        """Drop index entries and events older than the retention period; returns index entries removed."""
+        cutoff = now_ms() - self.retention_ms
+        cameras = await self.redis.hkeys(self.keys.cameras)
+        keys = [self.keys.faces, self.keys.matched] + [self.keys.camera_faces(c.decode()) for c in cameras]
+        keys += [self.keys.identity_faces(i) for i in identity_ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.zremrangebyscore(k, "-inf", f"({cutoff}")
+            pipe.xtrim(self.keys.events, minid=str(max(cutoff, 0)), approximate=False)
+            out = await pipe.execute()
+        return int(sum(out[:-1]))

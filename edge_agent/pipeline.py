@@ -60,8 +60,12 @@ class FacePipeline:
 
                 torch.set_num_threads(self.torch_threads)
             from facecodec.frontend import FaceFrontEnd
+            from facecodec.frontend.detect import MtcnnDetector
 
-            self._frontend = FaceFrontEnd(self._backend_name)
+            # Faces below min_face_size are not sent, so MTCNN need not look for them: a coarser
+            # image pyramid makes detection on whole frames cheaper.
+            detector = MtcnnDetector(min_face_size=max(20, int(self.min_face_size)))
+            self._frontend = FaceFrontEnd(self._backend_name, detector=detector)
         return self._frontend
 
     def analyze(self, rgb: np.ndarray) -> list:

@@ -18,7 +18,7 @@ from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.errors import SourceError, StoreError
 from edge_agent.pipeline import FacePipeline, make_observation, new_face_id
 from edge_agent.settings import CameraConfig, EdgeSettings
-from edge_agent.sources import open_source
+from edge_agent.sources import Tick, open_source
 from edge_agent.spool import Spool
 from edge_agent.status import Counters, status_line, write_status_file
 from edge_agent.texture import TextureStore
@@ -63,7 +63,10 @@ class CameraWorker:
                                  s.reopen_initial_s, s.reopen_max_s)
             log.info("camera %s: reading %s", self.camera.id, self.camera.source)
             for frame in source.frames(self.stop_event):
-                self._frame(frame)
+                if isinstance(frame, Tick):
+                    self._emit_all(self.tracker.update([], frame.time_s))
+                else:
+                    self._frame(frame)
             self._emit_all(self.tracker.flush())
             log.info("camera %s: source %s ended", self.camera.id, self.camera.source)
         except SourceError as e:

@@ -44,7 +44,15 @@ class Frame:
     image: np.ndarray = field(repr=False)
 
 
+@dataclass(frozen=True)
+class Tick:
+    """No new frame from a live source for a while: lets the tracker end tracks on time."""
+
+    time_s: float
+
+
 BadFrameHook = Callable[[str], None]
+TICK_S = 0.5
 
 
 def _bgr_to_rgb(image: np.ndarray) -> np.ndarray:
@@ -62,7 +70,8 @@ def _now_ms() -> int:
 
 
 class FrameSource:
-    """Base class: ``frames(stop)`` yields sampled frames until the source ends or ``stop`` is set."""
+    """Base class: ``frames(stop)`` yields sampled frames until the source ends or ``stop`` is set
+    (live sources also yield a :class:`Tick` every half second without frames)."""
 
     live = False
 
@@ -246,18 +255,28 @@ class LiveSource(FrameSource):
             self._on_state("down")
             stop.wait(delay)
 
-    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+    def frames(self, stop: threading.Event) -> Iterator[Frame | Tick]:
         reader = threading.Thread(target=self._reader, args=(stop,), name=f"source-{self.spec}", daemon=True)
         reader.start()
         start = time.monotonic()
         seen, index, due = 0, 0, start
         while not stop.is_set():
             with self._cond:
+                waited = time.monotonic()
                 while not stop.is_set() and (self._latest is None or self._latest[0] == seen):
-                    self._cond.wait(0.5)
+                    self._cond.wait(TICK_S)
+                    if time.monotonic() - waited >= TICK_S:
+                        break
                 if stop.is_set():
                     break
-                seen, image = self._latest
+                if self._latest is None or self._latest[0] == seen:
+                    tick = Tick(time.monotonic() - start)
+                else:
+                    tick = None
+                    seen, image = self._latest
+            if tick is not None:
+                yield tick
+                continue
             now = time.monotonic()
             yield Frame(index, now - start, _now_ms(), _bgr_to_rgb(image))
             index += 1

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_agent.errors import SourceError
-from edge_agent.sources import Backoff, ImageFolderSource, LiveSource, VideoFileSource, open_source
+from edge_agent.sources import Backoff, ImageFolderSource, LiveSource, Tick, VideoFileSource, open_source
 from edge_testkit import FACES, free_port, make_video, start_mjpeg_camera, wait_until
 
 
@@ -108,11 +108,14 @@ def test_live_stream_that_disappears_is_reopened(tmp_path):
     src = LiveSource(f"http://127.0.0.1:{port}/stream.mjpg", sample_fps=5.0, reopen_initial_s=0.2,
                      reopen_max_s=0.5, on_state=states.append)
     stop = threading.Event()
-    frames = []
+    frames, ticks = [], []
 
     def consume():
         for f in src.frames(stop):
-            frames.append(f)
+            if isinstance(f, Tick):
+                ticks.append(f)
+            else:
+                frames.append(f)
 
     t = threading.Thread(target=consume, daemon=True)
     t.start()
@@ -124,6 +127,7 @@ def test_live_stream_that_disappears_is_reopened(tmp_path):
         n = len(frames)
         time.sleep(1.0)
         assert len(frames) <= n + 1 and t.is_alive()  # no frames, but the source has not ended
+        assert ticks and ticks[-1].time_s > frames[-1].time_s  # the tracker still hears the clock
         cam = start_mjpeg_camera(port, images)
         wait_until(lambda: len(frames) >= n + 5, timeout=20, what="frames after the camera came back")
         assert states.count("up") >= 2

@@ -1,0 +1,161 @@
+"""Helpers of the analysis-server tests: a server in a background thread, a real edge-side gRPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from analysis_server.runtime import AnalysisServer
+from analysis_server.settings import ServerSettings
+from facewire.v1 import ingest_pb2 as pb
+from facewire.v1 import ingest_pb2_grpc
+
+API_KEY = "test-api-key-0001"
+TOKENS = {"cam-1": "token-cam-1", "cam-2": "token-cam-2"}
+
+class ServerThread:
+    """An :class:`AnalysisServer` running in its own event loop on a background thread."""
+
+    def __init__(self, settings: ServerSettings):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = AnalysisServer(settings)
+        self.call(self.server.start(), timeout=120)
+
+    def call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def services(self):
+        return self.server.services
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self.server.settings
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.server.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.http_port}"
+
+    def stop(self) -> None:
+        try:
+            self.call(self.server.stop(), timeout=60)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@dataclass(frozen=True)
+class SampleFace:
+    person: str
+    feature: np.ndarray
+    base: bytes
+    chip: np.ndarray
+
+
+def observation(face_id: str, base: bytes, camera_id: str = "cam-1", t_ms: int | None = None,
+                **fields) -> pb.FaceObservation:
+    o = pb.FaceObservation(face_id=face_id, camera_id=camera_id, capture_time_ms=t_ms or int(time.time() * 1000),
+                           box=pb.Box(x1=10, y1=20, x2=110, y2=140),
+                           quality=pb.Quality(probability=0.99, face_size=100.0), base_layer=base, format_version=1,
+                           feature_backend="dlib-resnet-128", track_id="track-1")
+    for k, v in fields.items():
+        setattr(o, k, v) if not isinstance(v, (pb.Box, pb.Quality)) else getattr(o, k).CopyFrom(v)
+    return o
+
+
+# -- a real edge-side gRPC client ----------------------------------------------------------------
+@dataclass
+class Edge:
+    """One camera's stream, as an edge agent holds it; answers enhancement requests from ``textures``.
+
+    ``mode``: "ok" (encode the held chip), "expired", "unknown", "silent" (never answer).
+    """
+
+    target: str
+    camera_id: str = "cam-1"
+    token: str | None = None
+    textures: dict[str, tuple[np.ndarray, bytes]] = field(default_factory=dict)
+    mode: str = "ok"
+
+    def __post_init__(self):
+        self.token = self.token if self.token is not None else TOKENS.get(self.camera_id, "")
+        self.acks: queue.Queue = queue.Queue()
+        self.drops: queue.Queue = queue.Queue()
+        self.requests: queue.Queue = queue.Queue()
+        self.error: grpc.RpcError | None = None
+        self.closed = threading.Event()
+        self._out: queue.Queue = queue.Queue()
+        self.channel = grpc.insecure_channel(self.target)
+        stub = ingest_pb2_grpc.FaceIngestStub(self.channel)
+        md = [("x-camera-id", self.camera_id), ("authorization", f"Bearer {self.token}")]
+        self.call = stub.Stream(iter(self._out.get, None), metadata=md)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        try:
+            for msg in self.call:
+                kind = msg.WhichOneof("kind")
+                if kind == "ack":
+                    self.acks.put(msg.ack)
+                elif kind == "drop_texture":
+                    self.drops.put(list(msg.drop_texture.face_ids))
+                elif kind == "enhancement_request":
+                    self.requests.put(msg.enhancement_request)
+                    self._answer(msg.enhancement_request)
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.closed.set()
+
+    def _answer(self, req: pb.EnhancementRequest) -> None:
+        from facecodec import enhancement
+
+        up = pb.EnhancementUpload(request_id=req.request_id, face_id=req.face_id)
+        if self.mode == "silent":
+            return
+        if self.mode == "expired":
+            up.status, up.message = pb.UPLOAD_STATUS_EXPIRED, "spool cap reached"
+        elif self.mode == "unknown" or req.face_id not in self.textures:
+            up.status = pb.UPLOAD_STATUS_UNKNOWN_FACE
+        else:
+            chip, base = self.textures[req.face_id]
+            up.status = pb.UPLOAD_STATUS_OK
+            up.payload = enhancement.encode(chip, base, req.codec or "jpeg", req.quality or 75)
+        self._out.put(pb.EdgeMessage(enhancement=up))
+
+    def hello(self, version: str = "test-edge/1") -> None:
+        self._out.put(pb.EdgeMessage(hello=pb.Hello(camera_id=self.camera_id, agent_version=version)))
+
+    def send(self, *observations: pb.FaceObservation, timeout: float = 30) -> pb.Ack:
+        """Send one batch and wait for its Ack."""
+        self._out.put(pb.EdgeMessage(observations=pb.ObservationBatch(observations=observations)))
+        return self.next_ack(timeout)
+
+    def next_ack(self, timeout: float = 30) -> pb.Ack:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return self.acks.get(timeout=0.05)
+            except queue.Empty:
+                if self.closed.is_set():
+                    raise AssertionError(f"stream closed: {self.error}")
+        raise AssertionError("no ack within the timeout")
+
+    def close(self) -> None:
+        self._out.put(None)
+        self.closed.wait(10)
+        self.channel.close()

@@ -60,6 +60,7 @@ class AnalysisServer:
         self._grpc = None
         self._health = None
         self._http: _Uvicorn | None = None
+        self.app = None
         self._http_task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
         self._stopped = False
@@ -81,7 +82,7 @@ class AnalysisServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((s.host, s.http_port))
             self.http_port = sock.getsockname()[1]
-            app = create_app(s, self.services)
+            self.app = app = create_app(s, self.services)
             config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                     timeout_graceful_shutdown=max(1, int(s.grpc_grace_s)))
             self._http = _Uvicorn(config)

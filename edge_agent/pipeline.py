@@ -43,9 +43,11 @@ class FacePipeline:
     """
 
     def __init__(self, frontend=None, backend: str | None = None, encode_base: BaseEncoder | None = None,
-                 min_face_size: float = 40.0, min_probability: float = 0.9, torch_threads: int = 1):
+                 min_face_size: float = 40.0, min_probability: float = 0.9, torch_threads: int = 1,
+                 descriptor_engine: str = "torch"):
         self._frontend = frontend
         self._backend_name = backend
+        self.descriptor_engine = descriptor_engine
         self.encode_base = encode_base or default_base_encoder
         self.min_face_size = min_face_size
         self.min_probability = min_probability
@@ -65,8 +67,25 @@ class FacePipeline:
             # Faces below min_face_size are not sent, so MTCNN need not look for them: a coarser
             # image pyramid makes detection on whole frames cheaper.
             detector = MtcnnDetector(min_face_size=max(20, int(self.min_face_size)))
-            self._frontend = FaceFrontEnd(self._backend_name, detector=detector)
+            self._frontend = FaceFrontEnd(self._feature_backend(), detector=detector)
         return self._frontend
+
+    def _feature_backend(self):
+        """The feature backend; dlib's network runs in PyTorch unless told otherwise (same features)."""
+        from facecodec.frontend.features import get_backend
+        from facecodec.settings import get_settings
+
+        name = self._backend_name or get_settings().feature_backend
+        if name == "dlib-resnet-128" and self.descriptor_engine == "torch":
+            from edge_agent.dlib_resnet_torch import DlibFormatError, TorchDlibResnet128
+
+            backend = TorchDlibResnet128()
+            try:
+                backend.network()
+                return backend
+            except (DlibFormatError, OSError) as e:
+                log.warning("dlib's network cannot run in PyTorch (%s); using dlib itself", e)
+        return get_backend(name)
 
     def analyze(self, rgb: np.ndarray) -> list:
         """Faces in ``rgb`` good enough to send: confident, large, found by the detector."""

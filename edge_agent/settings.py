@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,8 @@ class EdgeSettings(BaseSettings):
     status_file: Path | None = Field(None, description="also write the counters as JSON here")
     torch_threads: int = Field(1, ge=0, description="PyTorch threads (0 = PyTorch default)")
     feature_backend: str | None = Field(None, description="facecodec feature backend (default: facecodec's)")
+    descriptor_engine: Literal["torch", "dlib"] = Field(
+        "torch", description="run dlib's descriptor network in PyTorch (same features, faster) or in dlib")
     log_level: str = Field("INFO", description="logging level")
 
     @model_validator(mode="before")

@@ -1,0 +1,61 @@
+"""dlib's descriptor network in PyTorch gives dlib's features (the edge's fast path)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_agent.dlib_resnet_torch import DlibFormatError, TorchDlibResnet128, load, read_layers
+from edge_testkit import FACES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def chips():
+    from facecodec.frontend import FaceFrontEnd
+    from facecodec.images import load_rgb
+
+    fe = FaceFrontEnd("dlib-resnet-128")
+    out = []
+    for p in sorted(FACES.glob("*/*_0001.jpg")):
+        image = load_rgb(p)
+        out.append(fe.backend.align(image, fe.detector.detect(image)[0]))
+    return out
+
+
+def test_same_features_as_dlib(chips):
+    from facecodec.frontend.features import DlibResnet128
+
+    theirs = DlibResnet128().embed(chips)
+    mine = TorchDlibResnet128().embed(chips)  # one batch
+    assert mine.shape == (len(chips), 128) and mine.dtype == np.float32
+    assert np.linalg.norm(mine - theirs, axis=1).max() < 1e-4  # dlib's own match threshold is 0.6
+    one = TorchDlibResnet128().embed(chips[:1])
+    np.testing.assert_allclose(one[0], mine[0], atol=1e-5)
+
+
+def test_file_structure_is_read():
+    from facecodec.zoo import package_data_file
+
+    from edge_agent.dlib_resnet_torch import MODEL_FILE
+
+    layers = read_layers(package_data_file(*MODEL_FILE).read_bytes())
+    names = [x.name for x in layers]
+    assert names.count("con_4") == 29 and names.count("affine_") == 29 and names.count("add_prev_") == 14
+    assert layers[1].ints == (150, 150) and abs(layers[1].floats[0] - 122.782) < 1e-3
+
+
+def test_a_damaged_file_is_refused(tmp_path):
+    from facecodec.zoo import package_data_file
+
+    from edge_agent.dlib_resnet_torch import MODEL_FILE
+
+    data = bytearray(package_data_file(*MODEL_FILE).read_bytes())
+    bad = tmp_path / "cut.dat"
+    bad.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(DlibFormatError):
+        load(bad)
+    bad.write_bytes(b"\x01\x01" + bytes(1000))
+    with pytest.raises(DlibFormatError):
+        load(bad)

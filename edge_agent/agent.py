@@ -41,7 +41,7 @@ class CameraWorker:
         self.texture = texture
         self.counters = counters
         self.tracker: Tracker = Tracker(settings.track_interval_s, settings.track_iou, settings.track_distance,
-                                        settings.track_ttl_s)
+                                        settings.track_ttl_s, settings.track_min_hits)
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.error: str | None = None

@@ -56,6 +56,7 @@ class EdgeSettings(BaseSettings):
     track_iou: float = Field(0.3, ge=0, le=1, description="box overlap that continues a track")
     track_distance: float = Field(0.55, gt=0, description="feature distance that continues a track")
     track_ttl_s: float = Field(2.0, gt=0, description="a track unseen this long ends (its best face is sent)")
+    track_min_hits: int = Field(2, ge=1, description="a track seen in fewer frames is not sent (false detections)")
     min_face_size: float = Field(40.0, ge=0, description="smaller faces are not sent (pixels, shorter box side)")
     min_probability: float = Field(0.9, ge=0, le=1, description="less confident detections are not sent")
 

@@ -5,7 +5,8 @@ box overlap (IoU) or, when the face moved too far for the boxes to overlap, on t
 between deep features. Each track collects candidates during a window of ``interval_s``
 seconds and keeps the one with the best :attr:`facecodec.frontend.Quality.score`; when the
 window closes (or the track is lost) that candidate is emitted. A face in view for a minute
-with ``interval_s = 5`` is sent 12 times, not once per frame.
+with ``interval_s = 5`` is sent 12 times, not once per frame. A track seen in fewer than
+``min_hits`` frames is never sent: a detector's one-frame false positive is not a face.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Track(Generic[T]):
     last_seen_s: float
     window_start_s: float
     best: Candidate[T] | None = None
+    hits: int = 1
 
 
 def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
@@ -61,11 +63,12 @@ class Tracker(Generic[T]):
     """Tracks of one camera. Not thread-safe: one camera worker owns it."""
 
     def __init__(self, interval_s: float = 5.0, iou_threshold: float = 0.3, max_distance: float = 0.55,
-                 ttl_s: float = 2.0, feature_momentum: float = 0.5):
+                 ttl_s: float = 2.0, min_hits: int = 2, feature_momentum: float = 0.5):
         self.interval_s = interval_s
         self.iou_threshold = iou_threshold
         self.max_distance = max_distance
         self.ttl_s = ttl_s
+        self.min_hits = min_hits
         self.momentum = feature_momentum
         self.tracks: list[Track[T]] = []
 
@@ -100,6 +103,7 @@ class Tracker(Generic[T]):
             f = self.momentum * t.feature + (1 - self.momentum) * c.feature
             t.feature = f.astype(np.float32)
             t.last_seen_s = c.time_s
+            t.hits += 1
             if t.best is None or c.score > t.best.score:
                 t.best = c
         for ci, c in enumerate(candidates):
@@ -110,7 +114,8 @@ class Tracker(Generic[T]):
         alive = []
         for t in self.tracks:
             lost = now_s - t.last_seen_s > self.ttl_s
-            if t.best is not None and (lost or now_s - t.window_start_s >= self.interval_s):
+            confirmed = t.hits >= self.min_hits
+            if confirmed and t.best is not None and (lost or now_s - t.window_start_s >= self.interval_s):
                 out.append(Emission(t.track_id, t.best))
                 t.best = None
                 t.window_start_s = now_s
@@ -121,6 +126,6 @@ class Tracker(Generic[T]):
 
     def flush(self) -> list[Emission[T]]:
         """Emit every pending best candidate and forget all tracks (the source ended)."""
-        out = [Emission(t.track_id, t.best) for t in self.tracks if t.best is not None]
+        out = [Emission(t.track_id, t.best) for t in self.tracks if t.best is not None and t.hits >= self.min_hits]
         self.tracks = []
         return out

@@ -51,7 +51,7 @@ def test_two_people_side_by_side_are_two_tracks():
 
 
 def test_another_person_in_the_same_place_starts_a_new_track():
-    tr = Tracker(interval_s=10.0, ttl_s=5.0)
+    tr = Tracker(interval_s=10.0, ttl_s=5.0, min_hits=1)
     box = (100, 100, 200, 200)
     tr.update([cand(box, feat(1), 1, 0.0, "a")], 0.0)
     tr.update([cand(box, feat(2), 1, 0.5, "b")], 0.5)
@@ -61,7 +61,7 @@ def test_another_person_in_the_same_place_starts_a_new_track():
 
 
 def test_a_face_that_jumps_is_followed_by_its_feature():
-    tr = Tracker(interval_s=10.0, ttl_s=5.0)
+    tr = Tracker(interval_s=10.0, ttl_s=5.0, min_hits=1)
     f = feat(3)
     tr.update([cand((0, 0, 50, 50), f, 1, 0.0, "x")], 0.0)
     tr.update([cand((400, 300, 450, 350), f + 0.02 * feat(4), 2, 0.5, "y")], 0.5)  # no overlap, same person
@@ -70,9 +70,23 @@ def test_a_face_that_jumps_is_followed_by_its_feature():
 
 
 def test_lost_track_is_sent_after_ttl_without_waiting_for_the_interval():
-    tr = Tracker(interval_s=60.0, ttl_s=1.0)
+    tr = Tracker(interval_s=60.0, ttl_s=1.0, min_hits=1)
     tr.update([cand((0, 0, 50, 50), feat(5), 1, 0.0, "p")], 0.0)
     assert tr.update([], 0.5) == []
     sent = tr.update([], 1.6)
     assert [e.candidate.payload for e in sent] == ["p"]
     assert tr.tracks == [] and tr.flush() == []
+
+
+def test_a_one_frame_detection_is_not_sent():
+    tr = Tracker(interval_s=1.0, ttl_s=0.4, min_hits=2)
+    a = feat(7)
+    sent = []
+    for i in range(4):
+        t = i * 0.5
+        faces = [cand((0, 0, 100, 100), a, 1, t, "person")]
+        if i == 1:
+            faces.append(cand((300, 0, 360, 60), feat(8), 5, t, "fluke"))
+        sent += tr.update(faces, t)
+    sent += tr.flush()
+    assert {e.candidate.payload for e in sent} == {"person"}

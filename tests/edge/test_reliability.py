@@ -313,7 +313,8 @@ def test_corrupt_video_and_a_camera_that_disappears_do_not_stop_the_agent(tmp_pa
     corrupt.write_bytes(bytes(data))
     folder = tmp_path / "folder"
     folder.mkdir()
-    (folder / "0.jpg").write_bytes((FACES / "Ashanti" / "Ashanti_0002.jpg").read_bytes())
+    for name in ("0.jpg", "2.jpg"):  # a track needs two frames
+        (folder / name).write_bytes((FACES / "Ashanti" / "Ashanti_0002.jpg").read_bytes())
     (folder / "1.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
     cam_port = free_port()
     camera = start_mjpeg_camera(cam_port, sorted(FACES.glob("Sophia_Loren/*.jpg")))

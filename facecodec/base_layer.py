@@ -20,12 +20,14 @@ The header is 5 bytes and every count of bytes in this project includes it.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import json
 import math
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -124,9 +126,11 @@ class BaseLayerModel:
             return cls(name, meta["backend"], z["mean"], z["basis"], z["sigma"], z["steps"], meta["family"], tag,
                        default_step)
 
-    def save(self, path: Path) -> None:
+    def save(self, target: Path | BinaryIO) -> None:
+        """Write the model as ``.npz`` to a path or a binary file object."""
         meta = json.dumps({"backend": self.backend, "family": self.family})
-        with open(path, "wb") as f:
+        with contextlib.ExitStack() as stack:
+            f = target if hasattr(target, "write") else stack.enter_context(open(target, "wb"))
             np.savez(f, mean=self.mean.astype(np.float32), basis=self.basis.astype(np.float32),
                      sigma=self.sigma.astype(np.float32), steps=self.steps.astype(np.float32), meta=np.array(meta))
 

@@ -52,6 +52,7 @@ def register(model: BaseLayerModel) -> str:
     used = {e.tag for e in zoo.entries("base-layer") if e.backend == model.backend}
     tag = next(t for t in [int(digest[:2], 16)] + list(range(1, 256)) if t not in used and t != 0)
     name = f"base-dlib128-pca-{model.family}-{digest[:8]}"
+    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
     path = zoo.PACKAGE_MODEL_DIR / f"{name}.npz"
     path.write_bytes(data)
     zoo.register(zoo.ModelEntry(name=name, kind="base-layer", file=path.name, sha256=digest, card="base-layer.md",

@@ -8,8 +8,11 @@ is reported apart); ``ratio = total_ms / feature_ms`` is the issue's target (at 
 Detection on whole frames (640x360 and 1280x720 with one face) is timed too, since a
 surveillance frame is larger than an LFW photo.
 
-Every stage figure is the median over faces (the machine is shared; medians resist other
-jobs), with the mean beside it. Results go to ``bench/results/edge.json`` with the commit.
+The descriptor runs as the agent runs it, in PyTorch with dlib's weights
+(``edge_agent.dlib_resnet_torch``); ``with_dlib_bin_descriptor`` repeats the figures with the
+``dlib-bin`` wheel's own network. Every stage figure is the median over faces (the machine is
+shared; medians resist other jobs), with the mean beside it. Results go to
+``bench/results/edge.json`` with the commit.
 """
 
 from __future__ import annotations
@@ -44,19 +47,34 @@ def _frame(photo: np.ndarray, w: int, h: int) -> np.ndarray:
     return frame
 
 
-def run(images: list[Path], rounds: int = 1, min_face_size: int = 20, codec: str = "jpeg", quality: int = 75,
-        threads: int = 1) -> dict:
+def frontend(engine: str, min_face_size: int):
+    """The edge's front end with dlib's descriptor run by ``engine``: "torch" (the agent's
+    default, edge_agent.dlib_resnet_torch) or "dlib" (the dlib-bin wheel)."""
+    from facecodec.frontend import FaceFrontEnd
+    from facecodec.frontend.detect import MtcnnDetector
+    from facecodec.frontend.features import get_backend
+
+    if engine == "torch":
+        from edge_agent.dlib_resnet_torch import TorchDlibResnet128
+
+        backend = TorchDlibResnet128()
+    else:
+        backend = get_backend("dlib-resnet-128")
+    return FaceFrontEnd(backend, detector=MtcnnDetector(min_face_size=min_face_size))
+
+
+def run(images: list[Path], rounds: int = 1, min_face_size: int = 40, codec: str = "jpeg", quality: int = 75,
+        threads: int = 1, engine: str = "torch") -> dict:
     import torch
 
     from eval import provenance
     from facecodec import base_layer, enhancement
-    from facecodec.frontend import FaceFrontEnd
-    from facecodec.frontend.detect import MtcnnDetector, pick_central
+    from facecodec.frontend.detect import pick_central
     from facecodec.images import load_rgb
     from facewire.v1 import ingest_pb2 as pb
 
     torch.set_num_threads(threads)
-    fe = FaceFrontEnd(detector=MtcnnDetector(min_face_size=min_face_size))
+    fe = frontend(engine, min_face_size)
     photos = [load_rgb(p) for p in images]
     load_start = os.getloadavg()
 
@@ -107,6 +125,8 @@ def run(images: list[Path], rounds: int = 1, min_face_size: int = 20, codec: str
         "faces": len(stages["feature"]),
         "statistic": "median over faces (stages_ms_mean: the mean)",
         "feature_backend": fe.backend.name,
+        "descriptor_engine": {"torch": "PyTorch port of dlib's network (edge_agent.dlib_resnet_torch)",
+                              "dlib": "dlib-bin wheel"}[engine],
         "mtcnn_min_face_size": min_face_size,
         "torch_threads": threads,
         "stages_ms": med,
@@ -134,13 +154,17 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.edge", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=1, help="passes over the 36 sample faces")
     p.add_argument("--limit", type=int, default=None, help="use only the first N sample images")
-    p.add_argument("--min-face-size", type=int, default=20, help="MTCNN's smallest face (pixels)")
+    p.add_argument("--min-face-size", type=int, default=40, help="MTCNN's smallest face (pixels; the agent's default)")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads")
     p.add_argument("--out", type=Path, default=RESULTS / "edge.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     images = sorted(SAMPLE.glob("*/*.jpg"))[: args.limit]
-    result = run(images, args.rounds, args.min_face_size, threads=args.threads)
+    result = run(images, args.rounds, args.min_face_size, threads=args.threads, engine="torch")
+    slow = run(images, args.rounds, args.min_face_size, threads=args.threads, engine="dlib")
+    result["with_dlib_bin_descriptor"] = {k: slow[k] for k in ("descriptor_engine", "stages_ms", "stages_ms_mean",
+                                                               "total_ms", "feature_ms", "ratio",
+                                                               "faces_per_s_per_core", "load_average_1min")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValidationError, ConfigurationError) as e:
         p.error(f"invalid settings: {e}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if "numpy" not in sys.modules:
+        # Per-face linear algebra is tiny: threaded BLAS only adds contention (read once, at numpy import).
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(settings.blas_threads))
     from analysis_server.runtime import serve
 
     try:

@@ -135,6 +135,12 @@ class EmbeddedRedis:
             self.socket_path = None
 
 
-def async_client(url: str) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+
+    The pool blocks (up to 30 s) when all ``max_connections`` are busy instead of failing, so a
+    burst of concurrent batches queues for a connection.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
+                                                    health_check_interval=30)
+    return aioredis.Redis.from_pool(pool)

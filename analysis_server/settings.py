@@ -56,6 +56,7 @@ class ServerSettings(BaseSettings):
     audit_max: int = Field(default=1_000_000, ge=100)
     sweep_interval_s: float = Field(default=60.0, gt=0)
     torch_threads: int = Field(default=1, ge=0)
+    blas_threads: int = Field(default=1, ge=1)
     log_level: str = "INFO"
 
     @field_validator("api_keys")

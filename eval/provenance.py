@@ -10,11 +10,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def commit() -> str:
-    """HEAD's hash, with ``-dirty`` when tracked files differ from it."""
+# The code that an evaluation's numbers depend on; edits elsewhere (a service) do not make them dirty.
+EVAL_PATHS = ("facecodec", "eval", "train")
+
+
+def commit(paths: tuple[str, ...] = ()) -> str:
+    """HEAD's hash, with ``-dirty`` when tracked files (under ``paths``, default all) differ from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from eval.lfw import lfw_root, people, read_pairs
 from eval.prepare import FeatureCache
-from eval.provenance import commit, machine
+from eval.provenance import EVAL_PATHS, commit, machine
 from facecodec.verification import pair_distances, rates_at, ten_fold_accuracy
 
 RESULTS = Path(__file__).parent / "results"
@@ -120,7 +120,7 @@ def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", 
                           "bytes": default["bytes"], "accuracy": default["accuracy"],
                           "threshold": {"value": thr_default, "far": far_default, "frr": frr_default,
                                         "fitted_on": "all 6000 pairs, decoded base-layer features at this step"}},
-        "commit": commit(),
+        "commit": commit(EVAL_PATHS),
         "machine": machine(),
     }
     if out is not None:

@@ -20,7 +20,7 @@ from eval.bd import bd_rate
 from eval.lfw import lfw_root, people
 from eval.metrics import ms_ssim, psnr, psnr_luma
 from eval.prepare import FeatureCache
-from eval.provenance import commit, machine
+from eval.provenance import EVAL_PATHS, commit, machine
 from facecodec.crop import CROP, face_crop
 
 RESULTS = Path(__file__).parent / "results"
@@ -134,7 +134,7 @@ def run(cache: FeatureCache, images: int | None = None, workers: int = 2, quick:
         "curves": curves,
         "bd_rate": bd,
         "bd_rate_note": "percent bitrate change at equal RGB PSNR (negative: the scalable configuration needs fewer bits)",
-        "commit": commit(),
+        "commit": commit(EVAL_PATHS),
         "machine": machine(),
     }
     if out is not None:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from eval.lfw import lfw_root, people, read_pairs
 from eval.metrics import ms_ssim, psnr
 from eval.prepare import FeatureCache
-from eval.provenance import commit, machine
+from eval.provenance import EVAL_PATHS, commit, machine
 from facecodec.crop import CHIP, CROP, face_crop
 
 RESULTS = Path(__file__).parent / "results"
@@ -121,7 +121,7 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
         "ms_per_face_batched": t_rec / len(test) * 1000,
         "parameters": int(n_params),
         "memory_mb_fp32": n_params * 4 / 2**20,
-        "commit": commit(),
+        "commit": commit(EVAL_PATHS),
         "machine": machine(),
     }
     if out is not None:

@@ -11,7 +11,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -24,14 +23,6 @@ def default_base_encoder(feature: np.ndarray, backend: str) -> bytes:
     from facecodec import base_layer
 
     return base_layer.encode(feature, backend)
-
-
-@dataclass(frozen=True)
-class SeenFace:
-    """A face found in one frame, with the frame's times."""
-
-    face: object  # facecodec.frontend.Face
-    wall_ms: int
 
 
 class FacePipeline:

@@ -6,13 +6,12 @@ import shutil
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 
 from edge_agent.errors import SourceError
 from edge_agent.sources import Backoff, ImageFolderSource, LiveSource, Tick, VideoFileSource, open_source
-from edge_testkit import FACES, free_port, make_video, start_mjpeg_camera, wait_until
+from edge_testkit import FACES, free_port, start_mjpeg_camera, wait_until
 
 
 def collect(source, limit: int = 1000):

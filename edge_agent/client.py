@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from edge_agent.errors import StoreError
+from facecodec.errors import FaceCodecError
 from edge_agent.sources import Backoff
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
@@ -77,6 +78,9 @@ def answer_enhancement(req: pb.EnhancementRequest, texture: TextureStore, defaul
             out.payload = enhancement.encode(tex.crop, tex.base, req.codec or default_codec,
                                              req.quality or default_quality)
             out.status = pb.UPLOAD_STATUS_OK
+    except (FaceCodecError, ValueError) as e:  # a codec or quality this edge cannot code
+        log.warning("enhancement request %s for face %s refused: %s", req.request_id, req.face_id, e)
+        out.status, out.message = pb.UPLOAD_STATUS_ERROR, f"{type(e).__name__}: {e}"
     except Exception as e:  # the server must always get an answer, whatever went wrong here
         log.exception("enhancement request %s for face %s failed", req.request_id, req.face_id)
         out.status, out.message = pb.UPLOAD_STATUS_ERROR, f"{type(e).__name__}: {e}"

@@ -126,11 +126,12 @@ def test_enhancement_requests_get_ok_expired_or_unknown(peer, rig_factory):
     rig.texture.put("gone", chip, base)
     rig.texture.drop(["gone"])
     rig.stream.start()
-    for rid, fid, codec in [("r1", "kept", "jpeg"), ("r2", "gone", ""), ("r3", "never-seen", "")]:
+    for rid, fid, codec in [("r1", "kept", "jpeg"), ("r2", "gone", ""), ("r3", "never-seen", ""),
+                            ("r4", "kept", "no-such-codec")]:
         peer.outbox.put(pb.ServerMessage(enhancement_request=pb.EnhancementRequest(
             request_id=rid, face_id=fid, codec=codec, quality=90)))
     got = {}
-    while len(got) < 3:
+    while len(got) < 4:
         up = peer.uploads.get(timeout=15)
         got[up.request_id] = up
     assert got["r1"].status == pb.UPLOAD_STATUS_OK and got["r1"].face_id == "kept"
@@ -139,6 +140,7 @@ def test_enhancement_requests_get_ok_expired_or_unknown(peer, rig_factory):
     assert decoded.shape == (112, 112, 3)
     assert got["r2"].status == pb.UPLOAD_STATUS_EXPIRED and got["r2"].message
     assert got["r3"].status == pb.UPLOAD_STATUS_UNKNOWN_FACE
+    assert got["r4"].status == pb.UPLOAD_STATUS_ERROR and "no-such-codec" in got["r4"].message
     assert rig.counters["uploads_ok"] == 1 and rig.counters["uploads_expired"] == 1
 
 

@@ -29,14 +29,15 @@ class Hit:
 
 
 def auto_nlist(n: int) -> int:
-    """FAISS's rule of thumb, about 4 sqrt(n) inverted lists, with at least 39 training points per list."""
-    return int(max(1, min(65536, 4 * math.sqrt(max(n, 1)), n // 39)))
+    """About sqrt(n) inverted lists (at least 39 training points each): training stays in seconds
+    on one core, and ``nprobe`` lists hold about ``nprobe * sqrt(n)`` rows to scan per query."""
+    return int(max(1, min(65536, math.sqrt(max(n, 1)), n // 39)))
 
 
 class GalleryIndex:
     """Rows of ``dim`` float32 features, each under a string key; thread-safe."""
 
-    def __init__(self, dim: int = 128, exact_max: int = 50_000, nlist: int = 0, nprobe: int = 32):
+    def __init__(self, dim: int = 128, exact_max: int = 50_000, nlist: int = 0, nprobe: int = 64):
         self.dim = dim
         self.exact_max = exact_max
         self.nlist = nlist
@@ -51,6 +52,7 @@ class GalleryIndex:
         self._key_of_id: dict[int, str] = {}
         self._faiss = None
         self._trained_at = 0
+        self._building = False
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
@@ -91,7 +93,7 @@ class GalleryIndex:
             self._n = n0 + m
             if self._faiss is not None:
                 self._faiss.add_with_ids(vectors, ids)
-            self._maybe_rebuild()
+        self._maybe_rebuild()
 
     def remove(self, keys: list[str], rebuild: bool = True) -> int:
         """Drop rows by key (unknown keys are ignored); returns how many were removed."""
@@ -113,36 +115,58 @@ class GalleryIndex:
                 self._key_of_id.pop(fid, None)
             if self._faiss is not None:
                 self._faiss.remove_ids(gone_ids)
-            if rebuild:
-                self._maybe_rebuild()
-            return len(rows)
+        if rebuild:
+            self._maybe_rebuild()
+        return len(rows)
 
     def clear(self) -> None:
         with self._lock:
             self.remove(list(self._keys))
 
     def _maybe_rebuild(self) -> None:
-        n = self._n
-        if n <= self.exact_max:
-            self._faiss = None
-            self._trained_at = 0
-        elif self._faiss is None or n > 2 * self._trained_at:
-            self._build_faiss()
+        """Switch to exact below ``exact_max``; (re)train FAISS when crossing it or doubling since.
 
-    def _build_faiss(self) -> None:
+        Training takes seconds at 1e6 rows, so it runs on a copy without the lock: searches go on
+        meanwhile (on the previous index, or the exact scan), and changes made during the build
+        are applied to the new index before it replaces the old one.
+        """
+        with self._lock:
+            n = self._n
+            if n <= self.exact_max:
+                self._faiss, self._trained_at = None, 0
+                return
+            if self._building or (self._faiss is not None and n <= 2 * self._trained_at):
+                return
+            self._building = True
+            vec, ids = self._vec.copy(), self._idbuf[:n].copy()
+        try:
+            index = self._train(vec, ids)
+        finally:
+            with self._lock:
+                self._building = False
+        with self._lock:
+            live = self._idbuf[: self._n]
+            added = np.isin(live, ids, invert=True)
+            if added.any():
+                index.add_with_ids(self._vec[added], live[added])
+            gone = ids[np.isin(ids, live, invert=True)]
+            if len(gone):
+                index.remove_ids(gone)
+            if self._n > self.exact_max:
+                self._faiss, self._trained_at = index, len(ids)
+
+    def _train(self, vec: np.ndarray, ids: np.ndarray):
         import faiss
 
-        n = self._n
+        n = len(vec)
         nlist = self.nlist or auto_nlist(n)
-        quantizer = faiss.IndexFlatL2(self.dim)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_L2)
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(self.dim), self.dim, nlist, faiss.METRIC_L2)
         rng = np.random.default_rng(0)
-        sample = self._vec if n <= 64 * nlist else self._vec[rng.choice(n, 64 * nlist, replace=False)]
+        sample = vec if n <= 64 * nlist else vec[rng.choice(n, 64 * nlist, replace=False)]
         index.train(np.ascontiguousarray(sample))
-        index.add_with_ids(self._vec, self._idbuf[:n])
+        index.add_with_ids(vec, ids)
         index.nprobe = min(self.nprobe, nlist)
-        self._faiss = index
-        self._trained_at = n
+        return index
 
     # -- queries -----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int = 1, exact: bool | None = None) -> list[list[Hit]]:

@@ -83,3 +83,34 @@ def test_every_image_request_is_written_to_the_audit_log(api, edges, samples):
     assert images[2]["status"] == "200" and images[0]["status"] == "404"
     assert all(e["who"].startswith("key:") and "test-api-key" not in e["who"] and int(e["time_ms"]) > 0 for e in images)
     assert [e["face_id"] for e in api.get("/audit", params={"face_id": "a-1"}).json()] == ["a-1", "a-1"]
+
+
+@pytest.fixture
+def registered_reconstruction(tmp_path, monkeypatch):
+    """An (untrained) reconstruction network registered for this test only, as training will register one."""
+    import torch
+
+    from facecodec import reconstruction, zoo
+
+    net = reconstruction.build_network(dim=128, base=16)
+    path = tmp_path / "recon-test.pt"
+    torch.save({"config": {"dim": 128, "base": 16}, "state": net.state_dict()}, path)
+    entry = zoo.ModelEntry("recon-test", reconstruction.KIND, path.name, "0" * 64, tag=251)
+    real_entries, real_path = zoo._entries, zoo.model_path
+    monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})
+    monkeypatch.setattr(zoo, "model_path", lambda name: path if name == entry.name else real_path(name))
+    reconstruction.load_reconstructor.cache_clear()
+    yield entry
+    reconstruction.load_reconstructor.cache_clear()
+
+
+def test_base_layer_image_is_rebuilt_once_a_reconstruction_model_is_registered(api, edges, samples,
+                                                                               registered_reconstruction):
+    from facecodec import reconstruction
+
+    s = samples[0]
+    edges("cam-1").send(observation("rb-1", s.base))
+    r = api.get("/faces/rb-1/image", params={"layer": "base"})
+    assert r.status_code == 200, r.text
+    assert np.array_equal(_png(r), reconstruction.reconstruct(s.base))
+    assert r.headers["x-face-layer"] == "base" and "x-enhancement-layer-bytes" not in r.headers

@@ -9,7 +9,7 @@ Detection on whole frames (640x360 and 1280x720 with one face) is timed too, sin
 surveillance frame is larger than an LFW photo.
 
 The descriptor runs as the agent runs it, in PyTorch with dlib's weights
-(``edge_agent.dlib_resnet_torch``); ``with_dlib_bin_descriptor`` repeats the figures with the
+(``facecodec.frontend.dlib_torch``); ``with_dlib_bin_descriptor`` repeats the figures with the
 ``dlib-bin`` wheel's own network. Every stage figure is the median over faces (the machine is
 shared; medians resist other jobs), with the mean beside it. Results go to
 ``bench/results/edge.json`` with the commit.
@@ -49,17 +49,12 @@ def _frame(photo: np.ndarray, w: int, h: int) -> np.ndarray:
 
 def frontend(engine: str, min_face_size: int):
     """The edge's front end with dlib's descriptor run by ``engine``: "torch" (the agent's
-    default, edge_agent.dlib_resnet_torch) or "dlib" (the dlib-bin wheel)."""
+    default, facecodec.frontend.dlib_torch) or "dlib" (the dlib-bin wheel)."""
     from facecodec.frontend import FaceFrontEnd
     from facecodec.frontend.detect import MtcnnDetector
-    from facecodec.frontend.features import get_backend
+    from facecodec.frontend.features import DlibResnet128
 
-    if engine == "torch":
-        from edge_agent.dlib_resnet_torch import TorchDlibResnet128
-
-        backend = TorchDlibResnet128()
-    else:
-        backend = get_backend("dlib-resnet-128")
+    backend = DlibResnet128(engine=engine)
     return FaceFrontEnd(backend, detector=MtcnnDetector(min_face_size=min_face_size))
 
 
@@ -125,7 +120,7 @@ def run(images: list[Path], rounds: int = 1, min_face_size: int = 40, codec: str
         "faces": len(stages["feature"]),
         "statistic": "median over faces (stages_ms_mean: the mean)",
         "feature_backend": fe.backend.name,
-        "descriptor_engine": {"torch": "PyTorch port of dlib's network (edge_agent.dlib_resnet_torch)",
+        "descriptor_engine": {"torch": "PyTorch port of dlib's network (facecodec.frontend.dlib_torch)",
                               "dlib": "dlib-bin wheel"}[engine],
         "mtcnn_min_face_size": min_face_size,
         "torch_threads": threads,

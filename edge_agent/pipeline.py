@@ -67,15 +67,10 @@ class FacePipeline:
         from facecodec.settings import get_settings
 
         name = self._backend_name or get_settings().feature_backend
-        if name == "dlib-resnet-128" and self.descriptor_engine == "torch":
-            from edge_agent.dlib_resnet_torch import DlibFormatError, TorchDlibResnet128
+        if name == "dlib-resnet-128":
+            from facecodec.frontend.features import DlibResnet128
 
-            backend = TorchDlibResnet128()
-            try:
-                backend.network()
-                return backend
-            except (DlibFormatError, OSError) as e:
-                log.warning("dlib's network cannot run in PyTorch (%s); using dlib itself", e)
+            return DlibResnet128(engine=self.descriptor_engine)
         return get_backend(name)
 
     def analyze(self, rgb: np.ndarray) -> list:

@@ -57,9 +57,14 @@ def check_image(image: np.ndarray) -> np.ndarray:
 class MtcnnDetector:
     """MTCNN (Zhang et al. 2016) from facenet-pytorch, loaded on first use."""
 
-    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)):
+    def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 factor: float | None = None):
+        """``factor``: the image pyramid's scale step (default ``FACECODEC_MTCNN_FACTOR``, 0.709)."""
+        from facecodec.settings import get_settings
+
         self.min_face_size = min_face_size
         self.thresholds = thresholds
+        self.factor = factor or get_settings().mtcnn_factor
         self._model = None
         self._lock = threading.Lock()
 
@@ -71,6 +76,7 @@ class MtcnnDetector:
                 self._model = MTCNN(
                     min_face_size=self.min_face_size,
                     thresholds=list(self.thresholds),
+                    factor=self.factor,
                     keep_all=True,
                     post_process=False,
                     device="cpu",

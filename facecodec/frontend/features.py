@@ -11,6 +11,7 @@ Backends register in :data:`BACKENDS`; :func:`get_backend` builds one lazily and
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -25,6 +26,8 @@ from facecodec.frontend.detect import Detection
 from facecodec.settings import get_settings
 from facecodec.zoo import package_data_file
 
+log = logging.getLogger(__name__)
+
 
 class FeatureBackend(Protocol):
     name: str
@@ -37,15 +40,25 @@ class FeatureBackend(Protocol):
 
 
 class DlibResnet128:
-    """dlib's face descriptor on 150x150 chips; Euclidean distance 0.6 is dlib's own threshold."""
+    """dlib's face descriptor on 150x150 chips; Euclidean distance 0.6 is dlib's own threshold.
+
+    ``engine="torch"`` (default, ``FACECODEC_DLIB_ENGINE``) runs dlib's network in PyTorch with
+    dlib's weights (:mod:`facecodec.frontend.dlib_torch`: the same features to 1e-6, about five
+    times faster than the BLAS-less ``dlib-bin`` wheel); ``"dlib"`` runs dlib itself. The torch
+    engine checks itself against dlib once and falls back to dlib if they ever disagree.
+    """
 
     name = "dlib-resnet-128"
     code = 1
     dim = 128
 
-    def __init__(self) -> None:
+    def __init__(self, engine: str | None = None) -> None:
         self.aligner = DlibAligner()
+        self.engine = engine or get_settings().dlib_engine
+        if self.engine not in ("torch", "dlib"):
+            raise ValueError(f"unknown dlib engine {self.engine!r}; choose torch or dlib")
         self._model = None
+        self._torch = None
         self._lock = threading.Lock()
 
     def _get(self):
@@ -60,12 +73,26 @@ class DlibResnet128:
     def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:
         return self.aligner.align(image, detection)
 
-    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+    def embed_dlib(self, chips: list[np.ndarray]) -> np.ndarray:
+        """Features computed by dlib itself."""
         if not chips:
             return np.zeros((0, self.dim), np.float32)
         model = self._get()
         out = [np.asarray(model.compute_face_descriptor(np.ascontiguousarray(c)), np.float32) for c in chips]
         return np.stack(out)
+
+    def embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        if self.engine == "torch":
+            from facecodec.frontend.dlib_torch import DlibFormatError, TorchDescriptor
+
+            if self._torch is None:
+                self._torch = TorchDescriptor(self.embed_dlib)
+            try:
+                return self._torch.embed(chips)
+            except (DlibFormatError, OSError) as e:
+                log.warning("dlib's network cannot run in PyTorch (%s); using dlib itself", e)
+                self.engine = "dlib"
+        return self.embed_dlib(chips)
 
 
 class FacenetVggface2:

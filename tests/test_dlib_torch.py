@@ -1,14 +1,16 @@
-"""dlib's descriptor network in PyTorch gives dlib's features (the edge's fast path)."""
+"""dlib's descriptor network in PyTorch gives dlib's features (the default engine)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_agent.dlib_resnet_torch import DlibFormatError, TorchDlibResnet128, load, read_layers
-from edge_testkit import FACES
+from facecodec.frontend.dlib_torch import DlibFormatError, TorchDescriptor, load, read_layers
 
 pytestmark = pytest.mark.slow
+FACES = Path(__file__).parent / "data" / "faces"
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +29,18 @@ def chips():
 def test_same_features_as_dlib(chips):
     from facecodec.frontend.features import DlibResnet128
 
-    theirs = DlibResnet128().embed(chips)
-    mine = TorchDlibResnet128().embed(chips)  # one batch
+    theirs = DlibResnet128(engine="dlib").embed(chips)
+    mine = DlibResnet128(engine="torch").embed(chips)  # one batch
     assert mine.shape == (len(chips), 128) and mine.dtype == np.float32
     assert np.linalg.norm(mine - theirs, axis=1).max() < 1e-4  # dlib's own match threshold is 0.6
-    one = TorchDlibResnet128().embed(chips[:1])
+    one = TorchDescriptor(DlibResnet128(engine="dlib").embed_dlib).embed(chips[:1])
     np.testing.assert_allclose(one[0], mine[0], atol=1e-5)
 
 
 def test_file_structure_is_read():
     from facecodec.zoo import package_data_file
 
-    from edge_agent.dlib_resnet_torch import MODEL_FILE
+    from facecodec.frontend.dlib_torch import MODEL_FILE
 
     layers = read_layers(package_data_file(*MODEL_FILE).read_bytes())
     names = [x.name for x in layers]
@@ -49,7 +51,7 @@ def test_file_structure_is_read():
 def test_a_damaged_file_is_refused(tmp_path):
     from facecodec.zoo import package_data_file
 
-    from edge_agent.dlib_resnet_torch import MODEL_FILE
+    from facecodec.frontend.dlib_torch import MODEL_FILE
 
     data = bytearray(package_data_file(*MODEL_FILE).read_bytes())
     bad = tmp_path / "cut.dat"

@@ -18,7 +18,7 @@ convolutions. dlib adds tensors of different shapes by zero-padding the smaller 
 
 Weights are read from dlib's serialisation: the layer names (``con_4``, ``affine_``...) and
 their parameter tensors (a version, four dimensions in dlib's variable-length integers, then
-little-endian float32). :func:`load` checks the structure and :class:`TorchDlibResnet128`
+little-endian float32). :func:`load` checks the structure and :class:`TorchDescriptor`
 checks, once, that its output matches dlib's on a test chip before it is used.
 """
 
@@ -222,20 +222,15 @@ def load(path: Path | None = None):
     return _build(read_layers(path.read_bytes()))
 
 
-class TorchDlibResnet128:
-    """The ``dlib-resnet-128`` feature backend (same name, code, chips and features), run by
-    PyTorch. Before its first use it compares itself with dlib on a test chip and refuses to
-    run (``DlibFormatError``) if the two disagree."""
+class TorchDescriptor:
+    """dlib's descriptor network run by PyTorch. Before its first use it compares itself with
+    ``reference`` (dlib's own ``embed``) on a test chip and refuses to run
+    (:class:`DlibFormatError`) if the two disagree."""
 
-    name = "dlib-resnet-128"
-    code = 1
     dim = 128
 
-    def __init__(self) -> None:
-        from facecodec.frontend.features import DlibResnet128
-
-        self.reference = DlibResnet128()
-        self.aligner = self.reference.aligner
+    def __init__(self, reference) -> None:
+        self.reference = reference
         self._net = None
         self._lock = threading.Lock()
 
@@ -249,16 +244,13 @@ class TorchDlibResnet128:
                 chip = np.random.default_rng(150).integers(0, 256, (150, 150, 3), dtype=np.uint8)
                 with torch.inference_mode():
                     mine = net(torch.from_numpy(chip[None]))[0].numpy()
-                theirs = self.reference.embed([chip])[0]
+                theirs = self.reference([chip])[0]
                 dist = float(np.linalg.norm(mine - theirs))
                 if not dist < AGREEMENT:
                     raise DlibFormatError(f"the PyTorch network differs from dlib by {dist:.2e} on a test chip")
                 log.info("dlib ResNet runs in PyTorch (distance to dlib's descriptor on a test chip: %.1e)", dist)
                 self._net = net
             return self._net
-
-    def align(self, image: np.ndarray, detection) -> np.ndarray:
-        return self.aligner.align(image, detection)
 
     def embed(self, chips: list[np.ndarray]) -> np.ndarray:
         import torch

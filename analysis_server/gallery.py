@@ -220,6 +220,10 @@ class Gallery:
     def identity_count(self) -> int:
         return len(self._meta)
 
+    @property
+    def identity_ids(self) -> list[str]:
+        return list(self._meta)
+
     # -- matching ----------------------------------------------------------------------------
     def identify(self, probes: np.ndarray, k: int = 5) -> list[list[Candidate]]:
         """The ``k`` nearest identities of each probe row (best feature per identity), nearest first."""

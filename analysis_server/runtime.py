@@ -70,14 +70,13 @@ class AnalysisServer:
         url = s.redis_url
         if not url:
             self.embedded = EmbeddedRedis(s.data_dir)
-            url = await asyncio.to_thread(self.embedded.start)
+            # Started from this (the loop's) thread, not a worker: the child's parent-death signal
+            # fires when the thread that forked it ends.
+            url = self.embedded.start()
         try:
             self.services = await Services.open(s, url)
-            self._grpc, self.grpc_port, self._health = create_server(s, self.services)
-            await self._grpc.start()
-            self.services.grpc_serving = True
-            await set_serving(self._health, True)
-
+            # HTTP first: its lifespan loads the models. gRPC opens only after that, so the first
+            # stream never races the warm-up (importing PyTorch from two threads at once crashes).
             sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((s.host, s.http_port))
@@ -90,8 +89,13 @@ class AnalysisServer:
             while not self._http.started:
                 if self._http_task.done():
                     self._http_task.result()
-                    raise RuntimeError("the HTTP server stopped during startup")
+                    raise RuntimeError("the HTTP server stopped during startup (see the log above)")
                 await asyncio.sleep(0.02)
+
+            self._grpc, self.grpc_port, self._health = create_server(s, self.services)
+            await self._grpc.start()
+            self.services.grpc_serving = True
+            await set_serving(self._health, True)
             self.services.spawn(self._sweep_forever())
         except BaseException:
             await self.stop()
@@ -104,7 +108,7 @@ class AnalysisServer:
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
             try:
-                removed = await self.services.store.sweep(list(self.services.gallery._meta))
+                removed = await self.services.store.sweep(self.services.gallery.identity_ids)
                 if removed:
                     log.info("retention sweep removed %d expired index entries", removed)
             except Exception as e:  # a failed sweep is retried next interval

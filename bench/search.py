@@ -29,6 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
+# The code these figures depend on; edits elsewhere do not make them "-dirty".
+PROVENANCE_PATHS = ("analysis_server", "bench", "facewire", "facecodec/base_layer.py")
+
 log = logging.getLogger("bench.search")
 
 
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"probes at distance {args.noise} from their identity, then base-layer coded",
         "points": points,
         "threads": 1,
-        "commit": provenance.commit(),
+        "commit": provenance.commit(PROVENANCE_PATHS),
         "machine": provenance.machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ def _load(name: str) -> dict | None:
 
 
 def _style(name: str) -> dict:
+    if name.endswith("-compact"):
+        return {"marker": "x", "linestyle": ":", "markersize": 4, "linewidth": 0.8}
     if name == "base_layer":
         return {"color": "black", "marker": "*", "linestyle": "-", "linewidth": 2}
     return {"marker": "o" if name.startswith("base+") else "s", "linestyle": "-" if name.startswith("base+") else "--",
@@ -130,14 +132,15 @@ def readme(ra: dict | None, rd: dict | None, rec: dict | None) -> str:
             best = min(ok, key=lambda q: q["bytes"]) if ok else None
             lines.append(f"| {name} | {best['bytes']:.0f} (param {best['param']}) |" if best else f"| {name} | never |")
         lines.append("")
+    anchors = [a + v for a in ("jpeg", "jpeg2000", "webp", "avif") for v in ("", "-compact")]
     if rd:
         lines += ["## Rate-distortion (`rate_distortion.json`, `rate_distortion_psnr.png`, `rate_distortion_msssim.png`)", "",
                   f"{rd['images']} test faces, {rd['resolution'][0]}x{rd['resolution'][1]} crop. BD-rate at equal PSNR "
                   "(negative = the scalable configuration needs fewer bits):", "",
-                  "| scalable | " + " | ".join(f"vs {a}" for a in ("jpeg", "jpeg2000", "webp", "avif")) + " |",
-                  "| --- | --- | --- | --- | --- |"]
+                  "| scalable | " + " | ".join(f"vs {a}" for a in anchors) + " |",
+                  "| --- " * (len(anchors) + 1) + "|"]
         for s in sorted({k.split("_vs_")[0] for k in rd["bd_rate"]}):
-            vals = [rd["bd_rate"].get(f"{s}_vs_{a}") for a in ("jpeg", "jpeg2000", "webp", "avif")]
+            vals = [rd["bd_rate"].get(f"{s}_vs_{a}") for a in anchors]
             lines.append(f"| {s} | " + " | ".join("n/a" if v is None else f"{v:+.1f}%" for v in vals) + " |")
         lines.append("")
     if rec:

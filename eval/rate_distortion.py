@@ -37,7 +37,7 @@ def _init() -> None:
 
 def _measure(job: tuple[np.ndarray, np.ndarray, list[tuple[str, str, int]]]) -> list[tuple[str, int, int, float, float, float, bool]]:
     """For one image: (config, param, bytes, psnr, psnr_y, ms_ssim, failed) for every config."""
-    from facecodec import base_layer, enhancement, reconstruction
+    from facecodec import base_layer, enhancement, headers, reconstruction
     from facecodec.image_codecs import get_codec
 
     chip, feature, configs = job
@@ -45,12 +45,18 @@ def _measure(job: tuple[np.ndarray, np.ndarray, list[tuple[str, str, int]]]) -> 
     base = base_layer.encode(feature)
     rows, outs = [], []
     for kind, codec, q in configs:
-        name = codec if kind == "anchor" else ("base_layer" if kind == "base" else f"base+{codec}")
+        name = {"anchor": codec, "compact": f"{codec}-compact", "base": "base_layer"}.get(kind, f"base+{codec}")
         try:
             if kind == "anchor":
                 c = get_codec(codec)
                 data = c.encode(crop, q)
                 out, n = c.decode(data, (CROP, CROP)), len(data)
+            elif kind == "compact":  # the anchor file with its header deflated like the enhancement layer's
+                c = get_codec(codec)
+                tag = headers.default_tag()
+                data = c.encode(crop, q)
+                out = c.decode(data, (CROP, CROP))
+                n = len(headers.compact(codec, data, headers.dictionary(tag))) if tag else len(data)
             elif kind == "base":
                 out, n = reconstruction.reconstruct(base), len(base)
             else:
@@ -74,6 +80,7 @@ def configs(quick: bool) -> list[tuple[str, str, int]]:
     for name in ANCHORS:
         qs = CODECS[name].qualities
         out += [("anchor", name, q) for q in (qs[::2] if quick else qs)]
+        out += [("compact", name, q) for q in (qs[::2] if quick else qs)]
     for name in ENHANCEMENT:
         qs = CODECS[name].qualities
         out += [("scalable", name, q) for q in (qs[::2] if quick else qs)]
@@ -118,7 +125,7 @@ def run(cache: FeatureCache, images: int | None = None, workers: int = 2, quick:
             "ms_ssim": float(np.mean([p[5] for p in ok])), "failures": len(pts) - len(ok)})
     bd = {}
     for s in [n for n in curves if n.startswith("base+")]:
-        for a in ANCHORS:
+        for a in ANCHORS + tuple(f"{a}-compact" for a in ANCHORS):
             A = [p for p in curves.get(a, []) if "bytes" in p]
             B = [p for p in curves[s] if "bytes" in p]
             v = bd_rate([p["bpp"] for p in A], [p["psnr"] for p in A], [p["bpp"] for p in B], [p["psnr"] for p in B])

@@ -6,7 +6,7 @@ image codec, and decoded as ``clip(x_fea + denormalise(x_rec))``. ``x_fea`` is t
 reconstruction network's output from the decoded base layer; when no reconstruction model is
 registered the prediction is zero and the layer codes the crop directly (predictor tag 0).
 
-Payload (format version 1)::
+Payload (format version 2; version 1, without byte 8, is still decoded)::
 
     0     0xE0 | version
     1     image codec code (facecodec.image_codecs)
@@ -14,8 +14,10 @@ Payload (format version 1)::
     3     quality
     4-5   residual minimum (int16, big endian)
     6-7   residual maximum (int16, big endian)
-    8-9   CRC-16/CCITT of every other byte
-    10-   image codec stream of the 112x112 normalised residual
+    8     header dictionary tag: 0 = the image stream is a plain file, else its container
+          header is deflated against that registered dictionary (facecodec.headers)
+    9-10  CRC-16/CCITT of every other byte
+    11-   image codec stream of the 112x112 normalised residual
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from facecodec.errors import CorruptPayloadError, TruncatedPayloadError, Unknown
 from facecodec.image_codecs import BY_CODE, get_codec
 
 MAGIC = 0xE0
-VERSION = 1
-HEADER = struct.Struct(">BBBBhhH")
+VERSION = 2
+HEADERS = {1: struct.Struct(">BBBBhhH"), 2: struct.Struct(">BBBBhhBH")}
+HEADER = HEADERS[VERSION]
 MAX_BODY = 1 << 20
 
 
@@ -44,6 +47,8 @@ class EnhancementHeader:
     quality: int
     lo: int
     hi: int
+    dictionary_tag: int = 0
+    size: int = HEADER.size
 
 
 def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
@@ -72,8 +77,14 @@ def _prediction_for_tag(tag: int, base_payload: bytes) -> np.ndarray:
     raise UnknownModelError(f"enhancement layer predicted by reconstruction model tag {tag}, which is not registered")
 
 
-def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", quality: int = 75) -> bytes:
-    """Enhancement payload for the face ``chip`` (150x150 aligned chip or 112x112 crop)."""
+def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", quality: int = 75,
+           compact: bool = True) -> bytes:
+    """Enhancement payload for the face ``chip`` (150x150 aligned chip or 112x112 crop).
+
+    ``compact`` deflates the image stream's container header against the newest registered
+    header dictionary (when there is one)."""
+    from facecodec import headers
+
     x = face_crop(chip).astype(np.int16)
     image_codec = get_codec(codec)
     if not 0 <= quality <= 100:
@@ -84,7 +95,10 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     span = max(hi - lo, 1)
     tex = np.rint((resi - lo) * (255.0 / span)).astype(np.uint8)
     body = image_codec.encode(tex, quality)
-    head = HEADER.pack(MAGIC | VERSION, image_codec.code, tag, quality, lo, hi, 0)[:-2]
+    dtag = headers.default_tag() if compact else 0
+    if dtag:
+        body = headers.compact(image_codec.name, body, headers.dictionary(dtag))
+    head = HEADER.pack(MAGIC | VERSION, image_codec.code, tag, quality, lo, hi, dtag, 0)[:-2]
     return head + binascii.crc_hqx(head + body, 0xFFFF).to_bytes(2, "big") + body
 
 
@@ -92,22 +106,29 @@ def read_header(payload: bytes) -> EnhancementHeader:
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise UnknownFormatError(f"an enhancement payload is bytes, not {type(payload).__name__}")
     payload = bytes(payload)
-    if len(payload) < HEADER.size + 1:
-        raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
-    magic, code, tag, quality, lo, hi, crc = HEADER.unpack_from(payload)
+    if len(payload) < 1:
+        raise TruncatedPayloadError("empty enhancement payload")
+    magic = payload[0]
     if magic & 0xF0 != MAGIC:
         raise UnknownFormatError(f"not an enhancement payload (first byte 0x{magic:02x})")
-    if magic & 0x0F != VERSION:
-        raise UnknownFormatError(f"enhancement format version {magic & 0x0F} is not supported (this decoder reads {VERSION})")
+    version = magic & 0x0F
+    if version not in HEADERS:
+        raise UnknownFormatError(f"enhancement format version {version} is not supported (this decoder reads 1 and 2)")
+    fmt = HEADERS[version]
+    if len(payload) < fmt.size + 1:
+        raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
+    fields = fmt.unpack_from(payload)
+    code, tag, quality, lo, hi = fields[1:6]
+    dtag, crc = (fields[6], fields[7]) if version == 2 else (0, fields[6])
     if code not in BY_CODE:
         raise UnknownFormatError(f"unknown image codec code {code}")
     if not (-255 <= lo <= hi <= 255) or quality > 100:
         raise CorruptPayloadError("enhancement header values out of range")
-    if len(payload) - HEADER.size > MAX_BODY:
+    if len(payload) - fmt.size > MAX_BODY:
         raise CorruptPayloadError("enhancement body is larger than any 112x112 image needs")
-    if binascii.crc_hqx(payload[:8] + payload[HEADER.size:], 0xFFFF) != crc:
+    if binascii.crc_hqx(payload[: fmt.size - 2] + payload[fmt.size :], 0xFFFF) != crc:
         raise CorruptPayloadError("enhancement checksum mismatch: the payload is truncated or corrupted")
-    return EnhancementHeader(VERSION, BY_CODE[code].name, tag, quality, lo, hi)
+    return EnhancementHeader(version, BY_CODE[code].name, tag, quality, lo, hi, dtag, fmt.size)
 
 
 def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
@@ -115,7 +136,12 @@ def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
     h = read_header(payload)
     if h.predictor_tag and base_payload is None:
         raise UnknownModelError("this enhancement layer needs its base layer to decode")
-    tex = get_codec(h.codec).decode(bytes(payload)[HEADER.size:], (CROP, CROP)).astype(np.float64)
+    body = bytes(payload)[h.size :]
+    if h.dictionary_tag:
+        from facecodec import headers
+
+        body = headers.expand(body, headers.dictionary(h.dictionary_tag))
+    tex = get_codec(h.codec).decode(body, (CROP, CROP)).astype(np.float64)
     pred = _prediction_for_tag(h.predictor_tag, base_payload)
     resi = tex * (max(h.hi - h.lo, 1) / 255.0) + h.lo
     return np.clip(np.rint(pred + resi), 0, 255).astype(np.uint8)

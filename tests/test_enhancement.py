@@ -89,3 +89,35 @@ def test_container_keeps_each_layer_decodable_on_its_own(face):
 
 def test_every_registered_image_codec_has_a_distinct_code():
     assert len({c.code for c in CODECS.values()}) == len(CODECS)
+
+
+@pytest.mark.parametrize("codec,quality", [("jpeg", 30), ("avif", 30), ("jpeg2000", 30)])
+def test_header_dictionary_makes_the_layer_smaller_and_decodes_the_same(face, codec, quality):
+    from facecodec import headers
+
+    chip, base = face
+    plain = enhancement.encode(chip, base, codec, quality, compact=False)
+    small = enhancement.encode(chip, base, codec, quality)
+    assert enhancement.read_header(small).dictionary_tag == headers.default_tag() != 0
+    assert len(small) < len(plain) - 100
+    assert np.array_equal(enhancement.decode(small, base), enhancement.decode(plain, base))
+
+
+def test_format_version_1_payloads_still_decode(face):
+    import binascii
+
+    chip, base = face
+    v2 = enhancement.encode(chip, base, "webp", 50, compact=False)
+    h = enhancement.read_header(v2)
+    head = bytes([0xE1]) + v2[1:8]
+    v1 = head + binascii.crc_hqx(head + v2[h.size:], 0xFFFF).to_bytes(2, "big") + v2[h.size:]
+    assert np.array_equal(enhancement.decode(v1, base), enhancement.decode(v2, base))
+
+
+def test_a_corrupt_compact_header_is_a_payload_error():
+    from facecodec import headers
+
+    d = headers.dictionary(headers.default_tag())
+    for bad in (b"", b"\xff\xff\xff\xff", b"\x05abc", b"\x03\xff\xff\xff" + b"x" * 10):
+        with pytest.raises(PayloadError):
+            headers.expand(bad, d)

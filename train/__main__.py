@@ -24,10 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--export", action="store_true", help="register the final weights in facecodec/models")
     b = sub.add_parser("base-layer", help="PCA transform + per-dimension probability model (paper 3.1)")
     b.add_argument("--default-step", type=int, default=7)
+    h = sub.add_parser("header-dictionary", help="typical image headers, deflated away in enhancement layers")
+    h.add_argument("--samples", type=int, default=24, help="train-people crops to sample")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "base-layer":
         from train.base_layer import main as run
+
+        run(args)
+    elif args.cmd == "header-dictionary":
+        from train.header_dictionary import main as run
 
         run(args)
     elif args.cmd == "reconstruction":

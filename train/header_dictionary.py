@@ -1,0 +1,48 @@
+"""Learn the enhancement layer's image-header dictionary from train-people crops (facecodec.headers)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from tqdm import tqdm
+
+from facecodec.crop import face_crop
+
+CODECS = ("jpeg", "jpeg2000", "webp", "avif")
+
+
+def build(chips: list[np.ndarray]) -> bytes:
+    from facecodec import headers
+    from facecodec.image_codecs import get_codec
+
+    files = []
+    for chip in tqdm(chips, desc="header samples"):
+        crop = face_crop(chip)
+        for name in CODECS:
+            c = get_codec(name)
+            files += [(name, c.encode(crop, q)) for q in c.qualities]
+    return headers.build(files)
+
+
+def register(data: bytes) -> str:
+    from facecodec import headers, zoo
+
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"headers-{digest[:8]}"
+    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
+    (zoo.PACKAGE_MODEL_DIR / f"{name}.bin").write_bytes(data)
+    used = {e.tag for e in zoo.entries(headers.KIND)}
+    tag = next(t for t in range(1, 256) if t not in used)
+    zoo.register(zoo.ModelEntry(name=name, kind=headers.KIND, file=f"{name}.bin", sha256=digest,
+                                card="header-dictionary.md", tag=tag))
+    return name
+
+
+def main(args) -> None:
+    from train.data import load, split_rows
+
+    cache = load(args.cache)
+    rows = split_rows(cache, "train")
+    pick = rows[np.linspace(0, len(rows) - 1, args.samples).astype(int)]
+    print(register(build([np.asarray(cache.chips[i]) for i in pick])))

@@ -61,3 +61,28 @@ def test_adding_an_existing_key_replaces_its_vector():
     index.add(["a/1"], g[0])
     index.add(["a/1"], g[5])
     assert len(index) == 1 and index.search(g[5], 1)[0][0].distance == pytest.approx(0.0, abs=1e-5)
+
+
+def test_searches_go_on_while_the_faiss_index_is_trained():
+    import threading
+
+    g = _gallery(30_000, seed=4)
+    index = GalleryIndex(exact_max=10_000)
+    index.add([f"id{i}/f" for i in range(5_000)], g[:5_000])
+    errors, answers = [], []
+    stop = threading.Event()
+
+    def search_loop():
+        while not stop.is_set():
+            try:
+                answers.append(index.search(g[7], 1)[0][0].key)
+            except Exception as e:  # any failure fails the test below
+                errors.append(e)
+
+    t = threading.Thread(target=search_loop)
+    t.start()
+    index.add([f"id{i}/f" for i in range(5_000, 30_000)], g[5_000:])
+    stop.set()
+    t.join()
+    assert index.kind == IVF and not errors and set(answers) == {"id7/f"}
+    assert index.search(g[29_999], 1)[0][0].key == "id29999/f"

@@ -147,3 +147,15 @@ def test_face_records_expire_after_retention_and_the_sweep_trims_indexes(make_se
     too_old = edge.send(observation("old-2", samples[0].base, t_ms=int(time.time() * 1000) - 5000))
     assert not too_old.face_ids and too_old.rejected[0].reason.startswith("capture_time_ms:")
     edge.close()
+
+
+def test_a_message_over_the_size_limit_ends_only_its_own_stream(make_server, samples):
+    server = make_server(grpc_max_message_bytes=64 * 1024)
+    big = Edge(server.grpc_target, "cam-1")
+    big._out.put(pb.EdgeMessage(observations=pb.ObservationBatch(
+        observations=[observation(f"big-{i}", samples[0].base, track_id="x" * 100) for i in range(1000)])))
+    assert big.closed.wait(10) and big.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    big.close()
+    fresh = Edge(server.grpc_target, "cam-1")
+    assert list(fresh.send(observation("after-big", samples[0].base)).face_ids) == ["after-big"]
+    fresh.close()

@@ -3,19 +3,24 @@
 An operator's ``layer=full`` request becomes an ``EnhancementRequest`` on the stream of the
 camera that holds the face; the edge answers with an ``EnhancementUpload`` carrying the same
 ``request_id``, which resolves the waiting request. Requests for the same face, codec and
-quality that are already in flight share one round trip. This is all in-process: several
-server replicas (issue 8) would route a request to the replica holding the stream through
-Redis pub/sub behind this same interface.
+quality that are already in flight share one round trip.
+
+With several server replicas sharing one Redis, a camera's stream is open on one of them: a
+request for a camera held elsewhere is forwarded to that replica through Redis pub/sub
+(:class:`analysis_server.replicas.ReplicaRouter`) behind this same interface, and the upload
+comes back the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import secrets
 from dataclasses import dataclass, field
 
-from analysis_server.errors import EdgeOffline, EdgeTimeout
+from analysis_server.errors import EdgeFailed, EdgeOffline, EdgeTimeout, ServerError
+from analysis_server.replicas import NoOwner, ReplicaRouter
 from analysis_server.store import now_ms
 from facewire.v1 import ingest_pb2 as pb
 
@@ -40,16 +45,21 @@ class CameraSession:
 class EdgeLink:
     """Open sessions by camera id and enhancement requests waiting for their upload."""
 
-    def __init__(self) -> None:
+    def __init__(self, router: ReplicaRouter | None = None) -> None:
         self._sessions: dict[str, CameraSession] = {}
         self._pending: dict[str, tuple[asyncio.Future, str, str]] = {}  # request id -> (future, camera, face)
         self._inflight: dict[tuple[str, str, int], asyncio.Future] = {}
+        self.router = router
+        if router is not None:
+            router.handle("enhance", self._serve_forwarded)
 
     # -- sessions ----------------------------------------------------------------------------
     def attach(self, session: CameraSession) -> CameraSession | None:
         """Register a new stream; a camera that reconnects replaces its old stream (returned)."""
         old = self._sessions.get(session.camera_id)
         self._sessions[session.camera_id] = session
+        if self.router is not None:
+            self.router.claim(session.camera_id)
         return old
 
     def detach(self, session: CameraSession) -> None:
@@ -57,6 +67,8 @@ class EdgeLink:
         if self._sessions.get(session.camera_id) is session:
             del self._sessions[session.camera_id]
             self._fail_camera(session.camera_id)
+            if self.router is not None:
+                self.router.release(session.camera_id)
 
     def session(self, camera_id: str) -> CameraSession | None:
         return self._sessions.get(camera_id)
@@ -66,17 +78,20 @@ class EdgeLink:
 
     # -- enhancement round trip --------------------------------------------------------------
     async def request_enhancement(self, camera_id: str, face_id: str, codec: str, quality: int,
-                                  timeout_s: float) -> pb.EnhancementUpload:
+                                  timeout_s: float, forward: bool = True) -> pb.EnhancementUpload:
         """Ask the edge for a face's enhancement layer and wait for its upload (any status).
 
-        Raises :class:`EdgeOffline` when the camera has no stream (or loses it while we wait)
-        and :class:`EdgeTimeout` when no upload comes within ``timeout_s``.
+        A camera whose stream is open on another replica is asked through that replica (unless
+        ``forward`` is false). Raises :class:`EdgeOffline` when the camera has no stream anywhere
+        (or loses it while we wait) and :class:`EdgeTimeout` when no upload comes within ``timeout_s``.
         """
         key = (face_id, codec, quality)
         shared = self._inflight.get(key)
         if shared is not None:
             return await self._wait(shared, camera_id, face_id, timeout_s)
         session = self._sessions.get(camera_id)
+        if session is None and self.router is not None and forward:
+            return await self._forward(key, camera_id, face_id, codec, quality, timeout_s)
         if session is None:
             raise EdgeOffline(f"camera {camera_id!r}, which holds the enhancement layer of face {face_id!r}, "
                               "is offline (no open stream)")
@@ -96,6 +111,45 @@ class EdgeLink:
                 fut.set_exception(EdgeTimeout(f"camera {camera_id!r} did not upload the enhancement layer of "
                                               f"face {face_id!r} within {timeout_s:g} s"))
                 fut.exception()  # retrieved here; requests sharing it re-raise it
+
+    async def _forward(self, key: tuple[str, str, int], camera_id: str, face_id: str, codec: str, quality: int,
+                       timeout_s: float) -> pb.EnhancementUpload:
+        """The round trip through the replica that holds the camera's stream (shared like a local one)."""
+        assert self.router is not None
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            body = {"camera_id": camera_id, "face_id": face_id, "codec": codec, "quality": quality,
+                    "timeout_s": timeout_s}
+            try:
+                # The owner waits timeout_s for the edge; allow a little more for the two hops.
+                reply = await self.router.call(camera_id, "enhance", body, timeout_s + 2.0)
+            except NoOwner as e:
+                raise EdgeOffline(f"{e}; it holds the enhancement layer of face {face_id!r}") from None
+            except asyncio.TimeoutError:
+                raise EdgeTimeout(f"camera {camera_id!r} (streaming to another server replica) did not upload the "
+                                  f"enhancement layer of face {face_id!r} within {timeout_s:g} s") from None
+            upload = _upload_from_reply(reply)
+            fut.set_result(upload)
+            return upload
+        except BaseException as e:
+            if not fut.done():
+                fut.set_exception(e if isinstance(e, ServerError) else
+                                  EdgeFailed(f"the enhancement request for face {face_id!r} was interrupted"))
+                fut.exception()
+            raise
+        finally:
+            if self._inflight.get(key) is fut:
+                del self._inflight[key]
+
+    async def _serve_forwarded(self, body: dict) -> dict:
+        """Another replica's request for a camera whose stream is open here."""
+        try:
+            upload = await self.request_enhancement(str(body["camera_id"]), str(body["face_id"]), str(body["codec"]),
+                                                    int(body["quality"]), float(body["timeout_s"]), forward=False)
+        except (EdgeOffline, EdgeTimeout, EdgeFailed) as e:
+            return {"error": type(e).__name__, "message": str(e)}
+        return {"upload": base64.b64encode(upload.SerializeToString()).decode()}
 
     @staticmethod
     async def _wait(fut: asyncio.Future, camera_id: str, face_id: str, timeout_s: float) -> pb.EnhancementUpload:
@@ -135,3 +189,14 @@ class EdgeLink:
             return False
         await session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=face_ids)))
         return True
+
+
+def _upload_from_reply(reply: dict) -> pb.EnhancementUpload:
+    """The upload a replica sent back, or the error it reported, raised as ours."""
+    if "upload" in reply:
+        try:
+            return pb.EnhancementUpload.FromString(base64.b64decode(reply["upload"]))
+        except Exception as e:  # a corrupt reply is the other replica's failure, reported as such
+            raise EdgeFailed(f"another server replica sent an unreadable enhancement upload: {e!r}") from None
+    error = {"EdgeOffline": EdgeOffline, "EdgeTimeout": EdgeTimeout}.get(reply.get("error", ""), EdgeFailed)
+    raise error(reply.get("message") or "another server replica could not fetch the enhancement layer")

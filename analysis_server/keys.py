@@ -21,7 +21,13 @@ key                                     type            holds
 ``p:erased:{face_id}``                  string          tombstone of an erased face (a replay is not stored)
 ``p:events``                            stream          observations, watchlist hits, deletions
 ``p:audit``                             stream          who asked for which image or erased what
+``p:cam:{camera_id}:owner``             string          replica id holding the camera's stream (TTL,
+                                                        refreshed while the stream is open)
+``p:session:{sha256 of token}``         hash            a dashboard login: caller, CSRF token (TTL)
 ======================================  ==============  ===============================================
+
+Pub/sub channel: ``p:replica:{replica_id}``, requests to and replies from one server replica
+(enhancement requests and texture drops for the cameras it holds).
 """
 
 from __future__ import annotations
@@ -86,6 +92,15 @@ class Keys:
     @property
     def audit(self) -> str:
         return f"{self.prefix}:audit"
+
+    def camera_owner(self, camera_id: str) -> str:
+        return f"{self.prefix}:cam:{camera_id}:owner"
+
+    def replica_channel(self, replica_id: str) -> str:
+        return f"{self.prefix}:replica:{replica_id}"
+
+    def session(self, token_digest: str) -> str:
+        return f"{self.prefix}:session:{token_digest}"
 
     def all_pattern(self) -> str:
         """``SCAN`` pattern matching every key of this prefix (tests clean up with it)."""

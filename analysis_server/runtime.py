@@ -100,8 +100,8 @@ class AnalysisServer:
         except BaseException:
             await self.stop()
             raise
-        log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s", s.host, self.grpc_port, s.host,
-                 self.http_port, "embedded" if self.embedded else "external")
+        log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s replica=%s", s.host, self.grpc_port, s.host,
+                 self.http_port, "embedded" if self.embedded else "external", self.services.router.replica_id)
 
     async def _sweep_forever(self) -> None:
         assert self.services is not None
@@ -125,6 +125,8 @@ class AnalysisServer:
                 t.cancel()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+        if self.services is not None:
+            self.services.live.close()  # open event streams end now, so HTTP need not wait for them
         if self._http is not None:
             self._http.should_exit = True
         if self._grpc is not None:

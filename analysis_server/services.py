@@ -1,7 +1,8 @@
 """The server's dependencies in one object, shared by the gRPC service and the REST app.
 
 Also holds the two operations that cross them: the enhancement round trip (REST asks, the
-edge answers on its stream) and privacy erasure (Redis, then ``DropTexture`` to the edge).
+edge answers on its stream, on this replica or another one) and privacy erasure (Redis, then
+``DropTexture`` to the edge, through the replica that holds its stream).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import redis.asyncio as aioredis
 from analysis_server.auth import Credentials
 from analysis_server.edge_link import EdgeLink
 from analysis_server.errors import EdgeFailed, Gone, NotFound
+from analysis_server.events_live import EventHub
 from analysis_server.gallery import Gallery
 from analysis_server.gallery_index import GalleryIndex
 from analysis_server.keys import Keys
 from analysis_server.metrics import Metrics
+from analysis_server.replicas import ReplicaRouter
+from analysis_server.sessions import SessionStore
 from analysis_server.settings import ServerSettings
 from analysis_server.store import FaceRecord, FaceStore
 from facecodec import enhancement
@@ -37,6 +41,9 @@ class Services:
     link: EdgeLink
     credentials: Credentials
     metrics: Metrics
+    router: ReplicaRouter
+    live: EventHub
+    sessions: SessionStore
     grpc_serving: bool = False
     _tasks: set = field(default_factory=set)
 
@@ -55,10 +62,22 @@ class Services:
         await gallery.load()
         metrics = Metrics()
         metrics.gallery_size.set_function(lambda: len(gallery.index))
-        return cls(settings, redis, store, gallery, EdgeLink(),
-                   Credentials(settings.api_key_list, settings.camera_tokens), metrics)
+        router = ReplicaRouter(redis, keys, settings.replica_id, settings.owner_ttl_s)
+        services = cls(settings, redis, store, gallery, EdgeLink(router),
+                       Credentials(settings.api_key_list, settings.camera_tokens), metrics, router,
+                       EventHub(redis, keys.events, gallery),
+                       SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list))
+        router.handle("send_drops", services._send_pending_drops)
+        try:
+            await router.start()
+        except BaseException:
+            await redis.aclose()
+            raise
+        return services
 
     async def close(self) -> None:
+        self.live.close()
+        await self.router.stop()
         await self.redis.aclose()
 
     def spawn(self, coro) -> asyncio.Task:
@@ -107,13 +126,30 @@ class Services:
             raise NotFound(f"camera {face.camera_id!r} does not know face {face.face_id!r}{detail}")
         raise EdgeFailed(f"camera {face.camera_id!r} could not upload the enhancement layer{detail}")
 
+    async def _send_pending_drops(self, body: dict) -> dict:
+        """Another replica erased faces of a camera whose stream is open here: send their drops."""
+        camera_id = str(body.get("camera_id", ""))
+        if self.link.session(camera_id) is None:
+            return {"sent": 0}
+        ids = await self.store.take_pending_drops(camera_id)
+        if ids and not await self.link.drop_texture(camera_id, ids):
+            await self.store.add_pending_drops(camera_id, ids)
+            return {"sent": 0}
+        return {"sent": len(ids)}
+
     # -- privacy -----------------------------------------------------------------------------
     async def erase_faces(self, face_ids: list[str], who: str) -> list[str]:
         """Erase faces and ask their edges to drop the texture (queued for offline edges); erased ids."""
         by_camera = await self.store.delete_faces(face_ids)
         for camera_id, ids in by_camera.items():
             if not await self.link.drop_texture(camera_id, ids):
+                # Kept in Redis (sent when the camera reconnects); if its stream is open on another
+                # replica, that replica is told to send them now.
                 await self.store.add_pending_drops(camera_id, ids)
+                try:
+                    await self.router.notify(camera_id, "send_drops", {"camera_id": camera_id})
+                except Exception as e:  # they stay pending in Redis
+                    log.warning("could not tell the replica holding camera %s to drop textures: %r", camera_id, e)
         erased = [f for ids in by_camera.values() for f in ids]
         for f in erased:
             await self.store.audit(who, "erase_face", face_id=f)

@@ -57,6 +57,12 @@ class ServerSettings(BaseSettings):
     events_max: int = Field(default=100_000, ge=100)
     audit_max: int = Field(default=1_000_000, ge=100)
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    # Scale-out: replicas sharing one Redis route enhancement requests to the one holding the camera.
+    replica_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    owner_ttl_s: float = Field(default=30.0, ge=1)
+    # Dashboard logins (an HttpOnly cookie bound to an API key).
+    session_ttl_s: int = Field(default=12 * 3600, ge=60)
+    session_cookie_secure: bool = False
     torch_threads: int = Field(default=1, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_level: str = "INFO"

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from analysis_server.api import faces, identities, matching, system
+from analysis_server.api import faces, identities, live_events, matching, system
 from analysis_server.api.deps import require_caller
 from analysis_server.errors import ServerError
 from analysis_server.services import Services
@@ -69,6 +69,6 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
 
     app.include_router(system.health_router)
     secured = [Depends(require_caller)]
-    for r in (faces.router, identities.router, matching.router, system.router):
+    for r in (faces.router, identities.router, matching.router, system.router, live_events.router):
         app.include_router(r, dependencies=secured)
     return app

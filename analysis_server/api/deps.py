@@ -13,6 +13,7 @@ from analysis_server.auth import bearer
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery import check_feature
 from analysis_server.services import Services
+from analysis_server.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, csrf_ok
 from analysis_server.validation import ValidationFailure, decode_feature
 
 
@@ -24,12 +25,26 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def require_caller(
+    request: Request,
     services: ServicesDep,
     x_api_key: Annotated[str | None, Header(description="REST API key")] = None,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
 ) -> str:
-    """The caller's audit name; 401 without a valid API key."""
-    caller = services.credentials.api_caller(x_api_key or bearer(authorization))
+    """The caller's audit name; 401 without a valid API key (or dashboard session cookie).
+
+    A request with no key at all may come from the dashboard: its session cookie names the key
+    it was opened with (:mod:`analysis_server.sessions`); with the cookie, anything but a read
+    needs the session's CSRF token too (403 without it).
+    """
+    presented = x_api_key or bearer(authorization)
+    caller = services.credentials.api_caller(presented)
+    if caller is None and not presented and COOKIE in request.cookies:
+        session = await services.sessions.get(request.cookies[COOKIE])
+        if session is not None:
+            if request.method not in SAFE_METHODS and not csrf_ok(session, request.headers.get(CSRF_HEADER)):
+                raise HTTPException(403, f"a dashboard request that changes something needs the {CSRF_HEADER} "
+                                         "header of its session")
+            caller = session.caller
     if caller is None:
         services.metrics.auth_failures.labels("rest").inc()
         raise HTTPException(401, "missing or invalid API key: send X-API-Key: <key> or Authorization: Bearer <key>",

@@ -1,0 +1,60 @@
+"""``GET /events/live``: the events stream as server-sent events (what the dashboard's live view reads).
+
+Any credentials the REST API takes work here, the dashboard's session cookie included (the
+browser's ``EventSource`` cannot send headers). ``?after=<event id>`` or the ``Last-Event-ID``
+header replays what came after that event first; see :mod:`analysis_server.events_live`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import StreamingResponse
+
+from analysis_server.api.deps import ServicesDep
+from analysis_server.events_live import CLOSED, EVENT_ID, order, sse
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/events/live", summary="Live events as server-sent events (observations, watchlist hits, deletions)",
+            response_class=StreamingResponse, responses={200: {"content": {"text/event-stream": {}}}})
+async def live_events(
+    request: Request,
+    s: ServicesDep,
+    after: Annotated[str | None, Query(pattern=EVENT_ID.pattern, description="replay events after this id first")] = None,
+    last_event_id: Annotated[str | None, Header(description="sent by EventSource when it reconnects")] = None,
+    keepalive_s: Annotated[float, Query(ge=0.5, le=60, description="comment line after this much silence")] = 15.0,
+) -> StreamingResponse:
+    hub = s.live
+    start = last_event_id if last_event_id and EVENT_ID.match(last_event_id) else after
+    queue = await hub.subscribe()  # before the backlog is read, so nothing falls between the two
+
+    async def stream():
+        sent = (0, 0)
+        try:
+            yield b"retry: 2000\n\n"
+            if start:
+                for event in await hub.backlog(start):
+                    sent = order(event["id"])
+                    yield sse(event)
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), keepalive_s)
+                except asyncio.TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield b": keepalive\n\n"
+                    continue
+                if event is CLOSED:
+                    return
+                if order(event["id"]) <= sent:
+                    continue
+                yield sse(event)
+        finally:
+            hub.unsubscribe(queue)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

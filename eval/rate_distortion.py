@@ -130,7 +130,7 @@ def run(cache: FeatureCache, images: int | None = None, workers: int = 2, quick:
             B = [p for p in curves[s] if "bytes" in p]
             v = bd_rate([p["bpp"] for p in A], [p["psnr"] for p in A], [p["bpp"] for p in B], [p["psnr"] for p in B])
             bd[f"{s}_vs_{a}"] = v
-    recon = sorted(e.name for e in zoo.entries(reconstruction.KIND))
+    recon = [reconstruction.default_name()] if zoo.entries(reconstruction.KIND) else []
     result = {
         "dataset": "LFW deep-funneled, test people (splits/test_people.txt)",
         "images": int(len(rows)),

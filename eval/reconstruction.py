@@ -111,7 +111,7 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
         "psnr": float(np.mean(psnrs)),
         "mean_face_psnr": float(np.mean(mean_psnrs)),
         "ms_ssim": float(np.mean(ssims)),
-        "mean_face_ms_ssim": float(np.mean(ms_ssim(np.repeat(mean_crop[None], 64, 0), np.stack(
+        "mean_face_ms_ssim": float(np.mean(ms_ssim(np.repeat(mean_crop[None], len(test[:64]), 0), np.stack(
             [face_crop(np.asarray(cache.chips[i])) for i in test[:64]])))),
         "identity_accuracy": identity.accuracy,
         "identity_accuracy_original": original.accuracy,

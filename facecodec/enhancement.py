@@ -55,11 +55,12 @@ def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
     """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model."""
     from facecodec import reconstruction, zoo
 
-    names = sorted(e.name for e in zoo.entries(reconstruction.KIND))
-    if base_payload is None or not names:
+    if base_payload is None or not zoo.entries(reconstruction.KIND):
         return 0, np.zeros((CROP, CROP, 3), np.int16)
-    rec = reconstruction.load_reconstructor(names[-1])
-    tag = zoo.entry(rec.name).tag or 0
+    rec = reconstruction.load_reconstructor(reconstruction.default_name())
+    tag = zoo.entry(rec.name).tag
+    if not tag:  # a payload must name its predictor, or the decoder would add the wrong one
+        raise UnknownModelError(f"reconstruction model {rec.name} has no registry tag")
     return tag, reconstruction.reconstruct(base_payload).astype(np.int16)
 
 

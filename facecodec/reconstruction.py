@@ -88,16 +88,25 @@ def load_state(path) -> tuple[dict, dict]:
     return blob["config"], {k: v.float() for k, v in blob["state"].items()}
 
 
-@lru_cache(maxsize=None)
-def load_reconstructor(name: str | None = None) -> Reconstructor:
-    """A registered reconstruction network (the newest one when ``name`` is None)."""
+def default_name() -> str:
+    """The registered reconstruction model with the highest tag (tags are given in order)."""
     from facecodec import zoo
 
-    if name is None:
-        names = sorted(e.name for e in zoo.entries(KIND))
-        if not names:
-            raise UnknownModelError("no reconstruction model is registered; train one with `python -m train reconstruction`")
-        name = names[-1]
+    found = sorted((e.tag or 0, e.name) for e in zoo.entries(KIND))
+    if not found:
+        raise UnknownModelError("no reconstruction model is registered; train one with `python -m train reconstruction`")
+    return found[-1][1]
+
+
+def load_reconstructor(name: str | None = None) -> Reconstructor:
+    """A registered reconstruction network (the default one, :func:`default_name`, when None)."""
+    return _load(name or default_name())
+
+
+@lru_cache(maxsize=None)
+def _load(name: str) -> Reconstructor:
+    from facecodec import zoo
+
     e = zoo.entry(name)
     if e.kind != KIND:
         raise UnknownModelError(f"{name!r} is a {e.kind} model, not a reconstruction model")
@@ -105,6 +114,11 @@ def load_reconstructor(name: str | None = None) -> Reconstructor:
     net = build_network(**config)
     net.load_state_dict(state)
     return Reconstructor(name, net)
+
+
+def clear_cache() -> None:
+    """Forget loaded networks (after the registry changed)."""
+    _load.cache_clear()
 
 
 def reconstruct(base_payload: bytes) -> np.ndarray:

@@ -117,10 +117,13 @@ def export(ckpt: Path, base: int, dim: int = 128) -> str:
     data = buf.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     name = f"recon-dconv{base}-{digest[:8]}"
+    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
     path = zoo.PACKAGE_MODEL_DIR / f"{name}.pt"
     path.write_bytes(data)
+    used = {e.tag for e in zoo.entries("reconstruction")}
+    tag = next(t for t in range(1, 256) if t not in used)  # enhancement payloads name their predictor by it
     zoo.register(zoo.ModelEntry(name=name, kind="reconstruction", file=path.name, sha256=digest,
-                                card=f"{name}.md", backend="dlib-resnet-128"))
+                                card=f"{name}.md", backend="dlib-resnet-128", tag=tag))
     return name
 
 

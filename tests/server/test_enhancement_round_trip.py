@@ -99,9 +99,9 @@ def registered_reconstruction(tmp_path, monkeypatch):
     real_entries, real_path = zoo._entries, zoo.model_path
     monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})
     monkeypatch.setattr(zoo, "model_path", lambda name: path if name == entry.name else real_path(name))
-    reconstruction.load_reconstructor.cache_clear()
+    reconstruction.clear_cache()
     yield entry
-    reconstruction.load_reconstructor.cache_clear()
+    reconstruction.clear_cache()
 
 
 def test_base_layer_image_is_rebuilt_once_a_reconstruction_model_is_registered(api, edges, samples,

@@ -32,6 +32,9 @@ test-fast: $(STAMP)
 eval: $(STAMP)
 	$(PY) -m eval prepare
 	$(PY) -m eval rate-accuracy
+	$(PY) -m eval reconstruction
+	$(PY) -m eval rate-distortion --images 600
+	$(PY) -m eval figures
 
 proto: $(STAMP)
 	PYTHON=$(PY) proto/generate.sh

@@ -94,6 +94,7 @@ class FeatureCache:
     def __init__(self, cache: Path):
         if not (cache / "names.txt").is_file():
             raise FileNotFoundError(f"no prepared LFW cache in {cache}; run `python -m eval prepare` first")
+        self.root = cache
         self.names = (cache / "names.txt").read_text().split()
         self.index = {n: i for i, n in enumerate(self.names)}
         self.features = np.load(cache / "features.npy")

@@ -44,19 +44,19 @@ def _measure(job: tuple[np.ndarray, np.ndarray, list[tuple[str, str, int]]]) -> 
     crop = face_crop(chip)
     base = base_layer.encode(feature)
     rows, outs = [], []
+    anchor_file: dict[tuple[str, int], bytes] = {}
     for kind, codec, q in configs:
         name = {"anchor": codec, "compact": f"{codec}-compact", "base": "base_layer"}.get(kind, f"base+{codec}")
         try:
-            if kind == "anchor":
+            if kind in ("anchor", "compact"):
+                # "compact": the same anchor file with its header deflated like the enhancement layer's
                 c = get_codec(codec)
-                data = c.encode(crop, q)
+                data = anchor_file.get((codec, q)) or c.encode(crop, q)
+                anchor_file[(codec, q)] = data
                 out, n = c.decode(data, (CROP, CROP)), len(data)
-            elif kind == "compact":  # the anchor file with its header deflated like the enhancement layer's
-                c = get_codec(codec)
                 tag = headers.default_tag()
-                data = c.encode(crop, q)
-                out = c.decode(data, (CROP, CROP))
-                n = len(headers.compact(codec, data, headers.dictionary(tag))) if tag else len(data)
+                if kind == "compact" and tag:
+                    n = len(headers.compact(codec, data, headers.dictionary(tag)))
             elif kind == "base":
                 out, n = reconstruction.reconstruct(base), len(base)
             else:

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--set-default", action="store_true",
                    help="make the chosen default point the base-layer model's default step")
     r.add_argument("--no-anchors", action="store_true", help="base layer only (skip compress-then-analyze)")
-    r.add_argument("--pairs-per-fold", type=int, default=60, help="pairs per fold for the anchors (dlib is slow)")
+    r.add_argument("--pairs-per-fold", type=int, default=30, help="pairs per fold for the anchors (dlib is slow)")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--quick", action="store_true", help="a few pairs and qualities: checks the harness, not the codec")
     r.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_accuracy.json)")

@@ -71,7 +71,7 @@ def choose_default(curve: list[dict], float_accuracy: float, tolerance: float, m
 
 
 def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", tolerance: float = 0.003,
-        max_bytes: float = 40.0, anchors: bool = True, per_fold: int = 60, workers: int = 2,
+        max_bytes: float = 40.0, anchors: bool = True, per_fold: int = 30, workers: int = 2,
         quick: bool = False) -> dict:
     """Every curve of the rate-accuracy figure; ``quick`` trims the anchors to a few pairs and qualities."""
     root = lfw_root()

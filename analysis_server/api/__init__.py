@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from analysis_server import dashboard
 from analysis_server.api import faces, identities, live_events, matching, system
 from analysis_server.api.deps import require_caller
 from analysis_server.errors import ServerError
@@ -71,4 +72,5 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     secured = [Depends(require_caller)]
     for r in (faces.router, identities.router, matching.router, system.router, live_events.router):
         app.include_router(r, dependencies=secured)
+    dashboard.mount(app)  # its pages check the session themselves (the login form, not a 401 JSON)
     return app

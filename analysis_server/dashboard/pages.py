@@ -1,0 +1,262 @@
+"""The dashboard's pages (``/ui``): login, live view, search, gallery, one face.
+
+Each page is rendered from the same services the REST API uses (the API's own handler
+functions, called directly, so a page shows exactly what the API would answer). Pages need a
+dashboard session; without one they answer 401 with the login form, which sends the operator
+back to the page after login.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from analysis_server.api import faces as faces_api
+from analysis_server.api import matching as matching_api
+from analysis_server.api import system as system_api
+from analysis_server.api.deps import ServicesDep
+from analysis_server.api.schemas import FaceDetailOut, FaceOut, Probe, SearchIn
+from analysis_server.errors import InvalidInput, NotFound
+from analysis_server.face_images import reconstruction_installed
+from analysis_server.services import Services
+from analysis_server.sessions import COOKIE, Session, csrf_ok
+from facecodec.image_codecs import CODECS
+
+HERE = Path(__file__).resolve().parent
+STATIC_DIR = HERE / "static"
+ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+RAW_CHIP_BYTES = 112 * 112 * 3  # the uncompressed RGB face both layers rebuild
+PER_CAMERA = 12
+HITS_SHOWN = 20
+
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+# Everything the pages load comes from this server: no inline script, no other origin, no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _iso(ms: int | None) -> str:
+    if not ms:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f"{n:,} B" if n < 10_000 else f"{n / 1024:,.1f} KiB"
+
+
+templates.env.filters["iso"] = _iso
+templates.env.filters["size"] = _size
+
+
+class LoginRequired(Exception):
+    """A page was asked for without a dashboard session: answered with the login form (401)."""
+
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+def _safe_next(value: str | None) -> str:
+    """Only a dashboard path on this server (no open redirect to another site)."""
+    if value and value.startswith("/ui") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/ui"
+
+
+def render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
+    response = templates.TemplateResponse(request, name, context, status_code=status)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def login_required_handler(request: Request, exc: LoginRequired) -> HTMLResponse:
+    return render(request, "login.html", 401, next=exc.next_url, error=None)
+
+
+async def require_session(request: Request, s: ServicesDep) -> Session:
+    session = await s.sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        query = f"?{request.url.query}" if request.url.query else ""
+        raise LoginRequired(_safe_next(request.url.path + query))
+    return session
+
+
+SessionDep = Annotated[Session, Depends(require_session)]
+
+
+def _page(request: Request, s: Services, session: Session, name: str, active: str, status: int = 200,
+          **context) -> HTMLResponse:
+    return render(request, name, status, session=session, active=active, csrf=session.csrf,
+                  reconstruction=reconstruction_installed(), **context)
+
+
+# -- login --------------------------------------------------------------------------------------
+@router.get("/login")
+async def login_form(request: Request, next: str | None = None) -> HTMLResponse:
+    return render(request, "login.html", next=_safe_next(next), error=None)
+
+
+@router.post("/login")
+async def login(request: Request, s: ServicesDep, api_key: Annotated[str, Form(max_length=512)] = "",
+                next: Annotated[str, Form(max_length=2048)] = "/ui") -> Response:
+    caller = s.credentials.api_caller(api_key.strip())
+    if caller is None:
+        s.metrics.auth_failures.labels("dashboard").inc()
+        return render(request, "login.html", 401, next=_safe_next(next), error="That API key is not valid.")
+    token, _ = await s.sessions.create(caller)
+    await s.store.audit(caller, "dashboard_login")
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(COOKIE, token, max_age=s.settings.session_ttl_s, httponly=True, samesite="strict",
+                        secure=s.settings.session_cookie_secure or request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, s: ServicesDep, session: SessionDep,
+                 csrf: Annotated[str, Form(max_length=128)] = "") -> Response:
+    if not csrf_ok(session, csrf):
+        raise InvalidInput("logout needs the page's CSRF token")
+    await s.sessions.delete(request.cookies.get(COOKIE))
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# -- live view ----------------------------------------------------------------------------------
+async def camera_rows(s: Services) -> list[dict]:
+    """Known cameras; online when their stream is open on this replica or another one."""
+    rows = [c.model_dump() for c in await system_api.cameras(s)]
+    owners = await s.router.owners([r["camera_id"] for r in rows])
+    for r in rows:
+        r["online"] = r["online"] or r["camera_id"] in owners
+        r["replica"] = owners.get(r["camera_id"])
+    return rows
+
+
+async def recent_faces(s: Services, camera_id: str | None = None, limit: int = PER_CAMERA) -> list[FaceOut]:
+    ids = await s.store.scan_ids(s.store.index_key(camera_id), None, None, 0, limit)
+    return [faces_api.face_out(s, f) for f in await s.store.get_many(ids) if f is not None]
+
+
+async def watchlist_hits(s: Services, limit: int = HITS_SHOWN, scan: int = 5000) -> list[dict]:
+    """The newest watchlist hits among the last ``scan`` events."""
+    raw = await s.redis.xrevrange(s.store.keys.events, count=scan)
+    out = []
+    for i, f in raw:
+        fields = {k.decode(): v.decode() for k, v in f.items()}
+        if fields.get("type") == "watchlist_hit":
+            out.append(s.live.enrich(i.decode(), fields))
+            if len(out) >= limit:
+                break
+    return out
+
+
+@router.get("")
+async def live(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    cameras = await camera_rows(s)
+    recent = {c["camera_id"]: await recent_faces(s, c["camera_id"]) for c in cameras}
+    return _page(request, s, session, "live.html", "live", cameras=cameras, recent=recent,
+                 hits=await watchlist_hits(s), stats=await system_api.stats(s),
+                 last_event_id=await s.live.latest_id())
+
+
+# -- search -------------------------------------------------------------------------------------
+def _opt_id(value: str | None, what: str) -> str | None:
+    if not value:
+        return None
+    if not ID.match(value):
+        raise InvalidInput(f"{what} {value[:40]!r} is not a valid id")
+    return value
+
+
+def _opt_int(value: str | None, what: str) -> int | None:
+    if not value:
+        return None
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise InvalidInput(f"{what} must be a time in milliseconds") from None
+
+
+@router.get("/search")
+async def search(request: Request, s: ServicesDep, session: SessionDep, identity: str | None = None,
+                 face: str | None = None, camera: str | None = None, since_ms: str | None = None,
+                 until_ms: str | None = None, threshold: str | None = None) -> HTMLResponse:
+    error, results, distances, scanned, searched = None, [], {}, None, False
+    identities, _ = await s.gallery.list(0, 1000)
+    cameras = await camera_rows(s)
+    form = {"identity": identity or "", "face": face or "", "camera": camera or "", "since_ms": since_ms or "",
+            "until_ms": until_ms or "", "threshold": threshold or ""}
+    try:
+        ident, probe_face = _opt_id(identity, "identity"), _opt_id(face, "face")
+        cam = _opt_id(camera, "camera")
+        since, until = _opt_int(since_ms, "since"), _opt_int(until_ms, "until")
+        thr = float(threshold) if threshold else None
+        if ident or probe_face:
+            probe = Probe(identity_id=ident) if ident else Probe(face_id=probe_face)
+            out = await matching_api.search(SearchIn(probe=probe, camera_ids=[cam] if cam else None, since_ms=since,
+                                                     until_ms=until, threshold=thr, limit=100), s)
+            distances = {h.face_id: h.distance for h in out.hits}
+            records = await s.store.get_many([h.face_id for h in out.hits])
+            results = [faces_api.face_out(s, f) for f in records if f is not None]
+            scanned = out.scanned
+        else:
+            page = await faces_api.list_faces(s, camera=cam, since_ms=since, until_ms=until, identity=None,
+                                              matched=None, offset=0, limit=100)
+            results = page.items
+        searched = True
+    except (InvalidInput, NotFound, ValueError) as e:
+        error = str(e)
+    return _page(request, s, session, "search.html", "search", identities=identities, cameras=cameras,
+                 form=form, results=results, distances=distances, scanned=scanned, error=error, searched=searched,
+                 status=422 if error else 200)
+
+
+# -- gallery ------------------------------------------------------------------------------------
+@router.get("/gallery")
+async def gallery(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    identities, total = await s.gallery.list(0, 1000)
+    matched = {i.identity_id: await s.store.count(s.store.keys.identity_faces(i.identity_id)) for i in identities}
+    return _page(request, s, session, "gallery.html", "gallery", identities=identities, total=total, matched=matched)
+
+
+# -- one face -----------------------------------------------------------------------------------
+@router.get("/faces/{face_id}")
+async def face(face_id: str, request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    record = await s.store.get(face_id) if ID.match(face_id) else None
+    if record is None:
+        return _page(request, s, session, "missing.html", "", status=404, face_id=face_id[:128])
+    enh = await s.store.get_enhancement(face_id)
+    detail = faces_api.face_out(s, record, FaceDetailOut, enhancement_cached=enh is not None,
+                                enhancement_layer_bytes=len(enh) if enh is not None else None)
+    identities, _ = await s.gallery.list(0, 1000)
+    watchlist = False
+    if detail.match:
+        watchlist = any(i.watchlist for i in identities if i.identity_id == detail.match.identity_id)
+    online = s.link.session(record.camera_id) is not None or bool(await s.router.owner(record.camera_id))
+    return _page(request, s, session, "face.html", "", face=detail, identities=identities, watchlist=watchlist,
+                 audit=await s.store.audit_entries(50, face_id), codecs=sorted(CODECS), raw_bytes=RAW_CHIP_BYTES,
+                 camera_online=online, quoted_id=quote(face_id))
+
+
+@router.get("/faces/{face_id}/audit")
+async def face_audit(face_id: str, request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    entries = await s.store.audit_entries(50, face_id) if ID.match(face_id) else []
+    return render(request, "_audit.html", audit=entries)

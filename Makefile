@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast eval bench proto check-proto clean-venv
+.PHONY: demo demo-codec test test-fast eval bench proto check-proto clean-venv
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,13 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
+# The whole system: embedded Redis, analysis server, one edge agent on two simulated cameras.
+# Prints the dashboard address and the API key; Ctrl-C stops everything.
 demo: $(STAMP)
+	$(PY) -m demo
+
+# The codec alone on the sample faces (bytes per layer, verification accuracy).
+demo-codec: $(STAMP)
 	$(PY) -m facecodec.demo
 
 test: $(STAMP)

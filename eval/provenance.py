@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -23,6 +24,15 @@ def commit(paths: tuple[str, ...] = ()) -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")
+
+
+def write_results(result: dict, out: Path | None) -> dict:
+    """Stamp ``result`` with the commit of the evaluated code and the machine, and write it to ``out``."""
+    result = {**result, "commit": commit(EVAL_PATHS), "machine": machine()}
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def machine() -> str:

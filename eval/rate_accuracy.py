@@ -6,7 +6,6 @@ bytes per face are the real payload lengths, header included, averaged over the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from tqdm import tqdm
 
 from eval.lfw import lfw_root, people, read_pairs
 from eval.prepare import FeatureCache
-from eval.provenance import EVAL_PATHS, commit, machine
+from eval.provenance import write_results
 from facecodec.verification import pair_distances, rates_at, ten_fold_accuracy
 
 RESULTS = Path(__file__).parent / "results"
@@ -120,13 +119,8 @@ def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", 
                           "bytes": default["bytes"], "accuracy": default["accuracy"],
                           "threshold": {"value": thr_default, "far": far_default, "frr": frr_default,
                                         "fitted_on": "all 6000 pairs, decoded base-layer features at this step"}},
-        "commit": commit(EVAL_PATHS),
-        "machine": machine(),
     }
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_results(result, out)
 
 
 def scalable_curves(base_point: dict, test_rows: np.ndarray, cache: FeatureCache, sample: int = 200) -> dict:

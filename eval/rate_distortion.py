@@ -9,7 +9,6 @@ decodable file) are counted per point, never dropped silently.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from eval.bd import bd_rate
 from eval.lfw import lfw_root, people
 from eval.metrics import ms_ssim, psnr, psnr_luma
 from eval.prepare import FeatureCache
-from eval.provenance import EVAL_PATHS, commit, machine
+from eval.provenance import write_results
 from facecodec.crop import CROP, face_crop
 
 RESULTS = Path(__file__).parent / "results"
@@ -141,10 +140,5 @@ def run(cache: FeatureCache, images: int | None = None, workers: int = 2, quick:
         "curves": curves,
         "bd_rate": bd,
         "bd_rate_note": "percent bitrate change at equal RGB PSNR (negative: the scalable configuration needs fewer bits)",
-        "commit": commit(EVAL_PATHS),
-        "machine": machine(),
     }
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_results(result, out)

@@ -9,7 +9,6 @@ sees a 150x150 chip with no identity outside the crop; time per face on one core
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tqdm import tqdm
 from eval.lfw import lfw_root, people, read_pairs
 from eval.metrics import ms_ssim, psnr
 from eval.prepare import FeatureCache
-from eval.provenance import EVAL_PATHS, commit, machine
+from eval.provenance import write_results
 from facecodec.crop import CHIP, CROP, face_crop
 
 RESULTS = Path(__file__).parent / "results"
@@ -121,13 +120,8 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
         "ms_per_face_batched": t_rec / len(test) * 1000,
         "parameters": int(n_params),
         "memory_mb_fp32": n_params * 4 / 2**20,
-        "commit": commit(EVAL_PATHS),
-        "machine": machine(),
     }
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_results(result, out)
 
 
 def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) -> Path:

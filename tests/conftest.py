@@ -36,3 +36,25 @@ def sample_faces(frontend):
 @pytest.fixture(scope="session")
 def sample_features(sample_faces) -> tuple[list[str], np.ndarray]:
     return [p for p, _ in sample_faces], np.stack([f.feature for _, f in sample_faces])
+
+
+@pytest.fixture
+def registered_reconstruction(tmp_path, monkeypatch):
+    """An untrained reconstruction network (tag 250, so it is the default one) registered for
+    one test, the way training registers one; its prediction is far from zero."""
+    import torch
+
+    from facecodec import reconstruction, zoo
+
+    torch.manual_seed(0)
+    net = reconstruction.build_network(dim=128, base=16)
+    torch.nn.init.normal_(net.face_bias, 0.0, 0.5)
+    path = tmp_path / "recon-test.pt"
+    torch.save({"config": {"dim": 128, "base": 16}, "state": net.state_dict()}, path)
+    entry = zoo.ModelEntry("recon-test", reconstruction.KIND, path.name, "0" * 64, tag=250)
+    real_entries, real_path = zoo._entries, zoo.model_path
+    monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})
+    monkeypatch.setattr(zoo, "model_path", lambda name: path if name == entry.name else real_path(name))
+    reconstruction.clear_cache()
+    yield entry
+    reconstruction.clear_cache()

@@ -123,27 +123,10 @@ def test_a_corrupt_compact_header_is_a_payload_error():
             headers.expand(bad, d)
 
 
-def test_the_reconstruction_subtracted_at_encode_is_added_back_at_decode(face, tmp_path, monkeypatch):
-    import torch
-
-    from facecodec import reconstruction, zoo
-
-    torch.manual_seed(0)
-    net = reconstruction.build_network(dim=128, base=16)
-    torch.nn.init.normal_(net.face_bias, 0.0, 0.5)  # a prediction far from zero
-    path = tmp_path / "recon-test.pt"
-    torch.save({"config": {"dim": 128, "base": 16}, "state": net.state_dict()}, path)
-    entry = zoo.ModelEntry("recon-test", reconstruction.KIND, path.name, "0" * 64, tag=250)
-    real_entries, real_path = zoo._entries, zoo.model_path
-    monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})
-    monkeypatch.setattr(zoo, "model_path", lambda name: path if name == entry.name else real_path(name))
-    reconstruction.clear_cache()
-    try:
-        chip, base = face
-        payload = enhancement.encode(chip, base, "png", 0)
-        assert enhancement.read_header(payload).predictor_tag == 250
-        out = enhancement.decode(payload, base).astype(int)
-        # 8-bit min-max normalisation of a residual spanning up to 510 levels loses at most one level
-        assert np.abs(out - face_crop(chip).astype(int)).max() <= 1
-    finally:
-        reconstruction.clear_cache()
+def test_the_reconstruction_subtracted_at_encode_is_added_back_at_decode(face, registered_reconstruction):
+    chip, base = face
+    payload = enhancement.encode(chip, base, "png", 0)
+    assert enhancement.read_header(payload).predictor_tag == registered_reconstruction.tag
+    out = enhancement.decode(payload, base).astype(int)
+    # 8-bit min-max normalisation of a residual spanning up to 510 levels loses at most one level
+    assert np.abs(out - face_crop(chip).astype(int)).max() <= 1

@@ -85,25 +85,6 @@ def test_every_image_request_is_written_to_the_audit_log(api, edges, samples):
     assert [e["face_id"] for e in api.get("/audit", params={"face_id": "a-1"}).json()] == ["a-1", "a-1"]
 
 
-@pytest.fixture
-def registered_reconstruction(tmp_path, monkeypatch):
-    """An (untrained) reconstruction network registered for this test only, as training will register one."""
-    import torch
-
-    from facecodec import reconstruction, zoo
-
-    net = reconstruction.build_network(dim=128, base=16)
-    path = tmp_path / "recon-test.pt"
-    torch.save({"config": {"dim": 128, "base": 16}, "state": net.state_dict()}, path)
-    entry = zoo.ModelEntry("recon-test", reconstruction.KIND, path.name, "0" * 64, tag=251)
-    real_entries, real_path = zoo._entries, zoo.model_path
-    monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})
-    monkeypatch.setattr(zoo, "model_path", lambda name: path if name == entry.name else real_path(name))
-    reconstruction.clear_cache()
-    yield entry
-    reconstruction.clear_cache()
-
-
 def test_base_layer_image_is_rebuilt_once_a_reconstruction_model_is_registered(api, edges, samples,
                                                                                registered_reconstruction):
     from facecodec import reconstruction

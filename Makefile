@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo demo-codec test test-fast eval bench proto check-proto clean-venv
+.PHONY: demo demo-codec test test-fast system-tools eval bench proto check-proto clean-venv
 
 $(STAMP): requirements.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +27,17 @@ demo: $(STAMP)
 demo-codec: $(STAMP)
 	$(PY) -m facecodec.demo
 
-test: $(STAMP)
+# System programs the tests drive, from Debian when missing: Chromium (the dashboard's browser
+# test; Playwright's own browser download does not work here) and docker-compose (validates
+# docker-compose.yml). Checked on every run, installed only when absent.
+system-tools:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then \
+	  echo "installing chromium and docker-compose with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null; \
+	fi
+
+test: $(STAMP) system-tools
 	PYTHON=$(PY) proto/generate.sh --check
 	$(PY) -m pytest -q
 

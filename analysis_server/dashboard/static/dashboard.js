@@ -49,7 +49,8 @@
       const ms = Number(t.dataset.ms);
       if (!ms) continue;
       const d = new Date(ms);
-      t.textContent = d.toLocaleString();
+      const today = d.toDateString() === new Date().toDateString();
+      t.textContent = today && t.closest(".face-card, .hit") ? d.toLocaleTimeString() : d.toLocaleString();
       t.dateTime = d.toISOString();
       t.title = d.toISOString();
     }
@@ -107,6 +108,10 @@
     const none = $("#no-cameras");
     if (none) none.remove();
     $("#cameras").appendChild(node);
+    for (const id of ["#stat-online", "#stat-cameras"]) {
+      const n = $(id);
+      if (n) n.textContent = String(Number(n.textContent) + 1);
+    }
     return node;
   }
 
@@ -122,7 +127,12 @@
     const total = $("#stat-faces");
     if (total) total.textContent = String(Number(total.textContent) + 1);
     const badge = $(".badge", section);
-    if (badge) { badge.className = "badge badge-ok"; badge.textContent = "online"; }
+    if (badge && badge.textContent !== "online") {
+      badge.className = "badge badge-ok";
+      badge.textContent = "online";
+      const online = $("#stat-online");
+      if (online) online.textContent = String(Number(online.textContent) + 1);
+    }
   }
 
   function addHit(ev) {

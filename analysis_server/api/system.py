@@ -36,16 +36,18 @@ async def readyz(request: Request, s: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready"})
 
 
-@router.get("/cameras", response_model=list[CameraOut], summary="Known cameras and whether their stream is open")
+@router.get("/cameras", response_model=list[CameraOut],
+            summary="Known cameras and whether their stream is open (on this server replica or another)")
 async def cameras(s: ServicesDep) -> list[CameraOut]:
     known = await s.store.cameras()
     online = s.link.online()
     ids = sorted(set(known) | set(online))
     counts = await s.store.camera_counts(ids)
+    elsewhere = await s.router.owners(ids)  # streams open on other server replicas
     out = []
     for c in ids:
         info, sess = known.get(c, {}), online.get(c)
-        out.append(CameraOut(camera_id=c, online=sess is not None,
+        out.append(CameraOut(camera_id=c, online=sess is not None or c in elsewhere,
                              agent_version=(sess.agent_version if sess else None) or info.get("agent_version"),
                              connected_ms=sess.connected_ms if sess else info.get("connected_ms"),
                              last_seen_ms=info.get("last_seen_ms"), faces_stored=counts.get(c, 0)))

@@ -142,12 +142,7 @@ async def logout(request: Request, s: ServicesDep, session: SessionDep,
 # -- live view ----------------------------------------------------------------------------------
 async def camera_rows(s: Services) -> list[dict]:
     """Known cameras; online when their stream is open on this replica or another one."""
-    rows = [c.model_dump() for c in await system_api.cameras(s)]
-    owners = await s.router.owners([r["camera_id"] for r in rows])
-    for r in rows:
-        r["online"] = r["online"] or r["camera_id"] in owners
-        r["replica"] = owners.get(r["camera_id"])
-    return rows
+    return [c.model_dump() for c in await system_api.cameras(s)]
 
 
 async def recent_faces(s: Services, camera_id: str | None = None, limit: int = PER_CAMERA) -> list[FaceOut]:

@@ -15,7 +15,10 @@ from facecodec import base_layer
 from facecodec.verification import pair_distances
 
 pytestmark = pytest.mark.slow
-OPEN_ROUTES = {"/healthz", "/readyz"}
+# Open without credentials: health, the dashboard's login form and the redirect of "/" to it
+# (no data in either), and the dashboard's static files (a Mount, checked on its own below).
+OPEN_ROUTES = {"/healthz", "/readyz", "/", "/ui/login"}
+STATIC_MOUNT = "/ui/static"
 
 
 def _concrete(path: str) -> str:
@@ -23,7 +26,9 @@ def _concrete(path: str) -> str:
 
 
 def test_every_route_but_health_refuses_requests_without_a_valid_api_key(server):
-    routes = [(m, r.path) for r in iter_route_contexts(server.server.app.routes) for m in r.methods]
+    contexts = list(iter_route_contexts(server.server.app.routes))
+    assert [r.path for r in contexts if getattr(r, "methods", None) is None] == [STATIC_MOUNT]
+    routes = [(m, r.path) for r in contexts if getattr(r, "methods", None) for m in r.methods]
     assert len(routes) >= 20 and ("GET", "/openapi.json") in routes
     with httpx.Client(base_url=server.http_url, timeout=10) as anon:
         for method, path in routes:
@@ -32,6 +37,10 @@ def test_every_route_but_health_refuses_requests_without_a_valid_api_key(server)
             for headers in ({}, {"X-API-Key": "wrong-key-123"}, {"Authorization": "Bearer wrong-key-123"}):
                 r = anon.request(method, _concrete(path), headers=headers)
                 assert r.status_code == 401, (method, path, headers, r.status_code)
+        # the static mount serves the dashboard's own CSS/JS files and nothing else
+        assert anon.get(f"{STATIC_MOUNT}/dashboard.css").status_code == 200
+        for path in ("../__init__.py", "..%2F__init__.py", "../templates/base.html", "nope.js"):
+            assert anon.get(f"{STATIC_MOUNT}/{path}").status_code == 404, path
         assert anon.get("/stats", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
         assert anon.get("/stats", headers={"X-API-Key": API_KEY}).status_code == 200
 

@@ -141,6 +141,7 @@ def test_full_layer_asked_on_replica_b_is_fetched_through_replica_a_that_holds_t
         edge.send(observation("so-1", s.base))
         _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
 
+        assert {c["camera_id"]: c["online"] for c in b.api.get("/cameras").json()}["cam-1"] is True
         r = b.api.get("/faces/so-1/image", params={"layer": "full", "codec": "webp", "quality": 60})
         assert r.status_code == 200, r.text
         req = edge.requests.get(timeout=1)

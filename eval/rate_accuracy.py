@@ -99,7 +99,13 @@ def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", 
         ladder = {c: CODECS[c].qualities for c in ("jpeg", "jpeg2000", "webp", "avif")}
         if quick:
             ladder = {c: q[::3] for c, q in ladder.items() if c in ("jpeg", "webp")}
-        found, anchor_meta = anchor_curves(cache, pairs, ladder, 4 if quick else per_fold, who, workers)
+        from eval.compress_analyze import subset
+
+        n_per_fold = 4 if quick else per_fold
+        found, anchor_meta = anchor_curves(cache, pairs, ladder, n_per_fold, who, workers)
+        sel = subset(pairs, n_per_fold)
+        anchor_meta["base_layer_default_accuracy_on_subset"] = ten_fold_accuracy(
+            d_default[sel], pairs.same[sel], pairs.fold[sel]).accuracy
         curves.update(found)
         curves.update(scalable_curves(curve[default["step_index"]], test_rows, cache))
     result = {

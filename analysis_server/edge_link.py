@@ -126,7 +126,7 @@ class EdgeLink:
                 reply = await self.router.call(camera_id, "enhance", body, timeout_s + 2.0)
             except NoOwner as e:
                 raise EdgeOffline(f"{e}; it holds the enhancement layer of face {face_id!r}") from None
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise EdgeTimeout(f"camera {camera_id!r} (streaming to another server replica) did not upload the "
                                   f"enhancement layer of face {face_id!r} within {timeout_s:g} s") from None
             upload = _upload_from_reply(reply)
@@ -155,7 +155,7 @@ class EdgeLink:
     async def _wait(fut: asyncio.Future, camera_id: str, face_id: str, timeout_s: float) -> pb.EnhancementUpload:
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise EdgeTimeout(f"camera {camera_id!r} did not upload the enhancement layer of face {face_id!r} "
                               f"within {timeout_s:g} s") from None
 

@@ -44,13 +44,13 @@ def make_clip(path: Path, names: list[str], faces_dir: Path = FACES, seconds_eac
         for name in names:
             face = cv2.imread(str(photos[name][photo_index % len(photos[name])]))
             h, w = face.shape[:2]
-            n = int(round(seconds_each * fps))
+            n = round(seconds_each * fps)
             for i in range(n):
                 frame = empty.copy()
                 x, y = 60 + (3 * i) % (FRAME_W - w - 60), (FRAME_H - h) // 2
                 frame[y : y + h, x : x + w] = face
                 writer.write(frame)
-            for _ in range(int(round(gap_s * fps))):
+            for _ in range(round(gap_s * fps)):
                 writer.write(empty)
     finally:
         writer.release()

@@ -43,7 +43,7 @@ async def live_events(
             while True:
                 try:
                     event = await asyncio.wait_for(queue.get(), keepalive_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if await request.is_disconnected():
                         return
                     yield b": keepalive\n\n"

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from analysis_server.dashboard.pages import STATIC_DIR, LoginRequired, login_required_handler, router
+from analysis_server.dashboard.pages import (
+    STATIC_DIR,
+    LoginRequired,
+    login_required_handler,
+    router,
+)
 
 
 def mount(app: FastAPI) -> None:

@@ -13,10 +13,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from server_testkit import API_KEY, TOKENS, SampleFace, ServerThread  # noqa: E402
+from server_testkit import API_KEY, TOKENS, SampleFace, ServerThread
 
-from analysis_server.redis_server import EmbeddedRedis  # noqa: E402
-from analysis_server.settings import ServerSettings  # noqa: E402
+from analysis_server.redis_server import EmbeddedRedis
+from analysis_server.settings import ServerSettings
 
 
 @pytest.fixture(scope="module")

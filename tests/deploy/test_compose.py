@@ -119,7 +119,7 @@ def test_dockerfiles_install_dependencies_first_run_unprivileged_and_check_healt
         if ln.startswith("COPY "):
             for src in ln.split()[1:-1]:
                 assert (ROOT / src).exists(), f"{name} copies {src}, which is not in the repository"
-    torch_pin = re.search(r"^torch==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    torch_pin = re.search(r"^torch==(\S+)$", (ROOT / "requirements.txt").read_text(), re.MULTILINE).group(1)
     assert f"torch=={torch_pin}" in text
 
 

@@ -50,7 +50,7 @@ def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
-    text = lambda: "".join(lines)  # noqa: E731
+    text = lambda: "".join(lines)
     try:
         _wait(lambda: "API key" in text() or proc.poll() is not None, 300, "the demo's banner")
         assert proc.poll() is None, text()
@@ -76,7 +76,7 @@ def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl
         reader.join(10)
         assert "analysis server stopped (exit code 0)" in text() and "edge agent stopped (exit code 0)" in text(), text()
         for pid in (*pids, redis_pid):
-            _wait(lambda: not _alive(pid), 10, f"process {pid} to end")
+            _wait(lambda pid=pid: not _alive(pid), 10, f"process {pid} to end")
     finally:
         if proc.poll() is None:
             proc.kill()

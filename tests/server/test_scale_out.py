@@ -188,7 +188,7 @@ def test_erasing_on_replica_b_reaches_the_edge_streaming_to_replica_a(cluster, s
 
 
 def test_replica_b_sees_live_events_of_a_camera_streaming_to_replica_a(cluster, samples):
-    a, b, client = cluster
+    a, b, _ = cluster
     edge = _connect(a, "cam-2")
     got: list[str] = []
     try:

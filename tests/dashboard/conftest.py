@@ -3,12 +3,9 @@ browser test) on an embedded redis-server, and real edge-side gRPC clients (test
 
 from __future__ import annotations
 
-import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
@@ -48,15 +45,6 @@ def make_server(redis_url, tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(make_server) -> ServerThread:
     return make_server("dash")
-
-
-@contextlib.contextmanager
-def login(base_url: str, key: str = API_KEY) -> Iterator[httpx.Client]:
-    """A client holding a dashboard session (as a browser would after the login form)."""
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        r = client.post("/ui/login", data={"api_key": key, "next": "/ui"})
-        assert r.status_code == 303, r.text
-        yield client
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from conftest import login
+from dashboard_testkit import login
 from server_testkit import API_KEY, Edge, observation
 
 from analysis_server.face_images import reconstruction_installed

@@ -102,6 +102,8 @@ class EventHub:
         while self._subscribers and not self._closed:
             try:
                 got = await self.redis.xread({self.key: last}, count=200, block=self.block_ms)
+                if got:
+                    await self.gallery.refresh_if_stale()  # names of identities enrolled elsewhere
                 backoff = 0.2
             except asyncio.CancelledError:
                 raise
@@ -110,8 +112,6 @@ class EventHub:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            if got:
-                await self.gallery.refresh_if_stale()
             for _, entries in got or ():
                 for i, f in entries:
                     last = i.decode()

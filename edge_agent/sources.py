@@ -256,8 +256,18 @@ class LiveSource(FrameSource):
             stop.wait(delay)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame | Tick]:
-        reader = threading.Thread(target=self._reader, args=(stop,), name=f"source-{self.spec}", daemon=True)
+        reader_stop = threading.Event()  # the reader lives exactly as long as this generator
+        reader = threading.Thread(target=self._reader, args=(reader_stop,), name=f"source-{self.spec}", daemon=True)
         reader.start()
+        try:
+            yield from self._sample(stop)
+        finally:
+            # The reader may be inside OpenCV's blocking read; a process that exits under it
+            # aborts ("exception not rethrown"), so wait for that read to return or time out.
+            reader_stop.set()
+            reader.join(READ_TIMEOUT_MS / 1000 + 2)
+
+    def _sample(self, stop: threading.Event) -> Iterator[Frame | Tick]:
         start = time.monotonic()
         seen, index, due = 0, 0, start
         while not stop.is_set():

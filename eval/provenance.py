@@ -19,7 +19,9 @@ def commit(paths: tuple[str, ...] = ()) -> str:
     """HEAD's hash, with ``-dirty`` when tracked files (under ``paths``, default all) differ from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=ROOT, capture_output=True,
+        # results files are outputs, not code: rewriting one does not make the next run dirty
+        spec = [*paths, ":(exclude)eval/results"] if paths else []
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *spec], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

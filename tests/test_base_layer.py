@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from facecodec import base_layer
 from facecodec.errors import (
-    CorruptPayloadError,
     PayloadError,
     TruncatedPayloadError,
     UnknownFormatError,

@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecodec.frontend.dlib_torch import DlibFormatError, TorchDescriptor, load, read_layers
+from facecodec.frontend.dlib_torch import (
+    DlibFormatError,
+    TorchDescriptor,
+    load,
+    read_layers,
+)
 
 pytestmark = pytest.mark.slow
 FACES = Path(__file__).parent / "data" / "faces"
@@ -38,9 +43,8 @@ def test_same_features_as_dlib(chips):
 
 
 def test_file_structure_is_read():
-    from facecodec.zoo import package_data_file
-
     from facecodec.frontend.dlib_torch import MODEL_FILE
+    from facecodec.zoo import package_data_file
 
     layers = read_layers(package_data_file(*MODEL_FILE).read_bytes())
     names = [x.name for x in layers]
@@ -49,9 +53,8 @@ def test_file_structure_is_read():
 
 
 def test_a_damaged_file_is_refused(tmp_path):
-    from facecodec.zoo import package_data_file
-
     from facecodec.frontend.dlib_torch import MODEL_FILE
+    from facecodec.zoo import package_data_file
 
     data = bytearray(package_data_file(*MODEL_FILE).read_bytes())
     bad = tmp_path / "cut.dat"

@@ -18,14 +18,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -45,19 +44,6 @@ def chromium_path() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -83,7 +69,7 @@ def system(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("browser")
     clip = make_clip(folder / "door.avi", PEOPLE, seconds_each=2.0, gap_s=1.0)
-    http, grpc = _free_port(), _free_port()
+    http, grpc = free_port(), free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "analysis_server", "--http-port", str(http), "--grpc-port", str(grpc),
          "--data-dir", str(folder / "server")], cwd=ROOT, stdout=open(folder / "server.log", "w"),
@@ -100,7 +86,7 @@ def system(tmp_path_factory):
             return False
 
     try:
-        _wait(ready, 120, "the analysis server")
+        wait_until(ready, 120, "the analysis server")
         yield state
     finally:
         _stop(state["agent"])
@@ -164,7 +150,7 @@ def test_operator_watches_faces_arrive_and_verifies_one_end_to_end(system, brows
     except AssertionError:
         raise AssertionError("no face arrived; agent log:\n" + (system["folder"] / "edge.log").read_text()[-3000:])
     assert agent.poll() is None
-    _wait(lambda: cards.count() >= 2, 60, "a second face on the live view")
+    wait_until(lambda: cards.count() >= 2, 60, "a second face on the live view")
     assert page.evaluate("performance.getEntriesByType('navigation').length") == 1  # same page, no reload
     page.screenshot(path=str(tmp_path / "live.png"))
 

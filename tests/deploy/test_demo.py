@@ -10,11 +10,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from processes import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +32,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
 
 def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl_c(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "EDGE_", "REDIS_URL"))}
@@ -52,7 +44,7 @@ def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl
     reader.start()
     text = lambda: "".join(lines)
     try:
-        _wait(lambda: "API key" in text() or proc.poll() is not None, 300, "the demo's banner")
+        wait_until(lambda: "API key" in text() or proc.poll() is not None, 300, "the demo's banner")
         assert proc.poll() is None, text()
         url = re.search(r"dashboard\s+(http://\S+/ui)", text()).group(1)
         key = re.search(r"API key\s+(\S+)", text()).group(1)
@@ -67,7 +59,7 @@ def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl
             def watchlist_hit() -> bool:
                 return any(e["type"] == "watchlist_hit" for e in browser.get("/events", params={"count": 1000}).json())
 
-            _wait(watchlist_hit, 180, "a watchlist hit of the enrolled person on a simulated camera")
+            wait_until(watchlist_hit, 180, "a watchlist hit of the enrolled person on a simulated camera")
             cameras = {c["camera_id"]: c for c in browser.get("/cameras").json()}
             assert set(cameras) == {"entrance", "lobby"} and all(c["online"] for c in cameras.values())
 
@@ -76,7 +68,7 @@ def test_demo_prints_the_dashboard_and_key_shows_faces_and_stops_cleanly_on_ctrl
         reader.join(10)
         assert "analysis server stopped (exit code 0)" in text() and "edge agent stopped (exit code 0)" in text(), text()
         for pid in (*pids, redis_pid):
-            _wait(lambda pid=pid: not _alive(pid), 10, f"process {pid} to end")
+            wait_until(lambda pid=pid: not _alive(pid), 10, f"process {pid} to end")
     finally:
         if proc.poll() is None:
             proc.kill()

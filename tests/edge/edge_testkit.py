@@ -3,10 +3,8 @@ repository), a scripted gRPC peer, ports and waiting."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -146,19 +144,6 @@ class ScriptedPeer:
                 pass
 
 
-def wait_until(cond, timeout: float = 15.0, what: str = "condition", interval: float = 0.02) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mjpeg_camera(port: int, images: list[Path]) -> subprocess.Popen:

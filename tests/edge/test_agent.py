@@ -11,11 +11,12 @@ import threading
 
 import numpy as np
 import pytest
+from edge_testkit import make_video
+from processes import free_port, wait_until
 
 from edge_agent.agent import EdgeAgent
 from edge_agent.pipeline import FacePipeline
 from edge_agent.settings import EdgeSettings
-from edge_testkit import free_port, make_video, wait_until
 from facewire.v1 import ingest_pb2 as pb
 
 

@@ -8,12 +8,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from processes import free_port, wait_until
 
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
-from edge_testkit import free_port, wait_until
 from facewire.v1 import ingest_pb2 as pb
 
 

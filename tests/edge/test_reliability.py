@@ -24,8 +24,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from edge_testkit import FACES, free_port, make_video, start_mjpeg_camera, wait_until
+from edge_testkit import FACES, make_video, start_mjpeg_camera
+from processes import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

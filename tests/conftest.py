@@ -58,3 +58,15 @@ def registered_reconstruction(tmp_path, monkeypatch):
     reconstruction.clear_cache()
     yield entry
     reconstruction.clear_cache()
+
+
+@pytest.fixture
+def no_reconstruction(monkeypatch):
+    """The registry as a fresh install without a reconstruction network would have it (for one test)."""
+    from facecodec import reconstruction, zoo
+
+    real_entries = zoo._entries
+    monkeypatch.setattr(zoo, "_entries", lambda: {n: e for n, e in real_entries().items() if e.kind != reconstruction.KIND})
+    reconstruction.clear_cache()
+    yield
+    reconstruction.clear_cache()

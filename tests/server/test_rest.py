@@ -108,11 +108,8 @@ def test_unknown_face_is_404_and_bad_parameters_are_422(api, edges, samples):
     assert r.status_code == 422 and "base_layer" in r.json()["detail"]
 
 
-def test_base_layer_image_is_a_clear_503_while_no_reconstruction_model_is_installed(api, edges, samples):
-    from facecodec import reconstruction, zoo
-
-    if zoo.entries(reconstruction.KIND):
-        pytest.skip("a reconstruction model is registered; the 200 path is tested in test_enhancement")
+def test_base_layer_image_is_a_clear_503_while_no_reconstruction_model_is_installed(api, edges, samples,
+                                                                                     no_reconstruction):
     edges("cam-1").send(observation("b-1", samples[0].base))
     r = api.get("/faces/b-1/image", params={"layer": "base"})
     assert r.status_code == 503 and "no reconstruction model is installed" in r.json()["detail"]

@@ -36,26 +36,6 @@ PEOPLE = ["Alvaro_Uribe", "Ashanti", "Ben_Howland", "Bulent_Ecevit", "Greg_Rused
           "Kurt_Warner", "Nathalie_Baye", "Sophia_Loren"]
 
 
-def _requirements() -> str | None:
-    if importlib.util.find_spec("analysis_server.runtime") is None:
-        return "the analysis server (analysis_server.runtime) is not in this tree yet"
-    from facecodec import base_layer
-    from facecodec.errors import FaceCodecError
-
-    try:
-        base_layer.get_codec()
-    except FaceCodecError as e:
-        return f"no base-layer model registered yet: {e}"
-    return None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_server_and_model():
-    why = _requirements()
-    if why:
-        pytest.skip(why)
-
-
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
     env.update(PYTHONPATH=str(ROOT), FACECODEC_TORCH_THREADS="1", OMP_NUM_THREADS="1")

@@ -135,6 +135,8 @@ def test_a_camera_that_fails_does_not_stop_the_others(tmp_path, short_video, pee
 @pytest.mark.slow
 def test_real_front_end_on_a_video(tmp_path, peer):
     """MTCNN + dlib + the registered base layer on a made-up video of three people."""
+    from facecodec import base_layer
+
     video = make_video(tmp_path / "three.avi", ["Ashanti", "Kurt_Warner", "Sophia_Loren"], 2.0, 10.0, gap_s=1.0)
     agent = EdgeAgent(settings(tmp_path, peer.port, video))
     t, result = run_in_thread(agent)

@@ -40,8 +40,17 @@ def rate_accuracy_plot(ra: dict, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, pts in ra["curves"].items():
         pts = [p for p in pts if "bytes" in p]
-        ax.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts], label=name, **_style(name))
+        ax.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts],
+                label=name if name == "base_layer" else f"{name} (anchor pairs)" if not name.startswith("base+") else name,
+                **_style(name))
     ax.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
+    sub = [p for p in ra["curves"]["base_layer"] if "accuracy_on_anchor_pairs" in p]
+    meta = ra.get("compress_then_analyze") or {}
+    if sub:  # anchors run on a subset of the pairs: show the base layer and float features there too
+        ax.plot([p["bytes"] for p in sub], [100 * p["accuracy_on_anchor_pairs"] for p in sub], color="black",
+                marker="*", linestyle="--", linewidth=1, label=f"base_layer on the anchors' {meta.get('pairs')} pairs")
+        ax.axhline(100 * meta["float_accuracy_on_subset"], color="grey", linewidth=0.8, linestyle="-.",
+                   label=f"float features on the anchors' {meta.get('pairs')} pairs")
     ax.set_xscale("log")
     ax.set_xlabel("bytes per face (test people, headers included)")
     ax.set_ylabel("LFW verification accuracy, 10-fold (%)")

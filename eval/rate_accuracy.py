@@ -106,6 +106,8 @@ def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", 
         sel = subset(pairs, n_per_fold)
         anchor_meta["base_layer_default_accuracy_on_subset"] = ten_fold_accuracy(
             d_default[sel], pairs.same[sel], pairs.fold[sel]).accuracy
+        for point, d in zip(curve, step_distances):  # the base layer on the anchors' pairs too
+            point["accuracy_on_anchor_pairs"] = ten_fold_accuracy(d[sel], pairs.same[sel], pairs.fold[sel]).accuracy
         curves.update(found)
         curves.update(scalable_curves(curve[default["step_index"]], test_rows, cache))
     result = {

@@ -52,19 +52,23 @@ class EnhancementHeader:
 
 
 def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
-    """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model."""
+    """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model.
+
+    The encoder picks the default reconstruction network's tag and then computes ``x_fea``
+    exactly as the decoder will, from that tag (:func:`_prediction_for_tag`)."""
     from facecodec import reconstruction, zoo
 
     if base_payload is None or not zoo.entries(reconstruction.KIND):
         return 0, np.zeros((CROP, CROP, 3), np.int16)
-    rec = reconstruction.load_reconstructor(reconstruction.default_name())
-    tag = zoo.entry(rec.name).tag
+    name = reconstruction.default_name()
+    tag = zoo.entry(name).tag
     if not tag:  # a payload must name its predictor, or the decoder would add the wrong one
-        raise UnknownModelError(f"reconstruction model {rec.name} has no registry tag")
-    return tag, reconstruction.reconstruct(base_payload).astype(np.int16)
+        raise UnknownModelError(f"reconstruction model {name} has no registry tag")
+    return tag, _prediction_for_tag(tag, base_payload)
 
 
 def _prediction_for_tag(tag: int, base_payload: bytes) -> np.ndarray:
+    """``x_fea`` of the reconstruction network registered with ``tag`` (zeros for tag 0)."""
     from facecodec import reconstruction, zoo
 
     if tag == 0:

@@ -102,6 +102,27 @@ def register(new: ModelEntry) -> None:
     _entries.cache_clear()
 
 
+def add(data: bytes, prefix: str, suffix: str, kind: str, card: str | None = None,
+        preferred_tag: int | None = None, **fields) -> ModelEntry:
+    """Write ``data`` into the package's model folder as ``<prefix>-<sha256[:8]><suffix>`` and
+    register it (used by the training commands). It gets the first free tag among the models of
+    its kind and backend (``preferred_tag`` when that is free; never 0), or keeps its tag when the
+    same bytes are registered again; ``card`` may name the model as ``{name}``."""
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{prefix}-{digest[:8]}"
+    if name in _entries():  # the same bytes again: keep the tag that payloads already name
+        tag = _entries()[name].tag
+    else:
+        used = {e.tag for e in entries(kind) if e.backend == fields.get("backend")}
+        tag = next(t for t in [preferred_tag, *range(1, 256)] if t and t not in used)
+    PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
+    (PACKAGE_MODEL_DIR / f"{name}{suffix}").write_bytes(data)
+    new = ModelEntry(name=name, kind=kind, file=f"{name}{suffix}", sha256=digest,
+                     card=card.format(name=name) if card else None, tag=tag, **fields)
+    register(new)
+    return new
+
+
 def unregister(name: str) -> None:
     """Drop an entry from the manifest (its file is left to the caller)."""
     raw = json.loads(MANIFEST.read_text())

@@ -47,16 +47,9 @@ def register(model: BaseLayerModel) -> str:
 
     buf = io.BytesIO()
     model.save(buf)
-    data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    used = {e.tag for e in zoo.entries("base-layer") if e.backend == model.backend}
-    tag = next(t for t in [int(digest[:2], 16)] + list(range(1, 256)) if t not in used and t != 0)
-    name = f"base-dlib128-pca-{model.family}-{digest[:8]}"
-    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
-    path = zoo.PACKAGE_MODEL_DIR / f"{name}.npz"
-    path.write_bytes(data)
-    zoo.register(zoo.ModelEntry(name=name, kind="base-layer", file=path.name, sha256=digest, card="base-layer.md",
-                                tag=tag, backend=model.backend, default_step=model.default_step))
+    digest = hashlib.sha256(buf.getvalue()).hexdigest()
+    name = zoo.add(buf.getvalue(), f"base-dlib128-pca-{model.family}", ".npz", "base-layer", "base-layer.md",
+                   preferred_tag=int(digest[:2], 16), backend=model.backend, default_step=model.default_step).name
     return name
 
 

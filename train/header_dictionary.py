@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from tqdm import tqdm
 
@@ -28,15 +26,7 @@ def build(chips: list[np.ndarray]) -> bytes:
 def register(data: bytes) -> str:
     from facecodec import headers, zoo
 
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"headers-{digest[:8]}"
-    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
-    (zoo.PACKAGE_MODEL_DIR / f"{name}.bin").write_bytes(data)
-    used = {e.tag for e in zoo.entries(headers.KIND)}
-    tag = next(t for t in range(1, 256) if t not in used)
-    zoo.register(zoo.ModelEntry(name=name, kind=headers.KIND, file=f"{name}.bin", sha256=digest,
-                                card="header-dictionary.md", tag=tag))
-    return name
+    return zoo.add(data, "headers", ".bin", headers.KIND, "header-dictionary.md").name
 
 
 def main(args) -> None:

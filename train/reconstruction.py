@@ -102,7 +102,6 @@ def train(out_dir: Path, feats: np.ndarray, crops: np.ndarray, epochs: int, batc
 
 def export(ckpt: Path, base: int, dim: int = 128) -> str:
     """Write the half-precision weights into the registry; returns the model name."""
-    import hashlib
     import io
 
     import torch
@@ -113,16 +112,9 @@ def export(ckpt: Path, base: int, dim: int = 128) -> str:
     blob = {"config": {"dim": dim, "base": base}, "state": {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}}
     buf = io.BytesIO()
     torch.save(blob, buf)
-    data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    name = f"recon-dconv{base}-{digest[:8]}"
-    zoo.PACKAGE_MODEL_DIR.mkdir(exist_ok=True)
-    path = zoo.PACKAGE_MODEL_DIR / f"{name}.pt"
-    path.write_bytes(data)
-    used = {e.tag for e in zoo.entries("reconstruction")}
-    tag = next(t for t in range(1, 256) if t not in used)  # enhancement payloads name their predictor by it
-    zoo.register(zoo.ModelEntry(name=name, kind="reconstruction", file=path.name, sha256=digest,
-                                card=f"{name}.md", backend="dlib-resnet-128", tag=tag))
+    # enhancement payloads name their predictor by the registry tag
+    name = zoo.add(buf.getvalue(), f"recon-dconv{base}", ".pt", "reconstruction", "{name}.md",
+                   backend="dlib-resnet-128").name
     return name
 
 

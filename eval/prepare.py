@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from eval.lfw import all_images
+from eval.lfw import all_images, lfw_root, people
 
 log = logging.getLogger(__name__)
 SHARD = 200
@@ -100,6 +100,11 @@ class FeatureCache:
         self.features = np.load(cache / "features.npy")
         self.quality = np.load(cache / "quality.npy")
         self.chips = np.load(cache / "chips.npy", mmap_mode="r")
+
+    def split_rows(self, split: str) -> np.ndarray:
+        """Row indexes of the images of ``train`` or ``test`` people (person-disjoint splits)."""
+        who = people(lfw_root(), split)
+        return np.array([i for i, n in enumerate(self.names) if n.split("/")[0] in who])
 
     def rows(self, names: list[str]) -> np.ndarray:
         return np.array([self.index[n] for n in names])

@@ -76,7 +76,7 @@ def run(cache: FeatureCache, out: Path | None = RESULTS / "rate_accuracy.json", 
     root = lfw_root()
     pairs = read_pairs(root)
     who = people(root, "test")
-    test_rows = np.array([i for i, n in enumerate(cache.names) if n.split("/")[0] in who])
+    test_rows = cache.split_rows("test")
     flt = verify(cache.features, cache, pairs)
     # The operating threshold for the server: fitted on all folds of float features.
     from facecodec.verification import best_threshold

@@ -16,7 +16,6 @@ import numpy as np
 from tqdm import tqdm
 
 from eval.bd import bd_rate
-from eval.lfw import lfw_root, people
 from eval.metrics import ms_ssim, psnr, psnr_luma
 from eval.prepare import FeatureCache
 from eval.provenance import write_results
@@ -87,8 +86,8 @@ def configs(quick: bool) -> list[tuple[str, str, int]]:
 
 
 def test_rows(cache: FeatureCache, images: int | None) -> np.ndarray:
-    who = people(lfw_root(), "test")
-    rows = np.array([i for i, n in enumerate(cache.names) if n.split("/")[0] in who])
+    """The test people's rows, or ``images`` of them evenly spaced."""
+    rows = cache.split_rows("test")
     if images and images < len(rows):
         rows = rows[np.linspace(0, len(rows) - 1, images).astype(int)]
     return rows

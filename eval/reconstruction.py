@@ -15,18 +15,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from eval.lfw import lfw_root, people, read_pairs
+from eval.lfw import lfw_root, read_pairs
 from eval.metrics import ms_ssim, psnr
 from eval.prepare import FeatureCache
 from eval.provenance import write_results
 from facecodec.crop import CHIP, CROP, face_crop
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _rows(cache: FeatureCache, split: str) -> np.ndarray:
-    who = people(lfw_root(), split)
-    return np.array([i for i, n in enumerate(cache.names) if n.split("/")[0] in who])
 
 
 def mean_chip(cache: FeatureCache, rows: np.ndarray, limit: int = 3000) -> np.ndarray:
@@ -56,10 +51,10 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
     torch.set_num_threads(1)
     rec = reconstruction.load_reconstructor(model)
     codec = base_layer.get_codec("dlib-resnet-128")
-    test = _rows(cache, "test")
+    test = cache.split_rows("test")
     if limit:
         test = test[:: max(1, len(test) // limit)]
-    train_mean = mean_chip(cache, _rows(cache, "train"))
+    train_mean = mean_chip(cache, cache.split_rows("train"))
     mean_crop = face_crop(train_mean)
 
     decoded = {}
@@ -132,7 +127,7 @@ def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) 
 
     rec = reconstruction.load_reconstructor(model)
     codec = base_layer.get_codec("dlib-resnet-128")
-    test = _rows(cache, "test")
+    test = cache.split_rows("test")
     pick = test[:: len(test) // n][:n]
     top = [face_crop(np.asarray(cache.chips[i])) for i in pick]
     bottom = [rec(codec.decompress(codec.compress(cache.features[i])).feature[None])[0] for i in pick]

@@ -65,9 +65,9 @@ def set_default_step(name: str, step_index: int) -> None:
 
 
 def main(args) -> None:
-    from train.data import load, split_rows
+    from train.data import load
 
     cache = load(args.cache)
-    rows = split_rows(cache, "train")
+    rows = cache.split_rows("train")
     model = fit(cache.features[rows], args.default_step)
     print(register(model))

@@ -6,14 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.lfw import lfw_root, people
 from eval.prepare import FeatureCache, default_cache
-
-
-def split_rows(cache: FeatureCache, split: str) -> np.ndarray:
-    """Row indexes of the images of ``train`` or ``test`` people."""
-    who = people(lfw_root(), split)
-    return np.array([i for i, n in enumerate(cache.names) if n.split("/")[0] in who])
 
 
 def decoded_features(features: np.ndarray, step_index: int | None = None) -> np.ndarray:

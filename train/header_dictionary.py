@@ -30,9 +30,9 @@ def register(data: bytes) -> str:
 
 
 def main(args) -> None:
-    from train.data import load, split_rows
+    from train.data import load
 
     cache = load(args.cache)
-    rows = split_rows(cache, "train")
+    rows = cache.split_rows("train")
     pick = rows[np.linspace(0, len(rows) - 1, args.samples).astype(int)]
     print(register(build([np.asarray(cache.chips[i]) for i in pick])))

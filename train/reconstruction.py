@@ -126,10 +126,10 @@ def crops_of(chips: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def main(args) -> None:
-    from train.data import decoded_features, load, split_rows
+    from train.data import decoded_features, load
 
     cache = load(args.cache)
-    rows = split_rows(cache, "train")
+    rows = cache.split_rows("train")
     log.info("%d train images", len(rows))
     feats = decoded_features(cache.features[rows])
     crops = crops_of(cache.chips, rows)

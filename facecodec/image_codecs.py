@@ -36,8 +36,15 @@ class ImageCodec:
 
         try:
             with Image.open(io.BytesIO(data)) as im:
+                # The header's size is checked before any pixel is decoded: a small stream may
+                # declare a huge image (a 78 kB PNG of 9000x9000 took 1 GB and 4 s to refuse).
+                if shape is not None and im.size != (shape[1], shape[0]):
+                    raise CorruptPayloadError(f"{self.name} stream declares {im.size[0]}x{im.size[1]}, "
+                                              f"expected {shape[1]}x{shape[0]}")
                 im.load()
                 out = np.asarray(im.convert("RGB"))
+        except CorruptPayloadError:
+            raise
         except Exception as e:  # Pillow raises many types on bad streams
             raise CorruptPayloadError(f"{self.name} stream does not decode: {e}") from e
         if shape is not None and out.shape[:2] != tuple(shape):

@@ -82,6 +82,13 @@ def _prediction_for_tag(tag: int, base_payload: bytes) -> np.ndarray:
     raise UnknownModelError(f"enhancement layer predicted by reconstruction model tag {tag}, which is not registered")
 
 
+def normalise(resi: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``x_tex`` of equation (4) as uint8 in [0, 255], with the per-image minimum and maximum."""
+    lo, hi = int(resi.min()), int(resi.max())
+    span = max(hi - lo, 1)
+    return np.rint((resi - lo) * (255.0 / span)).astype(np.uint8), lo, hi
+
+
 def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", quality: int = 75,
            compact: bool = True) -> bytes:
     """Enhancement payload for the face ``chip`` (150x150 aligned chip or 112x112 crop).
@@ -95,10 +102,7 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     if not 0 <= quality <= 100:
         raise ValueError(f"quality {quality} is outside 0-100")
     tag, pred = prediction(base_payload)
-    resi = x - pred
-    lo, hi = int(resi.min()), int(resi.max())
-    span = max(hi - lo, 1)
-    tex = np.rint((resi - lo) * (255.0 / span)).astype(np.uint8)
+    tex, lo, hi = normalise(x - pred)
     body = image_codec.encode(tex, quality)
     dtag = headers.default_tag() if compact else 0
     if dtag:

@@ -26,6 +26,17 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--default-step", type=int, default=7)
     h = sub.add_parser("header-dictionary", help="typical image headers, deflated away in enhancement layers")
     h.add_argument("--samples", type=int, default=24, help="train-people crops to sample")
+    c = sub.add_parser("learned-codec", help="learned enhancement-layer codecs (paper 3.3): factorized prior, GDN")
+    c.add_argument("--variant", choices=("residual", "conditional"), default="residual")
+    c.add_argument("--out", type=Path, default=Path("var/train/learned"))
+    c.add_argument("--steps", type=int, nargs="+", default=[6000, 2500],
+                   help="steps of the first rate point, then of each later point (the last value repeats)")
+    c.add_argument("--lambdas", type=float, nargs="+", default=None, help="rate-distortion weights, highest rate first")
+    c.add_argument("--batch", type=int, default=16)
+    c.add_argument("--lr", type=float, default=2e-4)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--checkpoint-every", type=int, default=250)
+    c.add_argument("--export", action="store_true", help="register the finished rate points in facecodec/models")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "base-layer":
@@ -35,6 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "header-dictionary":
         from train.header_dictionary import main as run
 
+        run(args)
+    elif args.cmd == "learned-codec":
+        from train.learned_codec import LAMBDAS, main as run
+
+        args.lambdas = args.lambdas or list(LAMBDAS)
         run(args)
     elif args.cmd == "reconstruction":
         from train.reconstruction import main as run

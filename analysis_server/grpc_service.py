@@ -15,6 +15,7 @@ import time
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from analysis_server.auth import bearer
@@ -87,6 +88,9 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
                 yield msg
             try:
                 await reader
+            except DecodeError as error:  # bytes that are not an EdgeMessage: the sender's fault, said so
+                log.warning("camera %s sent a message that does not parse: %s", camera_id, error)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a message is not a valid EdgeMessage: {error}")
             except Exception as error:
                 log.error("stream of camera %s failed: %r", camera_id, error)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server cannot store observations now "

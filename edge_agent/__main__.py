@@ -14,6 +14,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -88,21 +89,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from edge_agent.agent import EdgeAgent
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.agent import open_agent
 
-    try:
-        agent = EdgeAgent(settings)
-    except EdgeAgentError as e:
-        log.error("%s", e)
-        return 1
+    stop = threading.Event()
+    holder: list = []
 
     def on_signal(signum, _frame) -> None:
         log.info("edge agent: %s received", signal.Signals(signum).name)
-        agent.request_stop()
+        stop.set()
+        for agent in holder:
+            agent.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    agent = open_agent(settings, stop)
+    if agent is None:
+        return 1
+    holder.append(agent)
+    if stop.is_set():
+        agent.request_stop()
     return agent.run()
 
 

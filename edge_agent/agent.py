@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from edge_agent.client import CameraStream, StreamConfig
-from edge_agent.errors import SourceError, StoreError
+from edge_agent.errors import EdgeAgentError, SourceError, StoreError
 from edge_agent.pipeline import FacePipeline, make_observation, new_face_id
 from edge_agent.settings import CameraConfig, EdgeSettings
 from edge_agent.sources import Tick, open_source
@@ -151,6 +151,9 @@ class EdgeAgent:
         self.stop_requested = threading.Event()
         self.counters.gauge("spooled", lambda: len(self.spool))
         self.counters.gauge("spool_bytes", lambda: self.spool.nbytes)
+        self.counters.gauge("spool_state", lambda: self.spool.state)
+        self.counters.gauge("spool_errors", lambda: self.spool.errors)
+        self.counters.gauge("spool_error", lambda: self.spool.last_error)
         self.counters.gauge("textures", lambda: len(self.texture))
         self.counters.gauge("texture_bytes", lambda: self.texture.nbytes)
         self.counters.gauge("connected", lambda: f"{sum(s.connected for s in self.streams)}/{len(self.streams)}")
@@ -232,3 +235,40 @@ class EdgeAgent:
             log.info("edge agent: %d observations stay spooled for the next run", len(self.spool))
         self.spool.close()
         self.texture.close()
+
+
+def open_agent(settings: EdgeSettings, stop: threading.Event, first_delay_s: float = 1.0,
+               max_delay_s: float = 60.0) -> EdgeAgent | None:
+    """The agent, once its data folder can be opened; ``None`` if ``stop`` is set first.
+
+    A data folder that cannot be opened (disk full, read-only, not a folder) is retried with a
+    doubling delay instead of exiting: a supervisor that restarts a failed process would
+    otherwise start the agent (and load its models) again and again. Meanwhile the status file
+    says why (``spool_state``, ``spool_error``, ``store_errors``) and shows no stream connected,
+    so the container's health check fails.
+    """
+    from edge_agent.errors import StoreFullError, StoreUnwritableError
+
+    delay, failures = first_delay_s, 0
+    while not stop.is_set():
+        try:
+            return EdgeAgent(settings)
+        except StoreError as e:
+            failures += 1
+            state = ("full" if isinstance(e, StoreFullError) else
+                     "unwritable" if isinstance(e, StoreUnwritableError) else "error")
+            log.error("edge agent: %s; retrying in %.0f s (the cameras are read once the data folder %s "
+                      "can be written)", e, delay, settings.data_dir)
+            if settings.status_file is not None:
+                snap = {**Counters().snapshot(), "store_errors": failures, "spool_state": state, "spool_error": str(e),
+                        "connected": f"0/{len(settings.cameras)}", "waiting_for_data_dir": True}
+                try:
+                    write_status_file(settings.status_file, snap)
+                except OSError as err:
+                    log.warning("cannot write the status file %s: %s", settings.status_file, err)
+            stop.wait(delay)
+            delay = min(delay * 2, max_delay_s)
+        except EdgeAgentError as e:
+            log.error("%s", e)
+            return None
+    return None

@@ -13,3 +13,11 @@ class SourceError(EdgeAgentError):
 
 class StoreError(EdgeAgentError):
     """The spool or the texture store cannot be written (disk full, unwritable folder...)."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the file-size limit) holding the spool or the texture store is full."""
+
+
+class StoreUnwritableError(StoreError):
+    """The data folder cannot be written: read-only, no permission, or not a folder."""

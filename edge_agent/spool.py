@@ -8,6 +8,11 @@ server stores it once.
 
 The spool is bounded by ``max_bytes``: when a new observation does not fit, the oldest ones
 are dropped (and counted), so a long outage costs the oldest faces, never the disk.
+
+A write that fails raises :class:`~edge_agent.errors.StoreFullError` (disk full, file-size
+limit), :class:`~edge_agent.errors.StoreUnwritableError` (read-only or missing folder) or
+:class:`~edge_agent.errors.StoreError`; :attr:`Spool.state` says which until a write succeeds
+again (SQLite needs no reopening once space is back), :attr:`Spool.errors` counts them.
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.db import open_db
-from edge_agent.errors import StoreError
+from edge_agent.db import open_db, store_error
+from edge_agent.errors import StoreError, StoreFullError, StoreUnwritableError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,9 @@ class Spool:
         count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
         self._count, self._bytes = int(count), int(size)
         self.dropped = 0
+        self.errors = 0
+        self.state = "ok"  # "ok", "full", "unwritable" or "error": how the last write went
+        self.last_error = ""
         self._generation = 0
 
     def __len__(self) -> int:
@@ -95,11 +103,15 @@ class Spool:
                     )
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:  # SQLite may have rolled back already (disk full): keep the first error
+                        pass
                     raise
             except sqlite3.Error as e:
                 self._recount()
-                raise StoreError(f"cannot write the spool {self.path}: {e}") from e
+                raise self._failed(store_error(f"cannot write the spool {self.path}", e, self.path.parent)) from e
+            self.state, self.last_error = "ok", ""
             if cur.rowcount:
                 self._count += 1
                 self._bytes += size
@@ -153,7 +165,7 @@ class Spool:
                 except sqlite3.Error:
                     pass
                 self._recount()
-                raise StoreError(f"cannot update the spool {self.path}: {e}") from e
+                raise self._failed(store_error(f"cannot update the spool {self.path}", e, self.path.parent)) from e
         self._notify()
         return removed
 
@@ -176,6 +188,13 @@ class Spool:
         with self._changed:
             self._changed.wait_for(lambda: self._generation != seen, timeout)
             return self._generation
+
+    def _failed(self, error: StoreError) -> StoreError:
+        self.errors += 1
+        self.state = ("full" if isinstance(error, StoreFullError) else
+                      "unwritable" if isinstance(error, StoreUnwritableError) else "error")
+        self.last_error = str(error)
+        return error
 
     def _recount(self) -> None:
         try:

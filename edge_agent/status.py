@@ -7,6 +7,8 @@
 ``spooled``     observations waiting for an ack (gauge)      ``spool_dropped`` dropped at the spool cap
 ``uploads_*``   enhancement requests answered, by status    ``reconnects`` streams re-opened
 ``store_errors`` spool or texture writes that failed (disk full, unwritable folder)
+``spool_state`` ``ok``, ``full``, ``unwritable`` or ``error``: how the last spool write went (gauge);
+``spool_errors`` spool writes that failed, ``spool_error`` the last reason (file only)
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Counters:
 
 def status_line(snap: dict[str, object]) -> str:
     parts = [f"{k}={snap.get(k, 0)}" for k in LINE_FIELDS]
+    if snap.get("spool_state", "ok") != "ok":
+        parts.append(f"spool_state={snap['spool_state']}")
     if "connected" in snap:
         parts.append(f"connected={snap['connected']}")
     return "status " + " ".join(parts)

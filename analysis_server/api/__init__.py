@@ -6,6 +6,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
+import redis.exceptions as redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -67,6 +68,13 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     @app.exception_handler(ServerError)
     async def server_error(request: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def store_unreachable(request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("%s %s: Redis is unreachable: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "the store (Redis) is unreachable; retry later"}, status_code=503,
+                            headers={"Retry-After": "5"})
 
     app.include_router(system.health_router)
     secured = [Depends(require_caller)]

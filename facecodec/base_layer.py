@@ -34,6 +34,7 @@ import numpy as np
 from facecodec.errors import (
     CorruptPayloadError,
     FaceCodecError,
+    PayloadError,
     TruncatedPayloadError,
     UnknownFormatError,
     UnknownModelError,
@@ -160,7 +161,9 @@ class BaseLayerModel:
         return np.clip(np.rint(y / self.steps[step_index]), -half, half).astype(np.int32)
 
     def dequantize(self, q: np.ndarray, step_index: int) -> np.ndarray:
-        return (self.mean + np.einsum("i,ij->j", q * self.steps[step_index], self.basis)).astype(np.float32)
+        """Feature(s) ``mean + P^T (q * step)`` of one (dim,) or many (n, dim) quantized vectors."""
+        spec = "i,ij->j" if np.ndim(q) == 1 else "ni,ij->nj"
+        return (self.mean + np.einsum(spec, q * self.steps[step_index], self.basis)).astype(np.float32)
 
     # -- probability model -------------------------------------------------------------------
     def _cdf(self, scale: float, half: int) -> list[int]:
@@ -227,11 +230,8 @@ class BaseLayerCodec:
         head = bytes([MAGIC | VERSION, (code << 4) | self.step_index, self.model.tag])
         return head + _crc(head + body).to_bytes(2, "big") + body
 
-    def decompress(self, payload: bytes) -> DecodedBase:
-        from compressai import ans
-
-        header = read_header(payload)
-        payload = bytes(payload)
+    def checked_body(self, payload: bytes, header: BaseLayerHeader) -> bytes:
+        """The rANS body of ``payload`` once its model, length and checksum are checked."""
         if header.backend != self.model.backend or header.model_tag != self.model.tag:
             raise UnknownModelError(f"payload was coded with model tag {header.model_tag} of {header.backend}, "
                                     f"this codec holds {self.model.name}")
@@ -242,11 +242,24 @@ class BaseLayerCodec:
             raise CorruptPayloadError(f"base-layer body of {len(body)} bytes is longer than any this model writes")
         if _crc(payload[:3] + body) != int.from_bytes(payload[3:5], "big"):
             raise CorruptPayloadError("base-layer checksum mismatch: the payload is truncated or corrupted")
-        cdfs, lengths, offsets, half = self.model.tables(header.step_index)
+        return body
+
+    def decode_symbols(self, body: bytes, step_index: int) -> np.ndarray:
+        """The quantized components of one rANS body, by CompressAI's decoder."""
+        from compressai import ans
+
+        cdfs, lengths, offsets, _ = self.model.tables(step_index)
         # The rANS decoder reads words past a short stream; zero padding keeps it inside our buffer.
         padded = body + bytes(16 * len(body) + 64 * self.model.dim)
-        q = np.asarray(ans.RansDecoder().decode_with_indexes(padded, list(range(self.model.dim)), cdfs, lengths, offsets))
-        if np.any(np.abs(q) > half):
+        return np.asarray(ans.RansDecoder().decode_with_indexes(padded, list(range(self.model.dim)), cdfs, lengths,
+                                                                offsets))
+
+    def decompress(self, payload: bytes) -> DecodedBase:
+        header = read_header(payload)
+        payload = bytes(payload)
+        body = self.checked_body(payload, header)
+        q = self.decode_symbols(body, header.step_index)
+        if np.any(np.abs(q) > self.model.tables(header.step_index)[3]):
             raise CorruptPayloadError("base-layer symbols out of range: the payload is corrupted")
         feature = self.model.dequantize(q, header.step_index)
         return DecodedBase(feature, header.backend, self.model.name, header.step_index,
@@ -306,3 +319,115 @@ def decode(payload: bytes) -> DecodedBase:
     header = read_header(payload)
     model = load_model(model_for_tag(header.backend, header.model_tag))
     return BaseLayerCodec(model, header.step_index).decompress(payload)
+
+
+# -- many payloads at once ---------------------------------------------------------------------
+# Below this many payloads of one model and step, CompressAI's decoder (one call per payload,
+# most of it spent converting the CDF tables from Python lists) is as fast as the vectorised one
+# (about 1.2 ms per group whatever its size, measured on the 2-core development machine).
+VECTOR_MIN = 24
+_RANS64_L = 1 << 31  # CompressAI's rans64.h: the lower bound of the state's normalisation interval
+
+
+class _VectorTables:
+    """One step's CDFs as int64 arrays: ``start[i][r]`` and ``freq[i][r]`` of symbol ``r - 1``."""
+
+    def __init__(self, cdfs: list[list[int]]):
+        self.cdfs = [np.asarray(c, np.int64) for c in cdfs]
+        self.start = [np.concatenate(([0], c[:-1])) for c in self.cdfs]
+        self.freq = [np.concatenate(([0], np.diff(c))) for c in self.cdfs]
+        self.bypass = np.asarray([len(c) - 1 for c in self.cdfs], np.int64)[:, None]  # r of the escape symbol
+
+
+@lru_cache(maxsize=64)
+def _vector_tables(model: BaseLayerModel, step_index: int) -> _VectorTables:
+    return _VectorTables(model.tables(step_index)[0])
+
+
+def rans_decode_many(model: BaseLayerModel, step_index: int, bodies: list[bytes]) -> np.ndarray:
+    """Quantized components (``len(bodies)``, dim) of many rANS bodies of one model and step.
+
+    Bit-exact with CompressAI's ``RansDecoder.decode_with_indexes`` (``rans_interface.cpp`` and
+    ``rans64.h``: 64-bit state, 32-bit words read little-endian, renormalisation below 2**31,
+    16-bit precision, the first CDF entry above the state's low bits names the symbol), run on
+    all streams at once, one numpy step per dimension. A stream that meets the escape (bypass)
+    symbol, which this model's encoder never writes, or whose first two words give a state
+    outside [0, 2**63), is decoded again by CompressAI itself, so its result is CompressAI's.
+    Reads past a stream's end see zeros, as CompressAI's zero-padded buffer does.
+    """
+    n, dim = len(bodies), model.dim
+    if n == 0:
+        return np.empty((0, dim), np.int64)
+    t = _vector_tables(model, step_index)
+    width = max(len(b) for b in bodies) // 4 + dim + 2  # a decode reads at most dim + 2 words
+    words = np.frombuffer(b"".join(b.ljust(4 * width, b"\0") for b in bodies), "<u4").astype(np.int64)
+    base = np.arange(n, dtype=np.int64) * width
+    high = words[base + 1]
+    wild = high >= (1 << 31)  # the state would not fit an int64: CompressAI decodes these
+    x = words[base] | (np.where(wild, 0, high) << 32)
+    ptr = base + 2
+    rs = np.empty((dim, n), np.int64)
+    for i in range(dim):
+        cum = x & 0xFFFF
+        r = t.cdfs[i].searchsorted(cum, side="right")
+        x = t.freq[i].take(r) * (x >> 16) + (cum - t.start[i].take(r))
+        low = x < _RANS64_L
+        x = np.where(low, (x << 32) | words.take(ptr), x)
+        ptr += low
+        rs[i] = r
+    offsets = np.asarray(model.tables(step_index)[2], np.int64)
+    q = (rs - 1 + offsets[:, None]).T
+    redo = np.flatnonzero(wild | (rs == t.bypass).any(0))
+    if len(redo):
+        codec = BaseLayerCodec(model, step_index)
+        for j in redo:
+            q[j] = codec.decode_symbols(bodies[j], step_index)
+    return q
+
+
+_model_names: dict[tuple[str, int], str] = {}
+
+
+def _model_for(backend: str, tag: int) -> BaseLayerModel:
+    name = _model_names.get((backend, tag))
+    if name is None:  # only found models are remembered: a model registered later is still seen
+        name = _model_names[(backend, tag)] = model_for_tag(backend, tag)
+    return load_model(name)
+
+
+def decode_many(payloads: list[bytes]) -> list[DecodedBase | PayloadError]:
+    """Decode many payloads at once: for each, what :func:`decode` returns, or the error it raises.
+
+    Payloads of one model and step are rANS-decoded together (:func:`rans_decode_many`) and
+    dequantized together; a group smaller than ``VECTOR_MIN`` uses CompressAI's decoder per
+    payload. Results, errors included, are those of :func:`decode` payload by payload.
+    """
+    out: list[DecodedBase | PayloadError | None] = [None] * len(payloads)
+    groups: dict[tuple[BaseLayerModel, int], list[tuple[int, bytes, int]]] = {}
+    for j, payload in enumerate(payloads):
+        try:
+            header = read_header(payload)
+            payload = bytes(payload)
+            model = _model_for(header.backend, header.model_tag)
+            codec = BaseLayerCodec(model, header.step_index)
+            body = codec.checked_body(payload, header)
+        except PayloadError as e:
+            out[j] = e
+            continue
+        groups.setdefault((model, header.step_index), []).append((j, body, len(payload)))
+    for (model, step_index), members in groups.items():
+        bodies = [b for _, b, _ in members]
+        if len(members) >= VECTOR_MIN:
+            q = rans_decode_many(model, step_index, bodies)
+        else:
+            codec = BaseLayerCodec(model, step_index)
+            q = np.stack([codec.decode_symbols(b, step_index) for b in bodies])
+        bad = (np.abs(q) > model.tables(step_index)[3]).any(1)
+        features = model.dequantize(q, step_index)
+        step = float(model.steps[step_index])
+        for k, (j, _, nbytes) in enumerate(members):
+            if bad[k]:
+                out[j] = CorruptPayloadError("base-layer symbols out of range: the payload is corrupted")
+            else:
+                out[j] = DecodedBase(features[k], model.backend, model.name, step_index, step, nbytes)
+    return out

@@ -128,10 +128,10 @@ class ServerProcess:
         return f"127.0.0.1:{self.grpc_port}"
 
     def start(self, wait: bool = True) -> None:
-        env = clean_env(FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
-                        FACESERVER_DATA_DIR=str(self.folder / "data"),
-                        FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}), FACESERVER_API_KEYS=API_KEY,
-                        FACESERVER_LOG_LEVEL="INFO", **self.extra_env)
+        env = clean_env(**{"FACESERVER_GRPC_PORT": str(self.grpc_port), "FACESERVER_HTTP_PORT": str(self.http_port),
+                           "FACESERVER_DATA_DIR": str(self.folder / "data"),
+                           "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}), "FACESERVER_API_KEYS": API_KEY,
+                           "FACESERVER_LOG_LEVEL": "INFO", **self.extra_env})
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
         self.starts += 1

@@ -23,7 +23,7 @@ from analysis_server.edge_link import CameraSession
 from analysis_server.services import Services
 from analysis_server.settings import ServerSettings
 from analysis_server.store import DUPLICATE, ERASED, STORED, now_ms
-from analysis_server.validation import Observation, ValidationFailure, check_id, validate_observation
+from analysis_server.validation import BatchValidator, Observation, ValidationFailure, check_id
 from facecodec import enhancement
 from facecodec.errors import PayloadError
 from facewire.v1 import ingest_pb2 as pb
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "facewire.v1.FaceIngest"
 _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 _CLOSE = object()  # the reader has finished: the writer ends the call
+_INBOX = 16  # messages read ahead of the one being handled (gRPC flow control holds the rest)
+_COALESCE = 8  # at most this many consecutive batches are handled together
 
 
 class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -65,6 +67,7 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
 
     def __init__(self, services: Services):
         self.s = services
+        self.validator = BatchValidator()
 
     async def Stream(self, request_iterator, context: grpc.aio.ServicerContext):
         md = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
@@ -112,59 +115,121 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
             await session.outbound.put(_CLOSE)
 
     async def _read(self, request_iterator, session: CameraSession) -> None:
-        async for msg in request_iterator:
-            kind = msg.WhichOneof("kind")
-            if kind == "observations":
-                ack = await self.handle_batch(msg.observations, session)
-                await session.send(pb.ServerMessage(ack=ack))
-            elif kind == "enhancement":
-                await self.handle_upload(msg.enhancement, session)
-            elif kind == "hello":
-                if msg.hello.camera_id and msg.hello.camera_id != session.camera_id:
-                    log.warning("camera %s said hello as %r; ignored", session.camera_id, msg.hello.camera_id[:40])
-                session.agent_version = msg.hello.agent_version[:64]
-                await self.s.store.touch_camera(session.camera_id, agent_version=session.agent_version,
-                                                last_seen_ms=now_ms())
-            else:
-                log.warning("camera %s sent an empty message; ignored", session.camera_id)
+        # A pump task reads the stream into ``inbox`` while earlier messages are being stored, so
+        # consecutive observation batches already received are validated, decoded, matched and
+        # written together (each still gets its own Ack, in order).
+        inbox: asyncio.Queue = asyncio.Queue(maxsize=_INBOX)
+        pump = asyncio.get_running_loop().create_task(self._pump(request_iterator, inbox))
+        try:
+            while (msg := await inbox.get()) is not _CLOSE:
+                if isinstance(msg, BaseException):
+                    raise msg
+                if msg.WhichOneof("kind") != "observations":
+                    await self._handle_other(msg, session)
+                    continue
+                batches = [msg.observations]
+                follow = None
+                while len(batches) < _COALESCE and not inbox.empty():
+                    follow = inbox.get_nowait()
+                    if isinstance(follow, BaseException) or follow is _CLOSE \
+                            or follow.WhichOneof("kind") != "observations":
+                        break
+                    batches.append(follow.observations)
+                    follow = None
+                for ack in await self.handle_batches(batches, session):
+                    await session.send(pb.ServerMessage(ack=ack))
+                if follow is _CLOSE:
+                    break
+                if isinstance(follow, BaseException):
+                    raise follow
+                if follow is not None:
+                    await self._handle_other(follow, session)
+        finally:
+            pump.cancel()
+
+    @staticmethod
+    async def _pump(request_iterator, inbox: asyncio.Queue) -> None:
+        try:
+            async for msg in request_iterator:
+                await inbox.put(msg)
+        except Exception as error:  # the reader raises it, as reading the stream itself would
+            await inbox.put(error)
+            return
+        await inbox.put(_CLOSE)
+
+    async def _handle_other(self, msg: pb.EdgeMessage, session: CameraSession) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "enhancement":
+            await self.handle_upload(msg.enhancement, session)
+        elif kind == "hello":
+            if msg.hello.camera_id and msg.hello.camera_id != session.camera_id:
+                log.warning("camera %s said hello as %r; ignored", session.camera_id, msg.hello.camera_id[:40])
+            session.agent_version = msg.hello.agent_version[:64]
+            await self.s.store.touch_camera(session.camera_id, agent_version=session.agent_version,
+                                            last_seen_ms=now_ms())
+        else:
+            log.warning("camera %s sent an empty message; ignored", session.camera_id)
 
     async def handle_batch(self, batch: pb.ObservationBatch, session: CameraSession) -> pb.Ack:
         """Validate, match and store one batch; the Ack it deserves."""
+        return (await self.handle_batches([batch], session))[0]
+
+    async def handle_batches(self, batches: list[pb.ObservationBatch], session: CameraSession) -> list[pb.Ack]:
+        """Validate, match and store consecutive batches of one stream together; the Ack each deserves.
+
+        One decode of every base layer, one gallery search and one Redis round trip for all of
+        them; what each Ack says is what :meth:`handle_batch` on each in turn would say.
+        """
         t0 = time.perf_counter()
         m = self.s.metrics
-        ack = pb.Ack()
-        obs = list(batch.observations)
-        if len(obs) > self.s.settings.max_batch:
-            for o in obs[self.s.settings.max_batch:]:
-                ack.rejected.add(face_id=o.face_id[:128], reason=f"batch: more than {self.s.settings.max_batch} "
-                                                                 "observations in one batch")
-                m.rejected("batch")
-            obs = obs[: self.s.settings.max_batch]
+        limit = self.s.settings.max_batch
+        acks = [pb.Ack() for _ in batches]
+        obs: list[pb.FaceObservation] = []
+        owner: list[int] = []  # the batch (and Ack) of each observation in ``obs``
+        for k, (batch, ack) in enumerate(zip(batches, acks)):
+            these = list(batch.observations)
+            if len(these) > limit:
+                for o in these[limit:]:
+                    ack.rejected.add(face_id=o.face_id[:128], reason=f"batch: more than {limit} "
+                                                                     "observations in one batch")
+                    m.rejected("batch")
+                these = these[:limit]
+            obs += these
+            owner += [k] * len(these)
         now, retention = now_ms(), self.s.settings.retention_s * 1000
         valid: list[Observation] = []
-        seen: set[str] = set()
-        for o in obs:
-            try:
-                v = validate_observation(o, session.camera_id, now, retention)
-            except ValidationFailure as e:
-                ack.rejected.add(face_id=o.face_id[:128], reason=str(e))
-                m.rejected(e.field)
+        valid_owner: list[int] = []
+        seen: set[tuple[int, str]] = set()
+        for o, k, v in zip(obs, owner, await self.validator.validate(obs, session.camera_id, now, retention)):
+            if isinstance(v, ValidationFailure):
+                acks[k].rejected.add(face_id=o.face_id[:128], reason=str(v))
+                m.rejected(v.field)
                 continue
-            if v.face_id in seen:  # the same face twice in one batch: store it once, name it once
+            if (k, v.face_id) in seen:  # the same face twice in one batch: store it once, name it once
                 continue
-            seen.add(v.face_id)
+            seen.add((k, v.face_id))
             valid.append(v)
+            valid_owner.append(k)
         if valid:
             await self.s.gallery.refresh_if_stale()
             matches = self.s.gallery.match_batch(np.stack([v.feature for v in valid]))
             outcome = await self.s.store.store_batch(valid, matches)
-            for v, mt, r in zip(valid, matches, outcome):
-                ack.face_ids.append(v.face_id)
-                m.observations.labels({STORED: "stored", DUPLICATE: "duplicate", ERASED: "erased"}[r]).inc()
+            counts = {STORED: 0, DUPLICATE: 0, ERASED: 0}
+            hits = 0
+            for v, k, mt, r in zip(valid, valid_owner, matches, outcome):
+                acks[k].face_ids.append(v.face_id)
+                counts[r] += 1
                 if r == STORED and mt is not None and mt.watchlist:
-                    m.watchlist_hits.inc()
-        m.batch_seconds.observe(time.perf_counter() - t0)
-        return ack
+                    hits += 1
+            for r, n in counts.items():
+                if n:
+                    m.observations.labels({STORED: "stored", DUPLICATE: "duplicate", ERASED: "erased"}[r]).inc(n)
+            if hits:
+                m.watchlist_hits.inc(hits)
+        elapsed = time.perf_counter() - t0
+        for _ in batches:
+            m.batch_seconds.observe(elapsed)
+        return acks
 
     async def handle_upload(self, upload: pb.EnhancementUpload, session: CameraSession) -> None:
         if self.s.link.deliver(upload, session.camera_id):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from analysis_server.at_rest import Sealer
 from analysis_server.auth import Credentials
 from analysis_server.edge_link import EdgeLink
 from analysis_server.errors import EdgeFailed, Gone, NotFound
@@ -56,7 +57,7 @@ class Services:
         await redis.ping()
         keys = Keys(settings.key_prefix)
         store = FaceStore(redis, keys, settings.retention_s, settings.events_max, settings.audit_max,
-                          settings.enhancement_ttl_s)
+                          settings.enhancement_ttl_s, Sealer(settings.storage_key_bytes))
         index = GalleryIndex(128, settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
         gallery = Gallery(redis, keys, settings.match_threshold, index)
         await gallery.load()

@@ -63,6 +63,9 @@ class ServerSettings(BaseSettings):
     # Dashboard logins (an HttpOnly cookie bound to an API key).
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
     session_cookie_secure: bool = False
+    # Encryption at rest (AES-256-GCM) of base layers, features and enhancement layers in Redis:
+    # base64 of 32 random bytes (`openssl rand -base64 32`); unset = plaintext. See at_rest.py.
+    storage_key: str | None = Field(default=None, repr=False)
     torch_threads: int = Field(default=1, ge=0)
     blas_threads: int = Field(default=1, ge=1)
     log_level: str = "INFO"
@@ -82,6 +85,23 @@ class ServerSettings(BaseSettings):
             if not camera or not token or len(token) < 8:
                 raise ValueError(f"camera {camera!r}: a camera token must have at least 8 characters")
         return v
+
+    @field_validator("storage_key")
+    @classmethod
+    def _storage_key_is_aes256(cls, v: str | None) -> str | None:
+        from analysis_server.at_rest import parse_key
+
+        if v is not None and v.strip():
+            parse_key(v)
+            return v.strip()
+        return None
+
+    @property
+    def storage_key_bytes(self) -> bytes | None:
+        """The AES-256 key of ``FACESERVER_STORAGE_KEY``, or None (values stored in plaintext)."""
+        from analysis_server.at_rest import parse_key
+
+        return parse_key(self.storage_key) if self.storage_key else None
 
     @model_validator(mode="after")
     def _ports_differ(self) -> ServerSettings:

@@ -1,21 +1,25 @@
 """Face records, the per-camera time index, the events stream, enhancement layers and the audit log, in Redis.
 
-Writes from the streams go through one Lua script per face, sent in one pipeline per batch:
-the script stores the record only if neither it nor its erasure tombstone exists, so a replayed
-observation is acknowledged and not stored twice, and an erased face is never brought back by
-an edge that replays it. Face records expire ``retention_s`` after capture (``PEXPIREAT``);
+Writes from the streams go through one Lua script call per batch (one round trip): for each
+face the script stores the record only if neither it nor its erasure tombstone exists, so a
+replayed observation is acknowledged and not stored twice, and an erased face is never brought
+back by an edge that replays it. Face records expire ``retention_s`` after capture (``PEXPIREAT``);
 the time indexes are trimmed by :meth:`FaceStore.sweep`, and readers skip ids whose record has
 already expired.
 
 A face hash holds ``camera``, ``t`` (capture ms), ``identity``, ``distance`` (the ingest match),
 ``base`` (the base-layer payload), ``feat`` (the decoded feature, float32 bytes) and ``meta``
-(JSON: box, quality, track, backend, model, step, received time).
+(JSON: box, quality, track, backend, model, step, received time). With a storage key
+(``FACESERVER_STORAGE_KEY``) ``base``, ``feat`` and cached enhancement layers are sealed with
+AES-256-GCM (:mod:`analysis_server.at_rest`); reads open them, and read unsealed ones as they are.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,6 +28,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
+from analysis_server.at_rest import Sealer
 from analysis_server.keys import Keys
 from analysis_server.validation import Observation
 
@@ -31,34 +36,64 @@ log = logging.getLogger(__name__)
 
 STORED, DUPLICATE, ERASED = 1, 0, 2
 
-# KEYS: face, all faces, camera faces, events, matched, identity faces, tombstone
-# ARGV: face id, capture ms, expire-at ms, events maxlen, identity ("" = none), watchlist flag, distance,
-#       camera id, base payload, feature bytes, meta (JSON)
-# The script writes the indexed fields from ARGV itself, so each face costs few arguments.
-_STORE_FACE = """
-if redis.call('EXISTS', KEYS[7]) == 1 then return 2 end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'camera', ARGV[8], 't', ARGV[2], 'identity', ARGV[5], 'distance', ARGV[7],
-           'base', ARGV[9], 'feat', ARGV[10], 'meta', ARGV[11])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'observation', 'face_id', ARGV[1],
-           'camera_id', ARGV[8], 'capture_time_ms', ARGV[2], 'identity_id', ARGV[5], 'distance', ARGV[7])
-if ARGV[5] ~= '' then
-  redis.call('ZADD', KEYS[5], ARGV[2], ARGV[1])
-  redis.call('ZADD', KEYS[6], ARGV[2], ARGV[1])
-  if ARGV[6] == '1' then
-    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'watchlist_hit', 'face_id', ARGV[1],
-               'camera_id', ARGV[8], 'capture_time_ms', ARGV[2], 'identity_id', ARGV[5], 'distance', ARGV[7])
+# One call stores a batch. KEYS: all faces, events, matched, then per face: face, tombstone, camera
+# faces, identity faces. ARGV: events maxlen, retention ms, then per face: face id, capture ms,
+# identity ("" = none), watchlist flag, distance, camera id, base payload, feature bytes, meta (JSON).
+# Returns per face 1 (stored), 0 (already stored) or 2 (erased: tombstone). The script writes the
+# indexed fields from ARGV itself, so each face costs few arguments (9: the "9 * i" below).
+_STORE_BATCH = """
+local out = {}
+local retention = tonumber(ARGV[2])
+for i = 0, (#KEYS - 3) / 4 - 1 do
+  local k, a = 4 + 4 * i, 3 + 9 * i
+  local face, id, t, ident, dist, cam = KEYS[k], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 4], ARGV[a + 5]
+  if redis.call('EXISTS', KEYS[k + 1], face) > 0 then
+    out[i + 1] = redis.call('EXISTS', KEYS[k + 1]) == 1 and 2 or 0
+  else
+    redis.call('HSET', face, 'camera', cam, 't', t, 'identity', ident, 'distance', dist,
+               'base', ARGV[a + 6], 'feat', ARGV[a + 7], 'meta', ARGV[a + 8])
+    redis.call('PEXPIREAT', face, string.format('%d', tonumber(t) + retention))
+    redis.call('ZADD', KEYS[1], t, id)
+    redis.call('ZADD', KEYS[k + 2], t, id)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'observation', 'face_id', id,
+               'camera_id', cam, 'capture_time_ms', t, 'identity_id', ident, 'distance', dist)
+    if ident ~= '' then
+      redis.call('ZADD', KEYS[3], t, id)
+      redis.call('ZADD', KEYS[k + 3], t, id)
+      if ARGV[a + 3] == '1' then
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'watchlist_hit', 'face_id', id,
+                   'camera_id', cam, 'capture_time_ms', t, 'identity_id', ident, 'distance', dist)
+      end
+    end
+    out[i + 1] = 1
   end
 end
-return 1
+return out
 """
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_PLAIN = re.compile(r"^[A-Za-z0-9._:@ -]*$")  # needs no JSON escaping
+
+
+def _json_str(value: str) -> str:
+    return f'"{value}"' if _PLAIN.match(value) else json.dumps(value)
+
+
+def _meta_json(o: Observation, received: int) -> str:
+    """``json.dumps`` of the face's ``meta`` (compact), written out directly: it runs for every face."""
+    if not all(math.isfinite(v) for v in (*o.box, o.probability, o.face_size)):
+        return json.dumps({"box": o.box, "prob": o.probability, "size": o.face_size, "fallback": o.fallback,
+                           "track": o.track_id, "backend": o.backend, "model": o.model, "step": o.step_index,
+                           "recv": received}, separators=(",", ":"))
+    x1, y1, x2, y2 = (float(v) for v in o.box)
+    return (f'{{"box":[{x1!r},{y1!r},{x2!r},{y2!r}],"prob":{float(o.probability)!r},"size":{float(o.face_size)!r},'
+            f'"fallback":{"true" if o.fallback else "false"},"track":{_json_str(o.track_id)},'
+            f'"backend":{_json_str(o.backend)},"model":{_json_str(o.model)},"step":{int(o.step_index)},'
+            f'"recv":{int(received)}}}')
 
 
 @dataclass(frozen=True)
@@ -92,22 +127,35 @@ class FaceRecord:
     feature: np.ndarray = field(repr=False)
 
     @classmethod
-    def from_hash(cls, face_id: str, h: dict[bytes, bytes]) -> FaceRecord:
+    def from_hash(cls, face_id: str, h: dict[bytes, bytes], sealer: Sealer | None = None) -> FaceRecord:
+        """The record from its Redis hash; sealed values are opened with ``sealer`` (:class:`StorageKeyError`)."""
         s = {k.decode(): v for k, v in h.items()}
+        sealer = sealer or _NO_KEY
         meta = json.loads(s["meta"])
         ident = s.get("identity", b"").decode() or None
         dist = s.get("distance", b"").decode()
         return cls(face_id, s["camera"].decode(), int(s["t"]), tuple(meta["box"]), meta["prob"], meta["size"],
                    meta["fallback"], meta["track"], meta["backend"], meta["model"], meta["step"], meta["recv"],
-                   ident, float(dist) if dist else None, s["base"], np.frombuffer(s["feat"], np.float32))
+                   ident, float(dist) if dist else None, sealer.open(s["base"], seal_context(face_id, "base")),
+                   np.frombuffer(sealer.open(s["feat"], seal_context(face_id, "feat")), np.float32))
+
+
+_NO_KEY = Sealer(None)
+SEALED_FIELDS = ("base", "feat")
+
+
+def seal_context(face_id: str, name: str) -> bytes:
+    """What a sealed value is bound to (GCM associated data): its face and field (``enh``: enhancement)."""
+    return f"face:{face_id}:{name}".encode()
 
 
 class FaceStore:
     """All face-record reads and writes; one instance per server (async Redis client)."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, retention_s: int, events_max: int = 100_000,
-                 audit_max: int = 1_000_000, enhancement_ttl_s: int = 86_400):
+                 audit_max: int = 1_000_000, enhancement_ttl_s: int = 86_400, sealer: Sealer | None = None):
         self.redis = redis
+        self.sealer = sealer or _NO_KEY
         self.keys = keys
         self.retention_ms = retention_s * 1000
         self.events_max = events_max
@@ -116,40 +164,43 @@ class FaceStore:
         self._store_sha: str | None = None
 
     # -- ingest ------------------------------------------------------------------------------
-    def _face_args(self, o: Observation, m: Match | None, received: int) -> tuple[list[str], list]:
+    def _face_args(self, o: Observation, m: Match | None, received: int) -> tuple[tuple[str, ...], tuple]:
         k = self.keys
         ident = m.identity_id if m else ""
-        keys = [k.face(o.face_id), k.faces, k.camera_faces(o.camera_id), k.events, k.matched,
-                k.identity_faces(ident), k.tombstone(o.face_id)]
-        meta = json.dumps({"box": o.box, "prob": o.probability, "size": o.face_size, "fallback": o.fallback,
-                           "track": o.track_id, "backend": o.backend, "model": o.model, "step": o.step_index,
-                           "recv": received}, separators=(",", ":"))
-        args = [o.face_id, o.capture_ms, o.capture_ms + self.retention_ms, self.events_max, ident,
-                int(bool(m and m.watchlist)), repr(m.distance) if m else "", o.camera_id, o.base_layer,
-                o.feature.astype(np.float32).tobytes(), meta]
+        keys = (k.face(o.face_id), k.tombstone(o.face_id), k.camera_faces(o.camera_id), k.identity_faces(ident))
+        meta = _meta_json(o, received)
+        feature = o.feature.astype(np.float32).tobytes()
+        if self.sealer.enabled:
+            base = self.sealer.seal(o.base_layer, seal_context(o.face_id, "base"))
+            feature = self.sealer.seal(feature, seal_context(o.face_id, "feat"))
+        else:
+            base = o.base_layer
+        args = (o.face_id, o.capture_ms, ident, 1 if m and m.watchlist else 0, repr(m.distance) if m else "",
+                o.camera_id, base, feature, meta)
         return keys, args
 
     async def store_batch(self, observations: list[Observation], matches: list[Match | None]) -> list[int]:
-        """Store a batch in one pipelined round trip; per face STORED, DUPLICATE or ERASED."""
+        """Store a batch in one script call (one round trip); per face STORED, DUPLICATE or ERASED."""
         if not observations:
             return []
         received = now_ms()
-        calls = [self._face_args(o, m, received) for o, m in zip(observations, matches)]
-        for attempt in range(2):
+        keys = [self.keys.faces, self.keys.events, self.keys.matched]
+        args: list = [self.events_max, self.retention_ms]
+        for o, m in zip(observations, matches):
+            k, a = self._face_args(o, m, received)
+            keys += k
+            args += a
+        for _ in range(2):
             if self._store_sha is None:
-                self._store_sha = await self.redis.script_load(_STORE_FACE)
-            # EVALSHA in a plain pipeline: one round trip (redis-py's Script objects add a
-            # SCRIPT EXISTS round trip to every pipeline).
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for keys, args in calls:
-                    pipe.evalsha(self._store_sha, len(keys), *keys, *args)
-                out = await pipe.execute(raise_on_error=False)
-            if not any(isinstance(r, NoScriptError) for r in out):
+                self._store_sha = await self.redis.script_load(_STORE_BATCH)
+            # EVALSHA, not redis-py's Script (which adds a SCRIPT EXISTS round trip).
+            try:
+                out = await self.redis.evalsha(self._store_sha, len(keys), *keys, *args)
                 break
-            self._store_sha = None  # Redis restarted or flushed its scripts: load again, rerun (idempotent)
-        for r in out:
-            if isinstance(r, Exception):
-                raise r
+            except NoScriptError:
+                self._store_sha = None  # Redis restarted or flushed its scripts: load again, rerun (idempotent)
+        else:
+            raise NoScriptError("the batch-store script could not be loaded")
         return [int(r) for r in out]
 
     async def touch_camera(self, camera_id: str, **info) -> None:
@@ -165,10 +216,11 @@ class FaceStore:
     # -- reads -------------------------------------------------------------------------------
     async def get(self, face_id: str) -> FaceRecord | None:
         h = await self.redis.hgetall(self.keys.face(face_id))
-        return FaceRecord.from_hash(face_id, h) if h else None
+        return FaceRecord.from_hash(face_id, h, self.sealer) if h else None
 
     async def get_many(self, face_ids: list[str], fields: tuple[str, ...] | None = None) -> list:
-        """Records (or selected raw fields) of ``face_ids``, ``None`` for expired ones, in one round trip."""
+        """Records (or selected raw fields, sealed ones opened) of ``face_ids``, ``None`` for expired ones,
+        in one round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for f in face_ids:
                 if fields:
@@ -177,8 +229,18 @@ class FaceStore:
                     pipe.hgetall(self.keys.face(f))
             raw = await pipe.execute()
         if fields:
-            return [None if r[0] is None else r for r in raw]
-        return [FaceRecord.from_hash(f, h) if h else None for f, h in zip(face_ids, raw)]
+            sealed = [(i, name) for i, name in enumerate(fields) if name in SEALED_FIELDS]
+            out = []
+            for f, r in zip(face_ids, raw):
+                if r[0] is None:
+                    out.append(None)
+                    continue
+                for i, name in sealed:
+                    if r[i] is not None:
+                        r[i] = self.sealer.open(r[i], seal_context(f, name))
+                out.append(r)
+            return out
+        return [FaceRecord.from_hash(f, h, self.sealer) if h else None for f, h in zip(face_ids, raw)]
 
     def index_key(self, camera_id: str | None = None, identity_id: str | None = None, matched: bool | None = None) -> str:
         """The most selective time index for these filters."""
@@ -215,11 +277,13 @@ class FaceStore:
         ttl = min(self.enhancement_ttl_ms, face.capture_time_ms + self.retention_ms - now_ms())
         if ttl <= 0:
             return False
-        await self.redis.set(self.keys.enhancement(face.face_id), payload, px=ttl)
+        sealed = self.sealer.seal(payload, seal_context(face.face_id, "enh"))
+        await self.redis.set(self.keys.enhancement(face.face_id), sealed, px=ttl)
         return True
 
     async def get_enhancement(self, face_id: str) -> bytes | None:
-        return await self.redis.get(self.keys.enhancement(face_id))
+        raw = await self.redis.get(self.keys.enhancement(face_id))
+        return None if raw is None else self.sealer.open(raw, seal_context(face_id, "enh"))
 
     # -- privacy -----------------------------------------------------------------------------
     async def delete_faces(self, face_ids: list[str]) -> dict[str, list[str]]:

@@ -13,7 +13,10 @@ to the same Redis: one face hash each (the server's layout), 1000 per pipeline, 
 issue's measured fact. ``redis_raw_full_per_s`` adds what the server's Lua script also writes
 per face (expiry, both time-index entries, the event) for context. ``ratio`` = best
 faces_per_s / redis_raw_per_s; the issue's target is at least 0.5. Server, cameras and Redis
-share this machine's cores.
+share this machine's cores, so each point also gives the CPU time the server process and
+redis-server spent per face (less sensitive to other load than the rate) and the load average
+is recorded. ``--encrypt`` runs the server with a random ``FACESERVER_STORAGE_KEY``
+(AES-256-GCM at rest); its results go to ``bench/results/ingest_encrypted.json``.
 Results go to ``bench/results/ingest.json`` with the commit and machine.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -167,9 +171,27 @@ def raw_redis(url: str, n_faces: int, bases: list[bytes], per_pipeline: int = 10
     return out
 
 
-def start_server(redis_url: str, data_dir: Path) -> tuple[subprocess.Popen, int, list[str]]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(client) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def start_server(redis_url: str, data_dir: Path, storage_key: str | None = None
+                 ) -> tuple[subprocess.Popen, int, list[str]]:
     env = {**os.environ, "FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}),
            "FACESERVER_REDIS_URL": redis_url, "FACESERVER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
+    env.pop("FACESERVER_STORAGE_KEY", None)
+    if storage_key:
+        env["FACESERVER_STORAGE_KEY"] = storage_key
     proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
                              "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -193,13 +215,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32, help="observations per message")
     p.add_argument("--window", type=int, default=4, help="unacked batches per stream")
     p.add_argument("--cameras", default="1,8,32")
-    p.add_argument("--out", type=Path, default=RESULTS / "ingest.json")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encryption at rest on (a random FACESERVER_STORAGE_KEY); default --out ingest_encrypted.json")
+    p.add_argument("--out", type=Path, default=None, help="results file (default bench/results/ingest.json)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = RESULTS / ("ingest_encrypted.json" if args.encrypt else "ingest.json")
+    storage_key = base64.b64encode(os.urandom(32)).decode() if args.encrypt else None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from analysis_server.redis_server import EmbeddedRedis
     from eval import provenance
 
+    import redis
+
     bases = payloads(1000)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         embedded = EmbeddedRedis(Path(tmp) / "redis")
         url = embedded.start()
@@ -207,19 +237,27 @@ def main(argv: list[str] | None = None) -> int:
             raw = raw_redis(url, args.faces, bases)
             log.info("raw redis: %.0f faces/s (one hash each), %.0f (with expiry, indexes, event)", raw["hash_only"],
                      raw["full"])
-            proc, port, lines = start_server(url, Path(tmp) / "server")
+            proc, port, lines = start_server(url, Path(tmp) / "server", storage_key)
+            client = redis.Redis.from_url(url)
             try:
                 points = []
                 for run, n in enumerate(int(c) for c in args.cameras.split(",")):
+                    cpu0, rcpu0 = cpu_seconds(proc.pid), redis_cpu_seconds(client)
                     pt = asyncio.run(run_cameras(f"127.0.0.1:{port}", n, args.faces, args.batch, args.window, bases,
                                                  f"r{run}"))
-                    log.info("%2d cameras: %.0f faces/s, ack p50 %.1f ms, p99 %.1f ms", n, pt["faces_per_s"],
-                             pt["p50_ms"], pt["p99_ms"])
+                    cpu1, rcpu1 = cpu_seconds(proc.pid), redis_cpu_seconds(client)
+                    if cpu0 is not None and cpu1 is not None:
+                        pt["server_cpu_us_per_face"] = round((cpu1 - cpu0) / pt["faces"] * 1e6, 1)
+                    pt["redis_cpu_us_per_face"] = round((rcpu1 - rcpu0) / pt["faces"] * 1e6, 1)
+                    log.info("%2d cameras: %.0f faces/s, ack p50 %.1f ms, p99 %.1f ms; CPU per face: server %s us, "
+                             "redis %s us", n, pt["faces_per_s"], pt["p50_ms"], pt["p99_ms"],
+                             pt.get("server_cpu_us_per_face"), pt["redis_cpu_us_per_face"])
                     points.append(pt)
                 light = asyncio.run(run_cameras(f"127.0.0.1:{port}", 1, 64 * args.batch, args.batch, 1, bases, "light"))
                 log.info("light load (1 camera, 1 batch in flight): ack p50 %.1f ms, p99 %.1f ms", light["p50_ms"],
                          light["p99_ms"])
             finally:
+                client.close()
                 proc.terminate()
                 proc.wait(60)
         finally:
@@ -235,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio": round(best / raw["hash_only"], 3),
         "target_ratio": 0.5,
         "observation_bytes": len(bases[0]),
+        "encryption_at_rest": bool(args.encrypt),
+        "load_avg_1min": {"start": round(load_start[0], 2), "end": round(os.getloadavg()[0], 2)},
         "commit": provenance.commit(PROVENANCE_PATHS),
         "machine": provenance.machine(),
     }

@@ -93,6 +93,18 @@ def test_two_cameras_streaming_at_once_each_get_their_own_acks(server, edges, sa
     assert redis_client.zcard(keys.camera_faces("cam-1")) == redis_client.zcard(keys.camera_faces("cam-2")) == 48
 
 
+def test_batches_are_stored_after_redis_forgets_the_script_or_drops_the_connections(server, edges, samples,
+                                                                                    redis_client):
+    edge = edges("cam-1")
+    assert list(edge.send(observation("r-1", samples[0].base)).face_ids) == ["r-1"]
+    redis_client.script_flush()
+    assert list(edge.send(observation("r-2", samples[1].base)).face_ids) == ["r-2"]
+    assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1  # the server's pooled connections too
+    assert list(edge.send(observation("r-3", samples[2].base)).face_ids) == ["r-3"]
+    keys = Keys(server.settings.key_prefix)
+    assert all(redis_client.exists(keys.face(f)) for f in ("r-1", "r-2", "r-3"))
+
+
 def test_a_stored_record_reads_back_field_by_field(server, edges, samples):
     o = observation("rt-1", samples[0].base, box=pb.Box(x1=10.125, y1=20.3333, x2=110.5, y2=140.0),
                     quality=pb.Quality(probability=0.875, face_size=99.5, fallback=True), track_id="trk.1:a@b-c")

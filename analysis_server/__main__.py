@@ -35,6 +35,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--enhancement-ttl-s", type=int, help="seconds a fetched enhancement layer stays cached")
     p.add_argument("--match-threshold", type=float, help="Euclidean distance at or below which two faces match")
     p.add_argument("--grpc-max-message-bytes", type=int, help="largest gRPC message accepted")
+    p.add_argument("--tls-cert-file", type=Path, help="PEM certificate (chain): gRPC over TLS and HTTPS")
+    p.add_argument("--tls-key-file", type=Path, help="PEM private key of --tls-cert-file")
+    p.add_argument("--tls-client-ca-file", type=Path, help="PEM CA: gRPC clients must present a certificate it signed")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p
 

@@ -19,6 +19,12 @@ class InvalidInput(ServerError):
     status = 422
 
 
+class PayloadTooLarge(InvalidInput):
+    """A request or an uploaded file is larger than the configured limit."""
+
+    status = 413
+
+
 class NotFound(ServerError):
     """The face, identity or camera does not exist (or has expired)."""
 

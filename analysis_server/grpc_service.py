@@ -18,12 +18,18 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from analysis_server.auth import bearer
+from analysis_server.auth import FailureLimiter, bearer, peer_address
 from analysis_server.edge_link import CameraSession
+from analysis_server.errors import ConfigurationError
 from analysis_server.services import Services
 from analysis_server.settings import ServerSettings
 from analysis_server.store import DUPLICATE, ERASED, STORED, now_ms
-from analysis_server.validation import BatchValidator, Observation, ValidationFailure, check_id
+from analysis_server.validation import (
+    BatchValidator,
+    Observation,
+    ValidationFailure,
+    check_id,
+)
 from facecodec import enhancement
 from facecodec.errors import PayloadError
 from facewire.v1 import ingest_pb2 as pb
@@ -38,27 +44,72 @@ _INBOX = 16  # messages read ahead of the one being handled (gRPC flow control h
 _COALESCE = 8  # at most this many consecutive batches are handled together
 
 
+_HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+                  (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+
+
 class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every ``FaceIngest`` call without a valid camera token (health checks stay open)."""
+    """Refuses every ``FaceIngest`` call without a valid camera token (health checks stay open).
 
-    def __init__(self, services: Services):
+    A call that presents a wrong token counts as one failure of its peer's address in
+    ``limiter`` (in this process's memory: per replica); a locked-out address gets
+    ``RESOURCE_EXHAUSTED`` for every ``FaceIngest`` call, valid tokens included. While no
+    address is locked, accepted calls go straight to the servicer (no per-message cost).
+    """
+
+    def __init__(self, services: Services, limiter: FailureLimiter | None = None):
         self.services = services
+        s = services.settings
+        self.limiter = limiter or FailureLimiter(s.auth_fail_limit, s.auth_fail_window_s, s.auth_lockout_s)
+        # One refusal per method and case, of the method's own kind (unary or streaming either way).
+        self._deny = {(f"{_METHOD_PREFIX}{m.name}", presented):
+                      _HANDLER_KINDS[m.client_streaming, m.server_streaming](self._denier(presented))
+                      for m in pb.DESCRIPTOR.services_by_name["FaceIngest"].methods for presented in (True, False)}
 
+    def _denier(self, presented: bool):
         async def deny(request_iterator, context: grpc.aio.ServicerContext):
+            address = peer_address(context.peer())
+            await self._abort_if_locked(context, address)
+            if presented:  # a guess; a call with no token at all guesses nothing
+                self.limiter.failed(address)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "missing or invalid camera credentials: send x-camera-id and "
                                 "authorization: Bearer <camera token>")
 
-        self._deny = grpc.stream_stream_rpc_method_handler(deny)
+        return deny
+
+    async def _abort_if_locked(self, context: grpc.aio.ServicerContext, address: str) -> None:
+        wait = self.limiter.retry_after(address)
+        if wait > 0:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"too many failed authentication attempts from this address; retry in {wait:.0f} s")
+
+    def _guarded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        """``handler`` behind the lockout check (only used while some address is locked)."""
+        inner = handler.stream_stream
+
+        async def guarded(request_iterator, context: grpc.aio.ServicerContext):
+            await self._abort_if_locked(context, peer_address(context.peer()))
+            async for message in inner(request_iterator, context):
+                yield message
+
+        return grpc.stream_stream_rpc_method_handler(guarded, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         if details.method.startswith(_METHOD_PREFIX):
             md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
             camera_id = md.get("x-camera-id")
-            if not self.services.credentials.camera_allowed(camera_id, bearer(md.get("authorization"))):
+            token = bearer(md.get("authorization"))
+            if not self.services.credentials.camera_allowed(camera_id, token):
                 self.services.metrics.auth_failures.labels("grpc").inc()
                 log.warning("refused a stream for camera %r: bad credentials", (camera_id or "")[:40])
-                return self._deny
+                return self._deny.get((details.method, bool(token)))
+            if self.limiter.any_locked:
+                handler = await continuation(details)
+                if handler is not None and handler.stream_stream is not None:
+                    return self._guarded(handler)
+                return handler
         return await continuation(details)
 
 
@@ -264,10 +315,30 @@ def create_server(settings: ServerSettings, services: Services, address: str | N
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = address or f"{settings.host}:{settings.grpc_port}"
-    port = server.add_insecure_port(address)
+    credentials = server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the gRPC server to {address}")
     return server, port, health_servicer
+
+
+def read_tls_file(path, setting: str) -> bytes:
+    """The bytes of a certificate or key file; :class:`ConfigurationError` naming ``setting`` if unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ConfigurationError(f"{setting}: cannot read {path}: {e.strerror}") from e
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings (client certificates required when a client CA is set); None: plaintext."""
+    if not settings.tls:
+        return None
+    pair = (read_tls_file(settings.tls_key_file, "FACESERVER_TLS_KEY_FILE"),
+            read_tls_file(settings.tls_cert_file, "FACESERVER_TLS_CERT_FILE"))
+    ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials([pair], root_certificates=read_tls_file(ca, "FACESERVER_TLS_CLIENT_CA_FILE")
+                                       if ca else None, require_client_auth=ca is not None)
 
 
 async def set_serving(health_servicer, serving: bool) -> None:

@@ -18,7 +18,7 @@ import socket
 import uvicorn
 
 from analysis_server.api import create_app
-from analysis_server.grpc_service import create_server, set_serving
+from analysis_server.grpc_service import create_server, read_tls_file, set_serving
 from analysis_server.redis_server import EmbeddedRedis
 from analysis_server.services import Services
 from analysis_server.settings import ServerSettings
@@ -82,8 +82,13 @@ class AnalysisServer:
             sock.bind((s.host, s.http_port))
             self.http_port = sock.getsockname()[1]
             self.app = app = create_app(s, self.services)
+            tls = {}
+            if s.tls:  # HTTPS with the gRPC server's certificate (read here first, for a clear error)
+                read_tls_file(s.tls_cert_file, "FACESERVER_TLS_CERT_FILE")
+                read_tls_file(s.tls_key_file, "FACESERVER_TLS_KEY_FILE")
+                tls = {"ssl_certfile": str(s.tls_cert_file), "ssl_keyfile": str(s.tls_key_file)}
             config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=max(1, int(s.grpc_grace_s)))
+                                    timeout_graceful_shutdown=max(1, int(s.grpc_grace_s)), **tls)
             self._http = _Uvicorn(config)
             self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
             while not self._http.started:
@@ -100,8 +105,9 @@ class AnalysisServer:
         except BaseException:
             await self.stop()
             raise
-        log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s replica=%s", s.host, self.grpc_port, s.host,
-                 self.http_port, "embedded" if self.embedded else "external", self.services.router.replica_id)
+        log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s replica=%s tls=%s", s.host, self.grpc_port,
+                 s.host, self.http_port, "embedded" if self.embedded else "external", self.services.router.replica_id,
+                 "on" if s.tls else "off")
 
     async def _sweep_forever(self) -> None:
         assert self.services is not None

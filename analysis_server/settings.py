@@ -36,8 +36,9 @@ class ServerSettings(BaseSettings):
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("FACESERVER_REDIS_URL", "REDIS_URL", "redis_url"))
     key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
-    camera_tokens: dict[str, str] = Field(default_factory=dict)
-    api_keys: str = ""
+    # Secrets: kept out of repr (logs, tracebacks); Credentials keeps only their digests.
+    camera_tokens: dict[str, str] = Field(default_factory=dict, repr=False)
+    api_keys: str = Field(default="", repr=False)
     dev_mode: bool = False
 
     retention_s: int = Field(default=7 * 24 * 3600, gt=0)
@@ -63,6 +64,16 @@ class ServerSettings(BaseSettings):
     # Dashboard logins (an HttpOnly cookie bound to an API key).
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
     session_cookie_secure: bool = False
+    # Authentication failures: per client address, counted in this process (per replica).
+    auth_fail_limit: int = Field(default=100, ge=0)  # 0 = no limit
+    auth_fail_window_s: float = Field(default=60.0, gt=0)
+    auth_lockout_s: float = Field(default=300.0, gt=0)
+    metrics_public: bool = False  # /metrics without a key (a scraper on a private network)
+    # TLS: gRPC and HTTPS share one certificate; a client CA makes gRPC require client certificates.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    max_upload_pixels: int = Field(default=40_000_000, ge=1)
     # Encryption at rest (AES-256-GCM) of base layers, features and enhancement layers in Redis:
     # base64 of 32 random bytes (`openssl rand -base64 32`); unset = plaintext. See at_rest.py.
     storage_key: str | None = Field(default=None, repr=False)
@@ -108,6 +119,20 @@ class ServerSettings(BaseSettings):
         if self.grpc_port and self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
         return self
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both tls_cert_file and tls_key_file (FACESERVER_TLS_CERT_FILE, "
+                             "FACESERVER_TLS_KEY_FILE), or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (the server's own certificate)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether both servers speak TLS (gRPC) and HTTPS (REST)."""
+        return self.tls_cert_file is not None
 
     @property
     def api_key_list(self) -> list[str]:

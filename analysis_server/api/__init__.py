@@ -13,11 +13,16 @@ from fastapi.responses import JSONResponse
 from analysis_server import dashboard
 from analysis_server.api import faces, identities, live_events, matching, system
 from analysis_server.api.deps import require_caller
+from analysis_server.api.guards import RequestGuard
+from analysis_server.auth import FailureLimiter
 from analysis_server.errors import ServerError
 from analysis_server.services import Services
 from analysis_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+
+PROBES = frozenset({"/healthz", "/readyz"})  # open by design: orchestrators' probes carry no key
+MULTIPART_OVERHEAD = 64 * 1024  # form framing around the largest upload
 
 
 def warm_models(settings: ServerSettings) -> None:
@@ -60,7 +65,8 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     app = FastAPI(title="facecodec analysis server", version="1", lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None,
                   description="Faces seen by the cameras, matched on decoded base-layer features; "
-                              "images rebuilt on demand. Every route except /healthz and /readyz needs an API key.")
+                              "images rebuilt on demand. Every route except /healthz and /readyz needs an API key "
+                              "(and /metrics unless FACESERVER_METRICS_PUBLIC is set).")
     app.state.services = services
     app.state.settings = settings
     app.state.models_ready = False
@@ -80,5 +86,10 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     secured = [Depends(require_caller)]
     for r in (faces.router, identities.router, matching.router, system.router, live_events.router):
         app.include_router(r, dependencies=secured)
+    app.include_router(system.metrics_router, dependencies=[] if settings.metrics_public else secured)
     dashboard.mount(app)  # its pages check the session themselves (the login form, not a 401 JSON)
+    limiter = app.state.auth_limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window_s,
+                                                      settings.auth_lockout_s)
+    app.add_middleware(RequestGuard, limiter=limiter, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD,
+                       open_paths=PROBES | ({"/metrics"} if settings.metrics_public else set()))
     return app

@@ -6,10 +6,10 @@ import base64
 from typing import Annotated
 
 import numpy as np
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from analysis_server.api.schemas import FeatureSource, Probe
-from analysis_server.auth import bearer
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery import check_feature
 from analysis_server.services import Services
@@ -24,11 +24,15 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="a REST API key")
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <REST API key>")
+
+
 async def require_caller(
     request: Request,
     services: ServicesDep,
-    x_api_key: Annotated[str | None, Header(description="REST API key")] = None,
-    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    x_api_key: Annotated[str | None, Security(api_key_scheme)] = None,
+    authorization: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> str:
     """The caller's audit name; 401 without a valid API key (or dashboard session cookie).
 
@@ -36,7 +40,7 @@ async def require_caller(
     it was opened with (:mod:`analysis_server.sessions`); with the cookie, anything but a read
     needs the session's CSRF token too (403 without it).
     """
-    presented = x_api_key or bearer(authorization)
+    presented = x_api_key or (authorization.credentials if authorization else None)
     caller = services.credentials.api_caller(presented)
     if caller is None and not presented and COOKIE in request.cookies:
         session = await services.sessions.get(request.cookies[COOKIE])

@@ -10,6 +10,8 @@ from fastapi import APIRouter, Query, Response
 from analysis_server import face_images
 from analysis_server.api.deps import Caller, ServicesDep
 from analysis_server.api.schemas import (
+    MAX_MS,
+    MAX_OFFSET,
     BoxOut,
     ErasedOut,
     FaceDetailOut,
@@ -52,11 +54,11 @@ async def get_face(s: Services, face_id: str) -> FaceRecord:
 async def list_faces(
     s: ServicesDep,
     camera: Annotated[Id | None, Query(description="only this camera")] = None,
-    since_ms: Annotated[int | None, Query(ge=0, description="capture time from (Unix ms)")] = None,
-    until_ms: Annotated[int | None, Query(ge=0, description="capture time up to (Unix ms)")] = None,
+    since_ms: Annotated[int | None, Query(ge=0, le=MAX_MS, description="capture time from (Unix ms)")] = None,
+    until_ms: Annotated[int | None, Query(ge=0, le=MAX_MS, description="capture time up to (Unix ms)")] = None,
     identity: Annotated[Id | None, Query(description="only faces matched to this identity")] = None,
     matched: Annotated[bool | None, Query(description="true: matched to any identity; false: unmatched")] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FacePageOut:
     key = s.store.index_key(camera, identity, matched)
@@ -89,6 +91,7 @@ async def read_face(face_id: Id, s: ServicesDep) -> FaceDetailOut:
 @router.get("/{face_id}/image", summary="The face's image, rebuilt from the base layer or both layers (PNG)",
             response_class=Response, responses={200: {"content": {"image/png": {}}},
                                                 404: {"description": "unknown face"},
+                                                502: {"description": "the edge's upload failed or does not decode"},
                                                 410: {"description": "the edge no longer holds the texture"},
                                                 503: {"description": "no reconstruction model installed"},
                                                 504: {"description": "the camera is offline or did not answer"}})

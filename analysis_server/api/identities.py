@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import threading
 from typing import Annotated
 
@@ -10,6 +12,7 @@ from fastapi import APIRouter, Query, Request, UploadFile
 
 from analysis_server.api.deps import Caller, ServicesDep, source_feature
 from analysis_server.api.schemas import (
+    MAX_OFFSET,
     EnrolledOut,
     FeatureSource,
     Id,
@@ -20,11 +23,13 @@ from analysis_server.api.schemas import (
     IdentityUpdate,
     QualityOut,
 )
-from analysis_server.errors import InvalidInput
+from analysis_server.errors import InvalidInput, PayloadTooLarge
 from analysis_server.gallery import Identity
 from facecodec.errors import ImageError, NoFaceError
 
 router = APIRouter(prefix="/identities", tags=["identities"])
+log = logging.getLogger(__name__)
+MIN_FACE_SIDE = 20  # MTCNN's smallest face; a smaller image fails inside the detector
 _frontend_lock = threading.Lock()
 
 
@@ -44,7 +49,7 @@ async def create_identity(body: IdentityCreate, s: ServicesDep, caller: Caller) 
 
 
 @router.get("", response_model=IdentityPageOut, summary="List identities, oldest first")
-async def list_identities(s: ServicesDep, offset: Annotated[int, Query(ge=0)] = 0,
+async def list_identities(s: ServicesDep, offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
                           limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> IdentityPageOut:
     items, total = await s.gallery.list(offset, limit)
     return IdentityPageOut(items=[identity_out(i) for i in items], total=total)
@@ -82,6 +87,22 @@ async def enrol_feature(identity_id: Id, body: FeatureSource, s: ServicesDep, ca
     return EnrolledOut(identity_id=identity_id, feature_id=fid)
 
 
+def check_image_size(data: bytes, max_pixels: int) -> None:
+    """Refuse, from the header alone, what is not an image or is too large or small to analyse (422)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        raise InvalidInput(f"the upload is not a readable image (JPEG, PNG, WebP...): {e}") from None
+    if width * height > max_pixels:
+        raise InvalidInput(f"the image has {width}x{height} pixels, more than {max_pixels}")
+    if min(width, height) < MIN_FACE_SIDE:
+        raise InvalidInput(f"the image ({width}x{height} pixels) is too small to hold a face: "
+                           f"at least {MIN_FACE_SIDE} pixels on each side")
+
+
 def _analyse(request: Request, data: bytes):
     from facecodec.frontend import FaceFrontEnd
     from facecodec.images import load_rgb
@@ -95,18 +116,24 @@ def _analyse(request: Request, data: bytes):
 
 
 @router.post("/{identity_id}/images", response_model=EnrolledOut, status_code=201,
-             summary="Enrol the central face of an uploaded photo")
+             summary="Enrol the central face of an uploaded photo",
+             responses={413: {"description": "the photo is larger than FACESERVER_MAX_UPLOAD_BYTES"},
+                        422: {"description": "not an image, too large or small, or no face in it"}})
 async def enrol_image(identity_id: Id, image: UploadFile, request: Request, s: ServicesDep, caller: Caller) -> EnrolledOut:
     await s.gallery.get(identity_id)
     data = await image.read(s.settings.max_upload_bytes + 1)
     if len(data) > s.settings.max_upload_bytes:
-        raise InvalidInput(f"the image is larger than {s.settings.max_upload_bytes} bytes")
+        raise PayloadTooLarge(f"the image is larger than {s.settings.max_upload_bytes} bytes")
+    check_image_size(data, s.settings.max_upload_pixels)
     try:
         face = await asyncio.to_thread(_analyse, request, data)
-    except ImageError as e:
-        raise InvalidInput(f"the upload is not a readable image: {e}") from None
     except NoFaceError:
         raise InvalidInput("no face was found in the image") from None
+    except ImageError as e:
+        raise InvalidInput(f"the upload is not a readable image: {e}") from None
+    except ValueError as e:  # the front end choked on a readable image: the image's fault, not the server's
+        log.warning("enrolment photo could not be analysed: %r", e)
+        raise InvalidInput(f"no face can be found in this image ({e})") from None
     fid = await s.gallery.add_feature(identity_id, face.feature)
     await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, source="image")
     q = face.quality

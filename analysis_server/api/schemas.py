@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+MAX_MS = 2**53  # Unix ms: exact in a Redis score (a double); far beyond any real time
+MAX_OFFSET = 10**9  # a page offset Redis can take (its LIMIT is a signed 64-bit integer)
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", examples=["cam-1"])]
 Feature = Annotated[list[float], Field(min_length=128, max_length=128, description="a 128-D decoded face feature")]
 
@@ -152,8 +154,8 @@ class SearchIn(_In):
 
     probe: Probe
     camera_ids: list[Id] | None = Field(default=None, max_length=1000)
-    since_ms: int | None = Field(default=None, ge=0)
-    until_ms: int | None = Field(default=None, ge=0)
+    since_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
+    until_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
     threshold: float | None = Field(default=None, gt=0, le=4, description="default: the server's match threshold")
     limit: int = Field(default=100, ge=1, le=1000)
     max_scan: int = Field(default=1_000_000, ge=1, le=10_000_000)

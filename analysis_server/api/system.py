@@ -20,7 +20,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@health_router.get("/readyz", summary="Readiness: Redis answers, models loaded, gRPC serving (no credentials needed)")
+@health_router.get("/readyz", summary="Readiness: Redis answers, models loaded, gRPC serving (no credentials needed)",
+                   responses={503: {"description": "not ready (the body names what is missing)"}})
 async def readyz(request: Request, s: ServicesDep) -> JSONResponse:
     problems = []
     try:
@@ -75,7 +76,10 @@ async def stats(s: ServicesDep) -> StatsOut:
                     watchlist_hits=_counter(s.metrics.watchlist_hits))
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+metrics_router = APIRouter(tags=["system"])  # behind a key unless FACESERVER_METRICS_PUBLIC
+
+
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(s: ServicesDep) -> Response:
     return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

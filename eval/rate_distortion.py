@@ -24,6 +24,7 @@ from facecodec.crop import CROP, face_crop
 RESULTS = Path(__file__).parent / "results"
 ANCHORS = ("jpeg", "jpeg2000", "webp", "avif")
 ENHANCEMENT = ("jpeg", "jpeg2000", "webp", "avif")
+LEARNED = ("learned", "conditional")  # measured when the model zoo holds their rate points
 QUICK_IMAGES = 24
 
 
@@ -79,7 +80,7 @@ def configs(quick: bool) -> list[tuple[str, str, int]]:
         qs = CODECS[name].qualities
         out += [("anchor", name, q) for q in (qs[::2] if quick else qs)]
         out += [("compact", name, q) for q in (qs[::2] if quick else qs)]
-    for name in ENHANCEMENT:
+    for name in ENHANCEMENT + tuple(n for n in LEARNED if CODECS[n].qualities):
         qs = CODECS[name].qualities
         out += [("scalable", name, q) for q in (qs[::2] if quick else qs)]
     return out

@@ -4,7 +4,10 @@ On test people only: PSNR and MS-SSIM of the reconstruction against the aligned 
 beside the floor to beat (the mean train face, the same for everyone); identity survival on
 folds 9-10 of pairs.txt (the test people) when the right image of every pair is replaced by
 the reconstruction of its decoded base layer, pasted into the mean train chip so that dlib
-sees a 150x150 chip with no identity outside the crop; time per face on one core.
+sees a 150x150 chip with no identity outside the crop; time per face on one core. The display
+model (what an operator sees) gives the top-level figures; the prediction head that the
+enhancement layer subtracts, when one is registered, is measured the same way under
+``prediction_head``.
 """
 
 from __future__ import annotations
@@ -42,29 +45,43 @@ def paste(chip: np.ndarray, crop: np.ndarray) -> np.ndarray:
 
 def run(cache: FeatureCache, model: str | None = None, limit: int | None = None, batch: int = 64,
         out: Path | None = RESULTS / "reconstruction.json") -> dict:
+    """Figures of the display model (top level, the issue's schema) and, when one is registered,
+    of the prediction head that the enhancement layer subtracts (``prediction_head``)."""
     import torch
 
     from facecodec import base_layer, reconstruction
-    from facecodec.frontend.features import DlibResnet128
-    from facecodec.verification import pair_distances, ten_fold_accuracy
 
     torch.set_num_threads(1)
-    rec = reconstruction.load_reconstructor(model)
     codec = base_layer.get_codec("dlib-resnet-128")
     test = cache.split_rows("test")
     if limit:
         test = test[:: max(1, len(test) // limit)]
     train_mean = mean_chip(cache, cache.split_rows("train"))
-    mean_crop = face_crop(train_mean)
+    decoded = {int(i): codec.decompress(codec.compress(cache.features[i])).feature for i in tqdm(test, desc="base layer")}
+    display = reconstruction.load_reconstructor(model)
+    result = _measure(cache, display, test, decoded, train_mean, batch)
+    result.update({"base_layer_step": float(codec.model.steps[codec.step_index]), "head": "display"})
+    predictor = reconstruction.default_name("prediction")
+    if model is None and predictor != display.name:
+        head = _measure(cache, reconstruction.load_reconstructor(predictor), test, decoded, train_mean, batch)
+        result["prediction_head"] = {k: v for k, v in head.items() if k not in ("resolution", "crop", "images",
+                                                                              "identity_protocol", "mean_face_psnr",
+                                                                              "mean_face_ms_ssim")}
+    return write_results(result, out)
 
-    decoded = {}
-    for i in tqdm(test, desc="base layer"):
-        decoded[i] = codec.decompress(codec.compress(cache.features[i])).feature
+
+def _measure(cache: FeatureCache, rec, test: np.ndarray, decoded: dict, train_mean: np.ndarray, batch: int) -> dict:
+    from facecodec import base_layer
+    from facecodec.frontend.features import DlibResnet128
+    from facecodec.verification import pair_distances, ten_fold_accuracy
+
+    codec = base_layer.get_codec("dlib-resnet-128")
+    mean_crop = face_crop(train_mean)
     psnrs, mean_psnrs, ssims, recs = [], [], [], {}
     t_rec = 0.0
-    for s in tqdm(range(0, len(test), batch), desc="reconstruct"):
+    for s in tqdm(range(0, len(test), batch), desc=f"reconstruct ({rec.name})"):
         idx = test[s : s + batch]
-        feats = np.stack([decoded[i] for i in idx])
+        feats = np.stack([decoded[int(i)] for i in idx])
         t0 = time.perf_counter()
         out_imgs = rec(feats)
         t_rec += time.perf_counter() - t0
@@ -76,7 +93,7 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
     # one face at a time, as the server does it
     t0 = time.perf_counter()
     for i in test[:50]:
-        rec(decoded[i][None])
+        rec(decoded[int(i)][None])
     ms_single = (time.perf_counter() - t0) / min(50, len(test)) * 1000
 
     pairs = read_pairs(lfw_root())
@@ -96,12 +113,11 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
     identity = ten_fold_accuracy(d_rec, same, fold)
     original = ten_fold_accuracy(d_orig, same, fold)
     n_params = sum(p.numel() for p in rec.net.parameters()) + sum(b.numel() for b in rec.net.buffers())
-    result = {
+    return {
         "model": rec.name,
         "resolution": [CROP, CROP],
         "crop": "centre 112x112 of dlib's 150x150 aligned chip (padding 0.25), LFW deep-funneled",
         "images": int(len(test)),
-        "base_layer_step": float(codec.model.steps[codec.step_index]),
         "psnr": float(np.mean(psnrs)),
         "mean_face_psnr": float(np.mean(mean_psnrs)),
         "ms_ssim": float(np.mean(ssims)),
@@ -116,11 +132,11 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
         "parameters": int(n_params),
         "memory_mb_fp32": n_params * 4 / 2**20,
     }
-    return write_results(result, out)
 
 
 def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) -> Path:
-    """Originals over reconstructions for a fixed set of test faces (the paper's Fig. 3, first rows)."""
+    """Originals over reconstructions (and the prediction head's output, when registered) for a
+    fixed set of test faces (the paper's Fig. 3, first rows)."""
     from PIL import Image
 
     from facecodec import base_layer, reconstruction
@@ -130,8 +146,13 @@ def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) 
     test = cache.split_rows("test")
     pick = test[:: len(test) // n][:n]
     top = [face_crop(np.asarray(cache.chips[i])) for i in pick]
-    bottom = [rec(codec.decompress(codec.compress(cache.features[i])).feature[None])[0] for i in pick]
-    canvas = np.concatenate([np.concatenate(top, 1), np.concatenate(bottom, 1)], 0)
+    feats = [codec.decompress(codec.compress(cache.features[i])).feature[None] for i in pick]
+    rows = [top, [rec(f)[0] for f in feats]]
+    predictor = reconstruction.default_name("prediction")
+    if model is None and predictor != rec.name:  # third row: the enhancement layer's prediction head
+        head = reconstruction.load_reconstructor(predictor)
+        rows.append([head(f)[0] for f in feats])
+    canvas = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(path)
     return path

@@ -2,8 +2,10 @@
 
 ``x_resi = x - x_fea`` is min-max normalised to ``x_tex`` in [0, 255] per image (equation 4;
 min and max travel in the payload, so the decoder never needs batch statistics), coded with an
-image codec, and decoded as ``clip(x_fea + denormalise(x_rec))``. ``x_fea`` is the
-reconstruction network's output from the decoded base layer; when no reconstruction model is
+image codec, and decoded as ``clip(x_fea + denormalise(x_rec))``. The ``conditional`` learned
+codec instead codes the crop itself with ``x_fea`` given to its encoder and decoder (min 0,
+max 255 in the header; the quality byte is its rate point). ``x_fea`` is the
+reconstruction's prediction head applied to the decoded base layer (:mod:`facecodec.reconstruction`); when no reconstruction model is
 registered the prediction is zero and the layer codes the crop directly (predictor tag 0).
 
 Payload (format version 2; version 1, without byte 8, is still decoded)::
@@ -30,7 +32,7 @@ import numpy as np
 
 from facecodec.crop import CROP, face_crop
 from facecodec.errors import CorruptPayloadError, TruncatedPayloadError, UnknownFormatError, UnknownModelError
-from facecodec.image_codecs import BY_CODE, get_codec
+from facecodec.image_codecs import BY_CODE, ImageCodec, LearnedCodec, get_codec
 
 MAGIC = 0xE0
 VERSION = 2
@@ -54,13 +56,14 @@ class EnhancementHeader:
 def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
     """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model.
 
-    The encoder picks the default reconstruction network's tag and then computes ``x_fea``
+    The encoder picks the newest prediction head's tag (``reconstruction.default_name("prediction")``)
+    and then computes ``x_fea``
     exactly as the decoder will, from that tag (:func:`_prediction_for_tag`)."""
     from facecodec import reconstruction, zoo
 
     if base_payload is None or not zoo.entries(reconstruction.KIND):
         return 0, np.zeros((CROP, CROP, 3), np.int16)
-    name = reconstruction.default_name()
+    name = reconstruction.default_name("prediction")
     tag = zoo.entry(name).tag
     if not tag:  # a payload must name its predictor, or the decoder would add the wrong one
         raise UnknownModelError(f"reconstruction model {name} has no registry tag")
@@ -102,9 +105,13 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     if not 0 <= quality <= 100:
         raise ValueError(f"quality {quality} is outside 0-100")
     tag, pred = prediction(base_payload)
-    tex, lo, hi = normalise(x - pred)
-    body = image_codec.encode(tex, quality)
-    dtag = headers.default_tag() if compact else 0
+    if getattr(image_codec, "conditional", False):  # codes the crop itself, given x_fea
+        lo, hi = 0, 255
+        body = image_codec.encode(x.astype(np.uint8), quality, context=pred)
+    else:
+        tex, lo, hi = normalise(x - pred)
+        body = image_codec.encode(tex, quality)
+    dtag = headers.default_tag() if compact and isinstance(image_codec, ImageCodec) else 0
     if dtag:
         body = headers.compact(image_codec.name, body, headers.dictionary(dtag))
     head = HEADER.pack(MAGIC | VERSION, image_codec.code, tag, quality, lo, hi, dtag, 0)[:-2]
@@ -150,7 +157,14 @@ def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
         from facecodec import headers
 
         body = headers.expand(body, headers.dictionary(h.dictionary_tag))
-    tex = get_codec(h.codec).decode(body, (CROP, CROP)).astype(np.float64)
+    image_codec = get_codec(h.codec)
     pred = _prediction_for_tag(h.predictor_tag, base_payload)
+    if isinstance(image_codec, LearnedCodec):
+        out = image_codec.decode(body, (CROP, CROP), context=pred, quality=h.quality)
+        if image_codec.conditional:
+            return out
+        tex = out.astype(np.float64)
+    else:
+        tex = image_codec.decode(body, (CROP, CROP)).astype(np.float64)
     resi = tex * (max(h.hi - h.lo, 1) / 255.0) + h.lo
     return np.clip(np.rint(pred + resi), 0, 255).astype(np.uint8)

@@ -1,7 +1,9 @@
 """Conventional image codecs behind one contract, chosen by name (Pillow; OpenJPEG for JPEG 2000).
 
 They code the enhancement layer's normalised residual (paper 3.3) and, in the evaluation, the
-plain face crop (compress-then-analyze anchors). ``quality`` is the codec's own knob:
+plain face crop (compress-then-analyze anchors). ``learned`` (Balle et al.'s factorized prior
+trained on residuals) and ``conditional`` (a learned codec that sees the base layer's
+reconstruction) come from the model zoo through the same contract. ``quality`` is the codec's own knob:
 JPEG 1-95, WebP and AVIF 0-100, JPEG 2000 the target PSNR in dB of its single layer; PNG is
 lossless and ignores it.
 """
@@ -72,17 +74,60 @@ def _png(im, buf, q):
     im.save(buf, "PNG", optimize=True)
 
 
-CODECS: dict[str, ImageCodec] = {c.name: c for c in [
+class LearnedCodec:
+    """A learned codec of the model zoo (:mod:`facecodec.learned`) behind the same contract.
+
+    ``quality`` is the registered rate point (1 = lowest rate). A ``conditional`` codec codes
+    the crop itself given the base layer's reconstruction as ``context``, which the
+    enhancement layer passes to both ``encode`` and ``decode``."""
+
+    def __init__(self, name: str, code: int, variant: str):
+        self.name, self.code, self.variant = name, code, variant
+        self.conditional = variant == "conditional"
+
+    @property
+    def qualities(self) -> tuple[int, ...]:
+        from facecodec import learned
+
+        return learned.qualities(self.variant)
+
+    def encode(self, image: np.ndarray, quality: int, context: np.ndarray | None = None) -> bytes:
+        from facecodec import learned
+
+        return learned.code_image(learned.load(self.variant, int(quality)), image, self._context(context, image))
+
+    def decode(self, data: bytes, shape: tuple[int, int] | None = None, context: np.ndarray | None = None,
+               quality: int | None = None) -> np.ndarray:
+        from facecodec import learned
+
+        if quality is None:
+            raise CorruptPayloadError(f"a {self.name} stream needs the rate point it was coded at")
+        shape = shape or (112, 112)
+        return learned.decode_image(learned.load(self.variant, int(quality)), data, self._context(context, shape),
+                                    shape)
+
+    def _context(self, context, like):
+        if not self.conditional:
+            return None
+        if context is None:
+            shape = like.shape[:2] if isinstance(like, np.ndarray) else like
+            context = np.zeros((*shape, 3), np.uint8)
+        return np.clip(context, 0, 255).astype(np.uint8)
+
+
+CODECS: dict[str, ImageCodec | LearnedCodec] = {c.name: c for c in [
     ImageCodec("jpeg", 1, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _jpeg),
     ImageCodec("jpeg2000", 2, (22, 25, 28, 30, 32, 34, 36, 38, 40, 44), _jpeg2000),
     ImageCodec("webp", 3, (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _webp),
     ImageCodec("avif", 4, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _avif),
     ImageCodec("png", 5, (0,), _png),
+    LearnedCodec("learned", 6, "residual"),
+    LearnedCodec("conditional", 7, "conditional"),
 ]}
 BY_CODE = {c.code: c for c in CODECS.values()}
 
 
-def get_codec(name: str) -> ImageCodec:
+def get_codec(name: str) -> ImageCodec | LearnedCodec:
     try:
         return CODECS[name]
     except KeyError:

@@ -5,6 +5,13 @@ a 7x7 map, then DconvOps (transposed convolution, batch normalisation, ReLU) tha
 resolution up to the 112x112 crop of :mod:`facecodec.crop`, and Tanh after the last layer.
 One change: the last layer adds a learned per-pixel bias initialised to the mean training
 face (in Tanh's input space), so training starts from the mean-face floor instead of grey.
+
+Two heads, two models (the reconstruction issue allows it): the face an operator sees
+(``display``, the de-convolutional network, trained for structure) and the prediction that
+leaves the smallest residual for the enhancement layer (``prediction``, a ridge regression
+from the feature to the pixels, the MSE-optimal linear map). Each is registered with its head;
+:func:`default_name` picks the newest of a head, and the prediction head falls back to the
+display model when none is registered.
 """
 
 from __future__ import annotations
@@ -53,6 +60,33 @@ def build_network(dim: int = 128, base: int = 128):
     return FeatureToFace()
 
 
+def build_linear(dim: int = 128):
+    """The prediction head: standardised feature -> pixels by one linear map plus the mean face."""
+    import torch
+    from torch import nn
+
+    class LinearFace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("feat_mean", torch.zeros(dim))
+            self.register_buffer("feat_std", torch.ones(dim))
+            self.map = nn.Linear(dim, 3 * CROP * CROP)  # bias = mean face, both in pixel levels
+
+        def forward(self, f):
+            x = self.map((f - self.feat_mean) / self.feat_std).view(-1, CROP, CROP, 3).permute(0, 3, 1, 2)
+            return x / 127.5 - 1
+
+    return LinearFace()
+
+
+def build(config: dict):
+    """The network a registry file's ``config`` describes."""
+    config = dict(config)
+    if config.pop("type", "dconv") == "linear":
+        return build_linear(**config)
+    return build_network(**config)
+
+
 def to_image(t) -> np.ndarray:
     """Network output in [-1, 1] (N,3,H,W) to uint8 images (N,H,W,3)."""
     x = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
@@ -88,11 +122,19 @@ def load_state(path) -> tuple[dict, dict]:
     return blob["config"], {k: v.float() for k, v in blob["state"].items()}
 
 
-def default_name() -> str:
-    """The registered reconstruction model with the highest tag (tags are given in order)."""
+HEADS = ("display", "prediction")
+
+
+def default_name(head: str = "display") -> str:
+    """The registered reconstruction model of ``head`` with the highest tag (tags are given in
+    order); the ``prediction`` head falls back to the display model."""
     from facecodec import zoo
 
-    found = sorted((e.tag or 0, e.name) for e in zoo.entries(KIND))
+    if head not in HEADS:
+        raise UnknownModelError(f"unknown reconstruction head {head!r} ({', '.join(HEADS)})")
+    found = sorted((e.tag or 0, e.name) for e in zoo.entries(KIND) if (e.head or "display") == head)
+    if not found and head == "prediction":
+        return default_name("display")
     if not found:
         raise UnknownModelError("no reconstruction model is registered; train one with `python -m train reconstruction`")
     return found[-1][1]
@@ -111,7 +153,7 @@ def _load(name: str) -> Reconstructor:
     if e.kind != KIND:
         raise UnknownModelError(f"{name!r} is a {e.kind} model, not a reconstruction model")
     config, state = load_state(zoo.model_path(name))
-    net = build_network(**config)
+    net = build(config)
     net.load_state_dict(state)
     return Reconstructor(name, net)
 

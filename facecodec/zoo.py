@@ -40,6 +40,7 @@ class ModelEntry:
     tag: int | None = None
     backend: str | None = None
     default_step: int | None = None
+    head: str | None = None  # reconstruction models: "display" (the default) or "prediction"
 
 
 @lru_cache(maxsize=1)

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--threads", type=int, default=1)
     c.add_argument("--checkpoint-every", type=int, default=250)
     c.add_argument("--export", action="store_true", help="register the finished rate points in facecodec/models")
+    ph = sub.add_parser("prediction-head", help="ridge map from feature to pixels: the enhancement layer's predictor")
+    ph.add_argument("--alpha", type=float, default=1000.0, help="ridge penalty (standardised features)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "base-layer":
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
     elif args.cmd == "header-dictionary":
         from train.header_dictionary import main as run
+
+        run(args)
+    elif args.cmd == "prediction-head":
+        from train.prediction_head import main as run
 
         run(args)
     elif args.cmd == "learned-codec":

@@ -41,7 +41,7 @@ def prepare_data(out_dir: Path, split: str, limit: int | None = None) -> dict[st
 
     cache = FeatureCache(default_cache())
     rows = cache.split_rows(split)[:limit]
-    model = reconstruction.load_reconstructor(reconstruction.default_name())
+    model = reconstruction.load_reconstructor(reconstruction.default_name("prediction"))  # what the encoder subtracts
     crops, preds, texs = [], [], []
     for i in tqdm(rows, desc=f"{split} residuals"):
         crop = face_crop(np.asarray(cache.chips[i]))

@@ -77,7 +77,7 @@ def _check_base_size(payload: bytes) -> None:
 
 
 def _check_feature(decoded: base_layer.DecodedBase) -> None:
-    if not np.all(np.isfinite(decoded.feature)):
+    if not np.isfinite(decoded.feature).all():
         raise ValidationFailure("base_layer", "decodes to a non-finite feature")
 
 
@@ -181,7 +181,7 @@ def _check_fields(obs: ingest_pb2.FaceObservation, stream_camera: str, now_ms: i
     if t < now_ms - retention_ms:
         raise ValidationFailure("capture_time_ms", "older than the retention period; it would be erased at once")
     b = obs.box
-    box = (b.x1, b.y1, b.x2, b.y2)
+    box = (float(b.x1), float(b.y1), float(b.x2), float(b.y2))
     if not all(math.isfinite(v) and abs(v) <= MAX_COORD for v in box) or b.x2 <= b.x1 or b.y2 <= b.y1:
         raise ValidationFailure("box", f"{tuple(round(v, 1) for v in box)} is not a box with x1 < x2 and y1 < y2")
     q = obs.quality
@@ -202,6 +202,6 @@ def _with_feature(obs: ingest_pb2.FaceObservation, fields: tuple, decoded: base_
     if obs.feature_backend and obs.feature_backend != decoded.backend:
         raise ValidationFailure("feature_backend", f"{obs.feature_backend[:40]!r} but the payload says {decoded.backend!r}")
     q = obs.quality
-    return Observation(face_id, camera_id, t, tuple(float(v) for v in box), float(q.probability),
+    return Observation(face_id, camera_id, t, box, float(q.probability),
                        float(q.face_size), bool(q.fallback), obs.track_id, payload, decoded.backend, decoded.model,
                        decoded.step_index, np.asarray(decoded.feature, np.float32))

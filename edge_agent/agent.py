@@ -165,7 +165,7 @@ class EdgeAgent:
             target=s.server, camera_id=camera.id, token=s.token_for(camera), batch_size=s.batch_size,
             batch_linger_s=s.batch_linger_ms / 1000, max_in_flight=s.max_in_flight, ack_timeout_s=s.ack_timeout_s,
             backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
-            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality)
+            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality, tls=s.channel_tls())
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to shut down (safe from a signal handler)."""

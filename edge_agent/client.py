@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from edge_agent.errors import StoreError
-from facecodec.errors import FaceCodecError
+from edge_agent.settings import TlsConfig
 from edge_agent.sources import Backoff
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import Lookup, TextureStore
+from facecodec.errors import FaceCodecError
 from facewire.v1 import ingest_pb2 as pb
 from facewire.v1 import ingest_pb2_grpc as pb_grpc
 
@@ -49,6 +50,19 @@ class StreamConfig:
     backoff_max_s: float = 30.0
     enhancement_codec: str = "jpeg"
     enhancement_quality: int = 75
+    tls: TlsConfig | None = None  # None: plaintext
+
+
+def open_channel(target: str, tls: TlsConfig | None, options: list | None = None) -> grpc.Channel:
+    """A channel to ``target``: TLS checked against ``tls.root_ca`` (or the system's roots), or plaintext."""
+    options = list(options or [])
+    if tls is None:
+        return grpc.insecure_channel(target, options=options)
+    if tls.server_name:
+        options.append(("grpc.ssl_target_name_override", tls.server_name))
+    creds = grpc.ssl_channel_credentials(root_certificates=tls.root_ca, private_key=tls.private_key,
+                                         certificate_chain=tls.cert_chain)
+    return grpc.secure_channel(target, creds, options=options)
 
 
 @dataclass
@@ -146,7 +160,7 @@ class CameraStream:
             ("grpc.max_reconnect_backoff_ms", int(c.backoff_max_s * 1000)),
         ]
         code = None
-        with grpc.insecure_channel(c.target, options=options) as channel:
+        with open_channel(c.target, c.tls, options) as channel:
             call = pb_grpc.FaceIngestStub(channel).Stream(self._requests(session), metadata=metadata)
             session.call = call
             if self._stop.is_set():

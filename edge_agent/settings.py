@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge_agent.errors import EdgeAgentError
+
 CAMERA_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM bytes for a TLS channel: root CA (None: the system's), optional client certificate and key."""
+
+    root_ca: bytes | None = None
+    cert_chain: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str | None = None
 
 
 class CameraConfig(BaseModel):
@@ -44,6 +57,12 @@ class EdgeSettings(BaseSettings):
     token: SecretStr | None = Field(None, description="camera token (Bearer) for every camera without its own")
     cameras: list[CameraConfig] = Field(default_factory=list, description="JSON list of {id, source, token?}")
     data_dir: Path = Field(Path("var/edge"), description="spool and texture store live here")
+    tls: bool = Field(False, description="connect with TLS, trusting the system's root CAs (or tls_ca_file)")
+    tls_ca_file: Path | None = Field(None, description="PEM root CA the server's certificate must chain to (turns TLS on)")
+    tls_cert_file: Path | None = Field(None, description="PEM client certificate, for servers that require one")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_server_name: str | None = Field(None, description="name to check the server's certificate against "
+                                                         "(default: the host of EDGE_SERVER)")
 
     # -- frames ------------------------------------------------------------------------------
     sample_fps: float = Field(2.0, gt=0, description="frames analysed per second of video (or wall clock, live)")
@@ -104,6 +123,8 @@ class EdgeSettings(BaseSettings):
             raise ValueError(f"camera ids must be unique, got {ids}")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both EDGE_TLS_CERT_FILE and EDGE_TLS_KEY_FILE (a client certificate), or neither")
         for c in self.cameras:
             if c.token is None and self.token is None:
                 raise ValueError(f"camera {c.id!r} has no token: set EDGE_TOKEN (or --token) or the camera's own token")
@@ -113,6 +134,27 @@ class EdgeSettings(BaseSettings):
         token = camera.token or self.token
         assert token is not None  # checked by the validator
         return token.get_secret_value()
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.tls_ca_file is not None or self.tls_cert_file is not None
+
+    def channel_tls(self) -> TlsConfig | None:
+        """The stream's TLS material, read from the files now (:class:`EdgeAgentError` naming the setting); None: plaintext."""
+        if not self.uses_tls:
+            return None
+
+        def read(path: Path | None, name: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return path.read_bytes()
+            except OSError as e:
+                raise EdgeAgentError(f"{name}: cannot read {path}: {e.strerror}") from e
+
+        return TlsConfig(root_ca=read(self.tls_ca_file, "EDGE_TLS_CA_FILE"),
+                         cert_chain=read(self.tls_cert_file, "EDGE_TLS_CERT_FILE"),
+                         private_key=read(self.tls_key_file, "EDGE_TLS_KEY_FILE"), server_name=self.tls_server_name)
 
     @property
     def spool_path(self) -> Path:

@@ -14,10 +14,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from server_testkit import API_KEY, TOKENS, ServerThread  # noqa: E402
+from server_testkit import API_KEY, TOKENS, ServerThread
 
-from analysis_server.redis_server import EmbeddedRedis  # noqa: E402
-from analysis_server.settings import ServerSettings  # noqa: E402
+from analysis_server.redis_server import EmbeddedRedis
+from analysis_server.settings import ServerSettings
 
 
 @pytest.fixture(scope="session")
@@ -36,9 +36,9 @@ def make_server(redis_url, tmp_path):
     def make(**overrides) -> ServerThread:
         prefix = f"sec{secrets.token_hex(4)}"
         prefixes.append(prefix)
-        values = dict(host="127.0.0.1", grpc_port=0, http_port=0, redis_url=redis_url, key_prefix=prefix,
-                      data_dir=tmp_path / "data", api_keys=API_KEY, camera_tokens=TOKENS, grpc_grace_s=0.5,
-                      enhancement_timeout_s=2.0)
+        values = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0, "redis_url": redis_url, "key_prefix": prefix,
+                  "data_dir": tmp_path / "data", "api_keys": API_KEY, "camera_tokens": TOKENS, "grpc_grace_s": 0.5,
+                  "enhancement_timeout_s": 2.0}
         values.update(overrides)
         server = ServerThread(ServerSettings(**values))
         started.append(server)

@@ -1,0 +1,71 @@
+"""The reconstruction's two heads: operators see the display network, the enhancement layer
+subtracts the prediction head, and payloads that name an older predictor still decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facecodec import enhancement, reconstruction, zoo
+from facecodec.crop import face_crop
+
+
+@pytest.fixture(scope="module")
+def face(sample_faces):
+    from facecodec import base_layer
+
+    f = sample_faces[1][1]
+    return f.chip, base_layer.encode(f.feature)
+
+
+def test_the_shipped_heads_are_a_display_network_and_a_linear_prediction_head():
+    display, predictor = reconstruction.default_name(), reconstruction.default_name("prediction")
+    assert display != predictor
+    assert (zoo.entry(display).head or "display") == "display"
+    assert zoo.entry(predictor).head == "prediction"
+    assert type(reconstruction.load_reconstructor(predictor).net).__name__ == "LinearFace"
+
+
+def test_the_enhancement_layer_names_the_prediction_head_and_the_base_view_uses_the_display_network(face):
+    from facecodec import base_layer
+
+    chip, base = face
+    payload = enhancement.encode(chip, base, "webp", 50)
+    assert enhancement.read_header(payload).predictor_tag == zoo.entry(reconstruction.default_name("prediction")).tag
+    display = reconstruction.load_reconstructor(reconstruction.default_name())
+    assert np.array_equal(reconstruction.reconstruct(base), display(base_layer.decode(base).feature)[0])
+
+
+def test_without_a_prediction_head_the_display_network_predicts(monkeypatch):
+    real = zoo._entries
+    monkeypatch.setattr(zoo, "_entries", lambda: {n: e for n, e in real().items() if e.head != "prediction"})
+    assert reconstruction.default_name("prediction") == reconstruction.default_name()
+
+
+def test_a_payload_predicted_by_the_older_display_network_still_decodes(face, monkeypatch):
+    chip, base = face
+    display = reconstruction.default_name()
+    monkeypatch.setattr(reconstruction, "default_name", lambda head="display": display)
+    payload = enhancement.encode(chip, base, "png", 0)
+    monkeypatch.undo()
+    assert enhancement.read_header(payload).predictor_tag == zoo.entry(display).tag
+    out = enhancement.decode(payload, base).astype(int)
+    assert np.abs(out - face_crop(chip).astype(int)).max() <= 1
+
+
+def test_an_unknown_head_is_refused():
+    from facecodec.errors import UnknownModelError
+
+    with pytest.raises(UnknownModelError):
+        reconstruction.default_name("thumbnail")
+
+
+def test_the_prediction_head_beats_the_mean_face_on_the_sample(sample_faces):
+    """The head exists to leave a smaller residual than no knowledge of the person would."""
+    from facecodec import base_layer
+
+    head = reconstruction.load_reconstructor(reconstruction.default_name("prediction"))
+    crops = np.stack([face_crop(f.chip) for _, f in sample_faces]).astype(float)
+    preds = np.stack([head(base_layer.decode(base_layer.encode(f.feature)).feature)[0] for _, f in sample_faces])
+    mean_face = head.net.map.bias.detach().float().numpy().reshape(112, 112, 3)
+    assert np.mean((preds - crops) ** 2) < np.mean((mean_face - crops) ** 2)

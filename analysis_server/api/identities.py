@@ -94,7 +94,9 @@ def check_image_size(data: bytes, max_pixels: int) -> None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             width, height = im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise InvalidInput(f"the image has more than {max_pixels} pixels ({e})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
         raise InvalidInput(f"the upload is not a readable image (JPEG, PNG, WebP...): {e}") from None
     if width * height > max_pixels:
         raise InvalidInput(f"the image has {width}x{height} pixels, more than {max_pixels}")

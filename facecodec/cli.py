@@ -1,8 +1,14 @@
-"""``facecodec``: encode a face image to a base-layer payload, decode it, inspect it.
+"""``facecodec``: encode a face image to a scalable payload, decode it, inspect it.
 
-    facecodec encode IMAGE [-o FACE.fcb] [--step N] [--backend NAME] [--enhance CODEC:qN]
-    facecodec decode FACE.fcb [-o FEATURE.npy]
-    facecodec info FACE.fcb
+    facecodec encode IMAGE [-o FACE.fcb] [--step N] [--backend NAME] [--enhance CODEC:qN ...]
+    facecodec decode FACE.fcb|FACE.fcs [--layer feature|base|full] [-o OUT]
+    facecodec info FACE.fcb|FACE.fcs
+
+Without ``--enhance`` the output is the base layer alone (``.fcb``); with one or more it is the
+scalable container (``.fcs``, :mod:`facecodec.container`) holding the base layer and each
+enhancement layer. ``decode --layer feature`` writes the decoded feature (``.npy``), ``base``
+the face rebuilt from the base layer alone and ``full`` base plus the (last) enhancement layer
+(PNG).
 """
 
 from __future__ import annotations
@@ -33,40 +39,76 @@ def cmd_encode(args) -> int:
 
     face = FaceFrontEnd(args.backend).analyze_main(load_rgb(args.image), fallback=not args.strict)
     payload = base_layer.encode(face.feature, face.backend, args.step)
-    out = args.output or Path(args.image).with_suffix(".fcb")
-    Path(out).write_bytes(payload)
-    report = {"output": str(out), "bytes": len(payload), "detection_probability": face.quality.probability,
+    report = {"base_bytes": len(payload), "detection_probability": face.quality.probability,
               "face_size": face.quality.face_size, "fallback": face.quality.fallback}
     if args.enhance:
-        from facecodec import enhancement
+        from facecodec import container, enhancement
 
-        codec, quality = args.enhance
-        enh = enhancement.encode(face.chip, payload, codec, quality)
-        Path(str(out) + ".enh").write_bytes(enh)
-        report.update(enhancement_output=str(out) + ".enh", enhancement_bytes=len(enh))
-    print(json.dumps(report))
+        layers = [enhancement.encode(face.chip, payload, codec, quality) for codec, quality in args.enhance]
+        data = container.pack(container.ScalableFace(payload, layers))
+        report["enhancement_bytes"] = [len(e) for e in layers]
+        out = args.output or Path(args.image).with_suffix(".fcs")
+    else:
+        data, out = payload, args.output or Path(args.image).with_suffix(".fcb")
+    Path(out).write_bytes(data)
+    print(json.dumps({"output": str(out), "bytes": len(data), **report}))
     return 0
+
+
+def _layers(data: bytes):
+    """(base payload, enhancement payloads) of a base-layer file or a scalable container."""
+    from facecodec import container
+
+    if data[:1] and data[0] & 0xF0 == container.MAGIC:
+        face = container.unpack(data)
+        return face.base, face.enhancements
+    return data, []
 
 
 def cmd_decode(args) -> int:
     from facecodec import base_layer
 
-    decoded = base_layer.decode(Path(args.payload).read_bytes())
-    out = args.output or Path(args.payload).with_suffix(".npy")
-    np.save(out, decoded.feature)
-    print(json.dumps({"output": str(out), "backend": decoded.backend, "model": decoded.model,
-                      "step": decoded.step, "dim": int(decoded.feature.shape[0])}))
+    base, enhancements = _layers(Path(args.payload).read_bytes())
+    decoded = base_layer.decode(base)
+    if args.layer == "feature":
+        out = args.output or Path(args.payload).with_suffix(".npy")
+        np.save(out, decoded.feature)
+        print(json.dumps({"output": str(out), "layer": "feature", "backend": decoded.backend, "model": decoded.model,
+                          "step": decoded.step, "dim": int(decoded.feature.shape[0])}))
+        return 0
+    from PIL import Image
+
+    from facecodec import enhancement, reconstruction
+
+    if args.layer == "full":
+        if not enhancements:
+            raise FaceCodecError(f"{args.payload} holds no enhancement layer; decode --layer base")
+        image = enhancement.decode(enhancements[-1], base)
+    else:
+        image = reconstruction.reconstruct(base)
+    out = args.output or Path(args.payload).with_suffix(f".{args.layer}.png")
+    Image.fromarray(image).save(out)
+    print(json.dumps({"output": str(out), "layer": args.layer, "size": list(image.shape[:2])}))
     return 0
 
 
 def cmd_info(args) -> int:
-    from facecodec import base_layer
+    from facecodec import base_layer, enhancement
 
     data = Path(args.payload).read_bytes()
-    header = base_layer.read_header(data)
-    decoded = base_layer.decode(data)
-    print(json.dumps({"kind": "base-layer", "bytes": len(data), "version": header.version, "backend": header.backend,
-                      "step_index": header.step_index, "step": decoded.step, "model": decoded.model}))
+    base, enhancements = _layers(data)
+    header = base_layer.read_header(base)
+    decoded = base_layer.decode(base)
+    info = {"kind": "container" if enhancements else "base-layer", "bytes": len(data), "base_bytes": len(base),
+            "version": header.version, "backend": header.backend, "step_index": header.step_index,
+            "step": decoded.step, "model": decoded.model}
+    if enhancements:
+        info["enhancements"] = []
+        for e in enhancements:
+            h = enhancement.read_header(e)
+            info["enhancements"].append({"bytes": len(e), "codec": h.codec, "quality": h.quality,
+                                         "predictor_tag": h.predictor_tag})
+    print(json.dumps(info))
     return 0
 
 
@@ -79,10 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--step", type=int, default=None, help="index into the quantization ladder (default: the model's)")
     e.add_argument("--backend", default=None, help="feature backend (default dlib-resnet-128)")
     e.add_argument("--strict", action="store_true", help="fail when no face is detected instead of using the centre box")
-    e.add_argument("--enhance", type=_enhance_spec, default=None, help="also write an enhancement layer, e.g. webp:q50")
+    e.add_argument("--enhance", type=_enhance_spec, action="append", default=None,
+                   help="add an enhancement layer, e.g. webp:q50, jpeg2000:q30, learned:q2 (repeatable)")
     e.set_defaults(func=cmd_encode)
-    d = sub.add_parser("decode", help="decode a base-layer payload to its feature (.npy)")
+    d = sub.add_parser("decode", help="decode a payload to its feature (.npy) or face (.png)")
     d.add_argument("payload")
+    d.add_argument("--layer", choices=("feature", "base", "full"), default="feature")
     d.add_argument("-o", "--output", type=Path)
     d.set_defaults(func=cmd_decode)
     i = sub.add_parser("info", help="describe a payload")

@@ -28,6 +28,7 @@ CHANNELS = 128
 KIND = {"residual": "learned-codec", "conditional": "conditional-codec"}
 PREFIX = {"residual": "learned-fp128", "conditional": "cond-fp128"}
 STRIDE = 16
+MAX_STREAM = 1 << 16  # bytes; a 112x112 face at the highest rate point needs a few KB
 
 
 def is_table(name: str) -> bool:
@@ -105,14 +106,25 @@ def decode_image(net, stream: bytes, context: np.ndarray | None = None, shape: t
     latent = (shape[0] // STRIDE, shape[1] // STRIDE)
     if not stream:
         raise CorruptPayloadError("empty learned-codec stream")
+    if len(stream) > MAX_STREAM:
+        raise CorruptPayloadError(f"learned-codec stream of {len(stream)} bytes is larger than any face needs")
     try:
         with torch.no_grad():
-            out = net.decompress([[bytes(stream)]], latent) if context is None else \
-                net.decompress([[bytes(stream)]], latent, _tensor(context))
+            padded = [[_padded(stream)]]
+            out = net.decompress(padded, latent) if context is None else net.decompress(padded, latent, _tensor(context))
     except Exception as e:  # the entropy decoder rejects some garbage streams with assorted errors
         raise CorruptPayloadError(f"learned-codec stream does not decode: {e}") from e
-    x = out["x_hat"].clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    return np.rint(x * 255).astype(np.uint8)
+    x = np.nan_to_num(out["x_hat"][0].permute(1, 2, 0).numpy(), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.rint(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def _padded(stream: bytes) -> bytes:
+    """The stream followed by zeros. compressai's rANS decoder reads past the end of a stream
+    that is not its own (a segfault on random bytes, measured); every decode step reads at most
+    one 32-bit word and a garbage stream can ask for at most ~15 bypass nibbles per byte, so
+    16 x its length plus 64 KiB of zeros keeps every read inside the buffer. Valid streams never
+    reach the padding."""
+    return bytes(stream) + bytes(16 * len(stream) + 65536)
 
 
 def qualities(variant: str = "residual") -> tuple[int, ...]:

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "facewire.v1.FaceIngest"
 _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 _CLOSE = object()  # the reader has finished: the writer ends the call
-_INBOX = 16  # messages read ahead of the one being handled (gRPC flow control holds the rest)
+_INBOX = 16  # messages read ahead of the one being handled
 _COALESCE = 8  # at most this many consecutive batches are handled together
 
 
@@ -168,11 +168,19 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
     async def _read(self, request_iterator, session: CameraSession) -> None:
         # A pump task reads the stream into ``inbox`` while earlier messages are being stored, so
         # consecutive observation batches already received are validated, decoded, matched and
-        # written together (each still gets its own Ack, in order).
-        inbox: asyncio.Queue = asyncio.Queue(maxsize=_INBOX)
-        pump = asyncio.get_running_loop().create_task(self._pump(request_iterator, inbox))
+        # written together (each still gets its own Ack, in order). ``room`` bounds the read-ahead
+        # (gRPC flow control holds the rest); the pump always ends the inbox with _CLOSE or its error.
+        inbox: asyncio.Queue = asyncio.Queue()
+        room = asyncio.Semaphore(_INBOX)
+        pump = asyncio.get_running_loop().create_task(self._pump(request_iterator, inbox, room))
+
+        def take_now():
+            room.release()
+            return inbox.get_nowait()
+
         try:
             while (msg := await inbox.get()) is not _CLOSE:
+                room.release()
                 if isinstance(msg, BaseException):
                     raise msg
                 if msg.WhichOneof("kind") != "observations":
@@ -181,7 +189,7 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
                 batches = [msg.observations]
                 follow = None
                 while len(batches) < _COALESCE and not inbox.empty():
-                    follow = inbox.get_nowait()
+                    follow = take_now()
                     if isinstance(follow, BaseException) or follow is _CLOSE \
                             or follow.WhichOneof("kind") != "observations":
                         break
@@ -199,14 +207,16 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
             pump.cancel()
 
     @staticmethod
-    async def _pump(request_iterator, inbox: asyncio.Queue) -> None:
+    async def _pump(request_iterator, inbox: asyncio.Queue, room: asyncio.Semaphore) -> None:
+        end: object = _CLOSE
         try:
             async for msg in request_iterator:
-                await inbox.put(msg)
+                await room.acquire()
+                inbox.put_nowait(msg)
         except Exception as error:  # the reader raises it, as reading the stream itself would
-            await inbox.put(error)
-            return
-        await inbox.put(_CLOSE)
+            end = error
+        finally:
+            inbox.put_nowait(end)  # unbounded: never blocks, so the reader is always woken
 
     async def _handle_other(self, msg: pb.EdgeMessage, session: CameraSession) -> None:
         kind = msg.WhichOneof("kind")

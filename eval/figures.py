@@ -172,6 +172,11 @@ def readme(ra: dict | None, rd: dict | None, rec: dict | None) -> str:
                   f"{rec['mean_face_psnr']:.2f} dB), MS-SSIM {rec['ms_ssim']:.3f}, identity accuracy "
                   f"{100 * rec['identity_accuracy']:.1f}% (originals: {100 * rec['identity_accuracy_original']:.1f}%), "
                   f"{rec['ms_per_face']:.1f} ms per face on one core.", ""]
+        head = rec.get("prediction_head")
+        if head:
+            lines += [f"The enhancement layer subtracts the prediction head {head['model']}: PSNR {head['psnr']:.2f} dB, "
+                      f"MS-SSIM {head['ms_ssim']:.3f}, identity accuracy {100 * head['identity_accuracy']:.1f}% "
+                      "(third row of the grid).", ""]
     lines += ["![rate-accuracy](rate_accuracy.png)", "", "![rate-distortion](rate_distortion_psnr.png)", "",
               "![Fig. 3 grid](fig3_grid.png)", ""]
     return "\n".join(lines)

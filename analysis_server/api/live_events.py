@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from analysis_server.api.deps import ServicesDep
+from analysis_server.api.schemas import StreamId, is_stream_id
 from analysis_server.events_live import CLOSED, EVENT_ID, order, sse
 
 router = APIRouter(tags=["system"])
@@ -24,12 +25,12 @@ router = APIRouter(tags=["system"])
 async def live_events(
     request: Request,
     s: ServicesDep,
-    after: Annotated[str | None, Query(pattern=EVENT_ID.pattern, description="replay events after this id first")] = None,
+    after: Annotated[StreamId, Query(pattern=EVENT_ID.pattern, description="replay events after this id first")] = None,
     last_event_id: Annotated[str | None, Header(description="sent by EventSource when it reconnects")] = None,
     keepalive_s: Annotated[float, Query(ge=0.5, le=60, description="comment line after this much silence")] = 15.0,
 ) -> StreamingResponse:
     hub = s.live
-    start = last_event_id if last_event_id and EVENT_ID.match(last_event_id) else after
+    start = last_event_id if last_event_id and is_stream_id(last_event_id) else after
     queue = await hub.subscribe()  # before the backlog is read, so nothing falls between the two
 
     async def stream():

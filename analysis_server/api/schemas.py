@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 MAX_MS = 2**53  # Unix ms: exact in a Redis score (a double); far beyond any real time
 MAX_OFFSET = 10**9  # a page offset Redis can take (its LIMIT is a signed 64-bit integer)
+STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+
+
+def is_stream_id(value: str) -> bool:
+    """Whether ``value`` is a Redis stream id Redis accepts (``<ms>-<seq>``, each below 2**64)."""
+    m = STREAM_ID.match(value)
+    return m is not None and int(m[1]) < 2**64 and int(m[2]) < 2**64
+
+
+def _stream_id(value: str | None) -> str | None:
+    if value is not None and not is_stream_id(value):
+        raise ValueError("an event id is <ms>-<seq>, two integers below 2^64")
+    return value
+
+
+StreamId = Annotated[str | None, AfterValidator(_stream_id)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", examples=["cam-1"])]
 Feature = Annotated[list[float], Field(min_length=128, max_length=128, description="a 128-D decoded face feature")]
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from analysis_server.api.deps import ServicesDep
-from analysis_server.api.schemas import CameraOut, Id, StatsOut
+from analysis_server.api.schemas import CameraOut, Id, StatsOut, StreamId
 
 health_router = APIRouter(tags=["health"])
 router = APIRouter(tags=["system"])
@@ -85,7 +85,7 @@ async def metrics(s: ServicesDep) -> Response:
 
 
 @router.get("/events", summary="Recent events (observations, watchlist hits, deletions), oldest first")
-async def events(s: ServicesDep, after: Annotated[str | None, Query(pattern=r"^\d+-\d+$")] = None,
+async def events(s: ServicesDep, after: Annotated[StreamId, Query(pattern=r"^\d+-\d+$")] = None,
                  count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
     return [{"id": i, **f} for i, f in await s.store.events(count, after)]
 

@@ -455,6 +455,8 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
             "minutes": round(elapsed / 60, 2), "target_faces_per_s": round(rate, 1),
             "faces_per_s": round((load.acked - acked_at[0][1]) / elapsed, 1),
             "faces_per_s_by_minute": [p["faces_per_s"] for p in per_minute],
+            "slowest_over_fastest_minute": round(min(p["faces_per_s"] for p in per_minute)
+                                                 / max(max(p["faces_per_s"] for p in per_minute), 1e-9), 3),
             "rss_start_mb": {"server": round(start["rss_server_mb"], 1), "edge": round(start["rss_edge_mb"], 1)},
             "rss_end_mb": {"server": round(end_fig["rss_server_mb"], 1), "edge": round(end_fig["rss_edge_mb"], 1)},
             "redis_start": {k: start[k] for k in ("keys", "face_keys", "used_memory_mb", "faces_index", "events")},

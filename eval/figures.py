@@ -71,6 +71,7 @@ def rate_distortion_plot(rd: dict, path: Path, metric: str = "psnr") -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # more curves than the default ten colours
     for name, pts in rd["curves"].items():
         pts = [p for p in pts if "bytes" in p]
         ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], label=name, **_style(name))

@@ -249,13 +249,16 @@ def face_crops(n: int = 4) -> list[np.ndarray]:
 
 
 def enhancement_seeds() -> list[tuple[bytes, bytes]]:
-    """(enhancement payload, its base layer) for every image codec, with and without a predictor
-    and with and without the header dictionary."""
+    """(enhancement payload, its base layer) for every image codec (the learned ones when
+    registered), with and without a predictor and with and without the header dictionary."""
     from facecodec import enhancement
 
     bases = base_seeds()
     out = []
+    from facecodec.image_codecs import CODECS
+
     codecs = [("jpeg", 50), ("webp", 30), ("jpeg2000", 30), ("avif", 30), ("png", 0)]
+    codecs += [(name, CODECS[name].qualities[0]) for name in ("learned", "conditional") if CODECS[name].qualities]
     for i, crop in enumerate(face_crops(2)):
         for j, (codec, q) in enumerate(codecs):
             base = bases[(i * 5 + j) % len(bases)]

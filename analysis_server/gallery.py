@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 
+from analysis_server.at_rest import Sealer
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery_index import GalleryIndex
 from analysis_server.keys import Keys
@@ -68,12 +69,18 @@ def check_feature(feature, dim: int = FEATURE_DIM) -> np.ndarray:
     return f
 
 
+def feature_context(identity_id: str, feature_id: str) -> bytes:
+    """What a sealed enrolled feature is bound to (GCM associated data)."""
+    return f"ident:{identity_id}:feat:{feature_id}".encode()
+
+
 class Gallery:
     """Identity CRUD in Redis plus 1:N and 1:1 matching against the in-memory index."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, threshold: float, index: GalleryIndex,
-                 refresh_interval_s: float = 1.0):
+                 refresh_interval_s: float = 1.0, sealer: Sealer | None = None):
         self.redis = redis
+        self.sealer = sealer or Sealer(None)  # enrolled features are biometric data too: sealed at rest
         self.keys = keys
         self.threshold = threshold
         self.index = index
@@ -101,7 +108,7 @@ class Gallery:
                 meta[i] = (h[0].decode(), h[1] == b"1")
                 for fid, v in feats.items():
                     keys.append(f"{i}/{fid.decode()}")
-                    vecs.append(np.frombuffer(v, np.float32))
+                    vecs.append(np.frombuffer(self.sealer.open(v, feature_context(i, fid.decode())), np.float32))
             index = GalleryIndex(self.index.dim, self.index.exact_max, self.index.nlist, self.index.nprobe)
             if keys:
                 await asyncio.to_thread(index.add, keys, np.stack(vecs))
@@ -180,7 +187,8 @@ class Gallery:
             raise InvalidInput(f"identity {identity_id} already holds {MAX_FEATURES_PER_IDENTITY} features")
         feature_id = secrets.token_hex(4)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.identity_features(identity_id), feature_id, f.tobytes())
+            pipe.hset(self.keys.identity_features(identity_id), feature_id,
+                      self.sealer.seal(f.tobytes(), feature_context(identity_id, feature_id)))
             pipe.hset(self.keys.identity(identity_id), "updated", now_ms())
             await pipe.execute()
         await asyncio.to_thread(self.index.add, [f"{identity_id}/{feature_id}"], f[None])
@@ -210,7 +218,8 @@ class Gallery:
         if not raw:
             await self.get(identity_id)  # NotFound when the identity itself is missing
             raise InvalidInput(f"identity {identity_id!r} has no enrolled feature yet")
-        return np.stack([np.frombuffer(v, np.float32) for v in raw.values()])
+        return np.stack([np.frombuffer(self.sealer.open(v, feature_context(identity_id, fid.decode())), np.float32)
+                         for fid, v in raw.items()])
 
     def name(self, identity_id: str) -> str | None:
         m = self._meta.get(identity_id)

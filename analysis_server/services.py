@@ -59,7 +59,7 @@ class Services:
         store = FaceStore(redis, keys, settings.retention_s, settings.events_max, settings.audit_max,
                           settings.enhancement_ttl_s, Sealer(settings.storage_key_bytes))
         index = GalleryIndex(128, settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
-        gallery = Gallery(redis, keys, settings.match_threshold, index)
+        gallery = Gallery(redis, keys, settings.match_threshold, index, sealer=Sealer(settings.storage_key_bytes))
         await gallery.load()
         metrics = Metrics()
         metrics.gallery_size.set_function(lambda: len(gallery.index))

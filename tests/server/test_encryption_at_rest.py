@@ -188,3 +188,21 @@ def test_sealer_round_trip_and_plaintext_pass_through():
     assert s.open(sealed, b"face:x:feat") == b"\x01\x02feature"
     assert s.open(b"\xb1plain", b"face:x:base") == b"\xb1plain"
     assert Sealer(None).seal(b"abc", b"c") == b"abc"
+
+
+def test_enrolled_features_are_sealed_and_a_fresh_server_still_matches_them(make_server, edges, samples, redis_client):
+    server = make_server(storage_key=KEY)
+    person = samples[0].person
+    same = [s for s in samples if s.person == person]
+    with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
+        ident = api.post("/identities", json={"name": person, "watchlist": True,
+                                              "features": [{"feature": same[0].feature.tolist()}]}).json()
+    keys = Keys(server.settings.key_prefix)
+    stored = redis_client.hgetall(keys.identity_features(ident["identity_id"]))
+    assert stored and all(v.startswith(MARKER) for v in stored.values())
+    assert same[0].feature.astype(np.float32).tobytes()[:64] not in every_value(redis_client, keys.prefix)
+    # a second server on the same Redis builds its gallery index from the sealed values alone
+    again = make_server(prefix=server.settings.key_prefix, storage_key=KEY)
+    edges(again).send(observation("after-restart", same[1].base))
+    with httpx.Client(base_url=again.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
+        assert api.get("/faces/after-restart").json()["match"]["identity_id"] == ident["identity_id"]

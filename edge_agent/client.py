@@ -76,6 +76,17 @@ class _Session:
     call: object = None
 
 
+def _quality_for(codec: str, default_codec: str, default_quality: int) -> int:
+    """The quality used when a request names none: the configured one for the configured codec;
+    for a learned codec (whose qualities are its registered rate points) the middle rate point."""
+    from facecodec.image_codecs import LearnedCodec, get_codec
+
+    c = get_codec(codec)
+    if isinstance(c, LearnedCodec) and codec != default_codec and c.qualities:
+        return c.qualities[len(c.qualities) // 2]
+    return default_quality
+
+
 def answer_enhancement(req: pb.EnhancementRequest, texture: TextureStore, default_codec: str,
                        default_quality: int) -> pb.EnhancementUpload:
     """The upload answering ``req``: OK with the payload, EXPIRED, UNKNOWN_FACE or ERROR. Never raises."""
@@ -89,8 +100,9 @@ def answer_enhancement(req: pb.EnhancementRequest, texture: TextureStore, defaul
         else:
             from facecodec import enhancement
 
-            out.payload = enhancement.encode(tex.crop, tex.base, req.codec or default_codec,
-                                             req.quality or default_quality)
+            codec = req.codec or default_codec
+            out.payload = enhancement.encode(tex.crop, tex.base, codec, req.quality or _quality_for(codec, default_codec,
+                                                                                                default_quality))
             out.status = pb.UPLOAD_STATUS_OK
     except (FaceCodecError, ValueError) as e:  # a codec or quality this edge cannot code
         log.warning("enhancement request %s for face %s refused: %s", req.request_id, req.face_id, e)

@@ -105,7 +105,7 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     if not 0 <= quality <= 100:
         raise ValueError(f"quality {quality} is outside 0-100")
     tag, pred = prediction(base_payload)
-    if getattr(image_codec, "conditional", False):  # codes the crop itself, given x_fea
+    if image_codec.conditional:  # codes the crop itself, given x_fea
         lo, hi = 0, 255
         body = image_codec.encode(x.astype(np.uint8), quality, context=pred)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -25,6 +25,7 @@ class ImageCodec:
     code: int
     qualities: tuple[int, ...]
     save: Callable[[object, io.BytesIO, int], None]
+    conditional: ClassVar[bool] = False  # codes a residual; see LearnedCodec
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
         from PIL import Image

@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from eval.metrics import psnr
 from facecodec import container, enhancement
 from facecodec.crop import face_crop
 from facecodec.errors import PayloadError
 from facecodec.image_codecs import CODECS
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,13 @@ import binascii
 import numpy as np
 import pytest
 
+from eval.metrics import psnr
 from facecodec import enhancement, learned, zoo
 from facecodec.crop import face_crop
 from facecodec.errors import PayloadError, UnknownModelError
 from facecodec.image_codecs import CODECS
 
 VARIANTS = [("learned", "residual"), ("conditional", "conditional")]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255**2 / max(mse, 1e-12)))
 
 
 @pytest.fixture(scope="module")

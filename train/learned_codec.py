@@ -79,6 +79,7 @@ def _evaluate(net, data: dict[str, np.ndarray], variant: str, count: int = 48) -
     """Real bitstreams on whole 112x112 test images: bpp and PSNR in the coded domain."""
     import torch
 
+    from eval.metrics import psnr
     from facecodec.learned import code_image, decode_image
 
     bpps, psnrs = [], []
@@ -88,9 +89,8 @@ def _evaluate(net, data: dict[str, np.ndarray], variant: str, count: int = 48) -
             context = None if variant == "residual" else data["preds"][i]
             stream = code_image(net, target, context)
             out = decode_image(net, stream, context)
-            mse = np.mean((out.astype(np.float64) - target) ** 2)
             bpps.append(len(stream) * 8 / (target.shape[0] * target.shape[1]))
-            psnrs.append(10 * np.log10(255**2 / max(mse, 1e-10)))
+            psnrs.append(psnr(out, target))
     return {"bpp": float(np.mean(bpps)), "psnr": float(np.mean(psnrs))}
 
 

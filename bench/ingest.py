@@ -89,25 +89,35 @@ async def camera_stream(target: str, camera: str, msgs: list[bytes], window: int
         sent: list[float] = []
         slots = asyncio.Semaphore(window)
         acked = 0
+        failure: list[BaseException] = []
 
         async def reader() -> None:
             nonlocal acked
             i = 0
-            async for msg in call:
-                if msg.WhichOneof("kind") != "ack":
-                    continue
-                latencies.append(time.perf_counter() - sent[i])
-                acked += len(msg.ack.face_ids)
-                if msg.ack.rejected:
-                    raise RuntimeError(f"rejected: {msg.ack.rejected[0].reason}")
-                i += 1
-                slots.release()
-                if i == len(msgs):
-                    return
+            try:
+                async for msg in call:
+                    if msg.WhichOneof("kind") != "ack":
+                        continue
+                    latencies.append(time.perf_counter() - sent[i])
+                    acked += len(msg.ack.face_ids)
+                    if msg.ack.rejected:
+                        raise RuntimeError(f"rejected: {msg.ack.rejected[0].reason}")
+                    i += 1
+                    slots.release()
+                    if i == len(msgs):
+                        return
+                raise RuntimeError(f"camera {camera}: the server ended the stream after {i} of {len(msgs)} acks")
+            except BaseException as e:
+                failure.append(e)
+                for _ in range(window):  # wake the writer, which raises it
+                    slots.release()
+                raise
 
         task = asyncio.create_task(reader())
         for m in msgs:
             await slots.acquire()
+            if failure:
+                break
             sent.append(time.perf_counter())
             await call.write(m)
         await task
@@ -242,16 +252,18 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 points = []
                 for run, n in enumerate(int(c) for c in args.cameras.split(",")):
-                    cpu0, rcpu0 = cpu_seconds(proc.pid), redis_cpu_seconds(client)
+                    cpu0, rcpu0, ccpu0 = cpu_seconds(proc.pid), redis_cpu_seconds(client), time.process_time()
                     pt = asyncio.run(run_cameras(f"127.0.0.1:{port}", n, args.faces, args.batch, args.window, bases,
                                                  f"r{run}"))
-                    cpu1, rcpu1 = cpu_seconds(proc.pid), redis_cpu_seconds(client)
+                    cpu1, rcpu1, ccpu1 = cpu_seconds(proc.pid), redis_cpu_seconds(client), time.process_time()
                     if cpu0 is not None and cpu1 is not None:
                         pt["server_cpu_us_per_face"] = round((cpu1 - cpu0) / pt["faces"] * 1e6, 1)
                     pt["redis_cpu_us_per_face"] = round((rcpu1 - rcpu0) / pt["faces"] * 1e6, 1)
+                    pt["cameras_cpu_us_per_face"] = round((ccpu1 - ccpu0) / pt["faces"] * 1e6, 1)
                     log.info("%2d cameras: %.0f faces/s, ack p50 %.1f ms, p99 %.1f ms; CPU per face: server %s us, "
-                             "redis %s us", n, pt["faces_per_s"], pt["p50_ms"], pt["p99_ms"],
-                             pt.get("server_cpu_us_per_face"), pt["redis_cpu_us_per_face"])
+                             "redis %s us, cameras %s us", n, pt["faces_per_s"], pt["p50_ms"], pt["p99_ms"],
+                             pt.get("server_cpu_us_per_face"), pt["redis_cpu_us_per_face"],
+                             pt["cameras_cpu_us_per_face"])
                     points.append(pt)
                 light = asyncio.run(run_cameras(f"127.0.0.1:{port}", 1, 64 * args.batch, args.batch, 1, bases, "light"))
                 log.info("light load (1 camera, 1 batch in flight): ack p50 %.1f ms, p99 %.1f ms", light["p50_ms"],

@@ -96,7 +96,8 @@ def test_decode_many_gives_what_decode_gives_payload_by_payload(model):
             assert type(got) is type(e) and str(got) == str(e)
             continue
         assert not isinstance(got, Exception)
-        assert np.array_equal(got.feature, want.feature) and got.feature.dtype == np.float32
+        assert got.feature.dtype == np.float32  # one matrix product against decode's per-row sums: 1 ulp at most
+        np.testing.assert_array_max_ulp(got.feature, want.feature, maxulp=1)
         assert (got.backend, got.model, got.step_index, got.step, got.nbytes) == \
                (want.backend, want.model, want.step_index, want.step, want.nbytes)
     assert sum(not isinstance(r, Exception) for r in out) >= len(good)

@@ -12,6 +12,9 @@ from facecodec import base_layer
 from facecodec.errors import PayloadError
 
 
+ENGINES = ["numpy", "compiled"]
+
+
 @pytest.fixture(scope="module")
 def model() -> base_layer.BaseLayerModel:
     return base_layer.get_codec("dlib-resnet-128").model
@@ -34,26 +37,30 @@ def with_crc(head: bytes, body: bytes) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.05, 6.0), step=st.integers(0, 13), n=st.integers(1, 80))
-def test_property_vectorised_rans_is_bit_exact_with_compressai(model, seed, scale, step, n):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_property_vectorised_rans_is_bit_exact_with_compressai(model, engine, seed, scale, step, n):
     rng = np.random.default_rng(seed)
     codec = base_layer.BaseLayerCodec(model, step)
     bodies = [codec.compress(f)[base_layer.HEADER_BYTES:] for f in features(model, rng, n, scale)]
-    got = base_layer.rans_decode_many(model, step, bodies)
+    got = base_layer.rans_decode_many(model, step, bodies, engine)
     assert got.shape == (n, model.dim)
     assert np.array_equal(got, compressai_symbols(model, step, bodies))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), step=st.integers(0, 13))
-def test_property_random_bodies_decode_as_compressai_decodes_them(model, seed, step):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_property_random_bodies_decode_as_compressai_decodes_them(model, engine, seed, step):
     """Arbitrary words: wild initial states, escape symbols, reads past the end, all as CompressAI."""
     rng = np.random.default_rng(seed)
     lengths = rng.integers(2, model.dim + 3, size=40) * 4
     bodies = [rng.bytes(int(k)) for k in lengths]
-    assert np.array_equal(base_layer.rans_decode_many(model, step, bodies), compressai_symbols(model, step, bodies))
+    assert np.array_equal(base_layer.rans_decode_many(model, step, bodies, engine),
+                          compressai_symbols(model, step, bodies))
 
 
-def test_escape_coded_symbols_fall_back_to_compressai(model):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_escape_coded_symbols_fall_back_to_compressai(model, engine):
     """Streams holding the escape (bypass) symbol, which only CompressAI decodes, beside plain ones."""
     from compressai import ans
 
@@ -69,7 +76,7 @@ def test_escape_coded_symbols_fall_back_to_compressai(model):
             q[i] = int(half[i]) + int(rng.integers(1, 5000)) * (1 if k % 2 else -1)
         bodies.append(ans.RansEncoder().encode_with_indexes(q.tolist(), list(range(model.dim)), cdfs, lengths,
                                                             offsets))
-    got = base_layer.rans_decode_many(model, step, bodies)
+    got = base_layer.rans_decode_many(model, step, bodies, engine)
     assert np.array_equal(got, compressai_symbols(model, step, bodies))
     assert (np.abs(got) > half).any(1).sum() == 16  # the escaped values came back, out of range
 

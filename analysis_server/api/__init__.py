@@ -26,7 +26,7 @@ MULTIPART_OVERHEAD = 64 * 1024  # form framing around the largest upload
 
 
 def warm_models(settings: ServerSettings) -> None:
-    """Load what the first requests would otherwise wait for: base-layer tables, the reconstruction net."""
+    """Load what the first requests would otherwise wait for: base-layer tables and decoder, the reconstruction net."""
     from facecodec import base_layer, zoo
     from facecodec.errors import FaceCodecError
 
@@ -38,6 +38,8 @@ def warm_models(settings: ServerSettings) -> None:
         try:
             model = base_layer.load_model(e.name)
             model.tables(model.default_step)
+            # The ingest decoder (compiled on first use): decode one payload now, not the first batch.
+            base_layer.decode_many([base_layer.BaseLayerCodec(model).compress(model.mean.astype("float32"))])
         except FaceCodecError as err:
             log.warning("base-layer model %s cannot be loaded: %s", e.name, err)
     from analysis_server.face_images import reconstruction_installed

@@ -143,3 +143,14 @@ def test_non_finite_or_wrong_shape_features_are_refused(codec):
         codec.compress(np.full(128, np.nan, np.float32))
     with pytest.raises(FaceCodecError):
         codec.compress(np.zeros(64, np.float32))
+
+
+@pytest.mark.parametrize("part", ["mean", "basis", "sigma", "steps"])
+def test_a_model_with_non_finite_values_is_refused_at_load(model, part):
+    """So every decoded feature is finite: the server does not check each one (validation.decode_feature)."""
+    values = {"mean": model.mean, "basis": model.basis, "sigma": model.sigma, "steps": model.steps}
+    values[part] = values[part].copy()
+    values[part].flat[0] = np.inf if part == "steps" else np.nan
+    with pytest.raises(ValueError, match="finite"):
+        base_layer.BaseLayerModel("broken", model.backend, values["mean"], values["basis"], values["sigma"],
+                                  values["steps"], model.family)

@@ -20,7 +20,7 @@ def commit(paths: tuple[str, ...] = ()) -> str:
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         # results files are outputs, not code: rewriting one does not make the next run dirty
-        spec = [*paths, ":(exclude)eval/results"] if paths else []
+        spec = [*paths, ":(exclude)eval/results", ":(exclude)bench/results"] if paths else []
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *spec], cwd=ROOT, capture_output=True,
                                text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):

@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -132,24 +129,12 @@ def merge_results(path: Path, key: str, value: dict) -> dict:
 
 def start_server(redis_url: str, data_dir: Path) -> tuple[subprocess.Popen, int, list[str]]:
     """``python -m analysis_server`` on ``redis_url`` with free ports; (process, HTTP port, its log lines)."""
-    env = {**os.environ, "FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}),
-           "FACESERVER_REDIS_URL": redis_url, "PYTHONPATH": str(ROOT), "FACESERVER_ENHANCEMENT_TIMEOUT_S": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
-                             "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the server exited:\n" + "".join(lines))
-        lines.append(line)
-        m = re.search(r"ready: grpc=\S+:\d+ http=\S+:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return proc, int(m.group(1)), lines
-    proc.kill()
-    raise RuntimeError("the server was not ready in time")
+    from bench.fleet import launch_server
+
+    proc, _, http_port, lines = launch_server(redis_url, data_dir, FACESERVER_API_KEYS=API_KEY,
+                                              FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}),
+                                              FACESERVER_ENHANCEMENT_TIMEOUT_S="1")
+    return proc, http_port, lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -109,6 +111,30 @@ class RedisProcess:
             self.proc.wait(10)
 
     stop = kill
+
+
+def launch_server(redis_url: str, data_dir: Path, timeout: float = 180, **env: str
+                  ) -> tuple[subprocess.Popen, int, int, list[str]]:
+    """``python -m analysis_server`` on ``redis_url`` with ports the OS picks (read from its
+    ``ready`` log line) and ``env`` added to a clean environment: (process, gRPC port, HTTP port,
+    its log lines, which a thread keeps appending to)."""
+    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
+                             "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT,
+                            env=clean_env(FACESERVER_REDIS_URL=redis_url, **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the server exited:\n" + "".join(lines))
+        lines.append(line)
+        m = re.search(r"ready: grpc=\S+:(\d+) http=\S+:(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
+            return proc, int(m.group(1)), int(m.group(2)), lines
+    proc.kill()
+    raise RuntimeError("the server was not ready in time")
 
 
 class ServerProcess:
@@ -246,9 +272,9 @@ class AgentProcess:
             self.args += ["--source", source, "--camera-id", camera_id]
         if exit_when_done:
             self.args.append("--exit-when-done")
-        self.env = clean_env(EDGE_TOKEN=TOKEN, EDGE_TRACK_TTL_S="0.4", EDGE_BACKOFF_INITIAL_S="0.2",
-                             EDGE_BACKOFF_MAX_S="2", EDGE_REOPEN_INITIAL_S="0.2", EDGE_REOPEN_MAX_S="1",
-                             EDGE_DRAIN_TIMEOUT_S="20", **env)
+        self.env = clean_env(**{"EDGE_TOKEN": TOKEN, "EDGE_TRACK_TTL_S": "0.4", "EDGE_BACKOFF_INITIAL_S": "0.2",
+                                "EDGE_BACKOFF_MAX_S": "2", "EDGE_REOPEN_INITIAL_S": "0.2", "EDGE_REOPEN_MAX_S": "1",
+                                "EDGE_DRAIN_TIMEOUT_S": "20", **env})
         self.log = folder / "agent.log"
         self.proc: subprocess.Popen | None = None
 
@@ -275,6 +301,13 @@ class AgentProcess:
             return self.counter(counter) >= at_least
 
         wait_until(reached, timeout=timeout, what=f"{counter} >= {at_least} ({self.folder.name})")
+
+    def wait_exit(self, timeout: float = 180) -> int:
+        """The agent's exit status once it ends by itself (``exit_when_done``)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"the agent did not finish: {self.status()}\n{self.log.read_text()[-3000:]}") from None
 
     def face_ids(self) -> list[str]:
         """Every face id the agent made an observation of (its texture store keeps them all)."""
@@ -328,35 +361,23 @@ def stored_once(redis_client, face_ids: list[str], prefix: str = PREFIX) -> dict
 
 
 # -- the simulated camera -----------------------------------------------------------------------
-def camera_main(port: int, seed: int) -> None:
-    """Serve ``multipart/x-mixed-replace`` JPEG frames on 127.0.0.1:``port`` until killed. The frame
-    shown depends on the wall clock, so a reconnecting reader sees a live camera."""
-    import random
+def serve_mjpeg(port: int, frames: list[bytes], fps: float = 10.0, live: bool = True) -> None:
+    """Serve JPEG ``frames`` as ``multipart/x-mixed-replace`` (what IP cameras serve) on
+    127.0.0.1:``port`` until killed; prints ``serving`` once listening. ``live``: the frame shown
+    follows the wall clock, so a reconnecting reader sees a camera that kept running; otherwise
+    each reader gets the frames from the first, in a loop."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    import cv2
-    import numpy as np
-
-    people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
-    random.Random(seed).shuffle(people)
-    fps, frames = 10.0, []
-    for _name, path in people:
-        face = cv2.imread(str(path))
-        for i in range(15):
-            frame = np.full((360, 640, 3), 90, np.uint8)
-            frame[55:305, 100 + 3 * i : 350 + 3 * i] = face
-            frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
-        blank = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
-        frames += [blank] * 5
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()
+            i = 0
             try:
                 while True:
-                    f = frames[int(time.time() * fps) % len(frames)]
+                    f = frames[(int(time.time() * fps) if live else i) % len(frames)]
+                    i += 1
                     head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(f)
                     self.wfile.write(head + f + b"\r\n")
                     time.sleep(1 / fps)
@@ -371,8 +392,34 @@ def camera_main(port: int, seed: int) -> None:
     server.serve_forever()
 
 
+def camera_main(port: int, seed: int) -> None:
+    """The sample people walking past a live camera, in an order drawn from ``seed``."""
+    import random
+
+    import cv2
+    import numpy as np
+
+    people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
+    random.Random(seed).shuffle(people)
+    frames = []
+    for _name, path in people:
+        face = cv2.imread(str(path))
+        for i in range(15):
+            frame = np.full((360, 640, 3), 90, np.uint8)
+            frame[55:305, 100 + 3 * i : 350 + 3 * i] = face
+            frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
+        blank = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
+        frames += [blank] * 5
+    serve_mjpeg(port, frames)
+
+
+USAGE = """usage: python -m bench.fleet camera PORT SEED    the sample people, a live camera
+       python -m bench.fleet images PORT IMAGE...   these JPEG files in a loop, from the first for each reader"""
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "camera":
         camera_main(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "images":
+        serve_mjpeg(int(sys.argv[2]), [Path(f).read_bytes() for f in sys.argv[3:]], live=False)
     else:
-        sys.exit("usage: python -m bench.fleet camera PORT SEED")
+        sys.exit(USAGE)

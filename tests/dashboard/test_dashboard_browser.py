@@ -24,7 +24,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from processes import free_port, wait_until
+
+from bench.fleet import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

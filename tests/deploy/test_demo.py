@@ -14,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from processes import wait_until
+
+from bench.fleet import wait_until
 
 pytestmark = pytest.mark.slow
 

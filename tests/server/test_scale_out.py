@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import redis
 from PIL import Image
-from processes import free_port, wait_until
 from server_testkit import API_KEY, TOKENS, Edge, observation
 
+from bench.fleet import free_port, wait_until
 from facecodec import enhancement
 
 pytestmark = pytest.mark.slow

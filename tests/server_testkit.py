@@ -1,15 +1,19 @@
-"""Helpers of the analysis-server tests: a server in a background thread, a real edge-side gRPC client."""
+"""Helpers of every test that runs an analysis server (tests/server, security, dashboard): a
+server in a background thread, a factory of them on one Redis, a real edge-side gRPC client."""
 
 from __future__ import annotations
 
 import asyncio
 import queue
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
+import redis
 
 from analysis_server.runtime import AnalysisServer
 from analysis_server.settings import ServerSettings
@@ -55,6 +59,42 @@ class ServerThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+
+
+class ServerFactory:
+    """Starts :class:`ServerThread` servers on one Redis, each under its own key prefix (a fresh one
+    unless given) with the test credentials; :meth:`close` stops those still running and erases
+    every key of their prefixes. ``defaults`` are setting overrides for every server it starts."""
+
+    def __init__(self, redis_url: str, data_dir: Path, **defaults):
+        self.redis_url = redis_url
+        self.data_dir = data_dir
+        self.defaults = defaults
+        self.started: list[ServerThread] = []
+        self.prefixes: list[str] = []
+
+    def __call__(self, prefix: str | None = None, **overrides) -> ServerThread:
+        prefix = prefix or f"t{secrets.token_hex(4)}"
+        self.prefixes.append(prefix)
+        values = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0, "redis_url": self.redis_url,
+                  "key_prefix": prefix, "data_dir": self.data_dir, "api_keys": API_KEY, "camera_tokens": TOKENS,
+                  "grpc_grace_s": 0.5, "enhancement_timeout_s": 5.0, **self.defaults, **overrides}
+        server = ServerThread(ServerSettings(**values))
+        self.started.append(server)
+        return server
+
+    def close(self) -> None:
+        for s in self.started:
+            if not s.loop.is_closed():  # a test may have stopped it already
+                s.stop()
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for p in self.prefixes:
+                keys = list(client.scan_iter(match=f"{p}:*", count=1000))
+                if keys:
+                    client.delete(*keys)
+        finally:
+            client.close()
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,14 @@ def test_blank_image_has_no_face_and_fallback_is_recorded(frontend):
     assert face.quality.fallback and face.quality.probability == 0.0
 
 
+@pytest.mark.parametrize("side", [16, 17, 18, 19, 20])
+def test_an_image_smaller_than_the_smallest_face_mtcnn_looks_for_has_no_face(frontend, side):
+    """16-19 px passes the size check but is under MTCNN's 20 px minimum face (its pyramid would be empty)."""
+    image = np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    assert frontend.detector.detect(image) == []
+    assert frontend.analyze(image) == []
+
+
 def test_unusable_images_raise_image_error(frontend, tmp_path):
     with pytest.raises(ImageError):
         frontend.analyze(np.zeros((100, 100), np.uint8))

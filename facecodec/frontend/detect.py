@@ -88,6 +88,8 @@ class MtcnnDetector:
         import torch
 
         image = check_image(image)
+        if min(image.shape[:2]) < self.min_face_size:  # MTCNN's pyramid would be empty (it raises)
+            return []
         with torch.inference_mode():
             boxes, probs, points = self._get().detect(image, landmarks=True)
         if boxes is None:

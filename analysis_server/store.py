@@ -78,13 +78,13 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-_FOUR = b"$%d\r\n%b\r\n" * 4  # four bulk strings (length, bytes) of the wire protocol
-_NINE = b"$%d\r\n%b\r\n" * 9
+_BULK = b"$%d\r\n%b\r\n"  # a bulk string of the wire protocol (RESP): its length, its bytes
+_FOUR, _NINE = _BULK * 4, _BULK * 9  # a face's keys, a face's arguments (see _STORE_BATCH)
 
 
 def _bulks(*values: str) -> bytes:
     """Strings as RESP bulk strings (UTF-8), concatenated."""
-    return b"".join(b"$%d\r\n%b\r\n" % (len(b), b) for b in (v.encode() for v in values))
+    return b"".join(_BULK % (len(b), b) for b in (v.encode() for v in values))
 
 
 _PLAIN = re.compile(r"^[A-Za-z0-9._:@ -]*$")  # needs no JSON escaping
@@ -175,8 +175,9 @@ class FaceStore:
         self._store_sha: str | None = None
 
     # -- ingest ------------------------------------------------------------------------------
-    def _store_call(self, observations: list[Observation], matches: list[Match | None]) -> bytes:
-        """``numkeys key... arg...`` of the batch-store script call, in RESP (see :data:`_STORE_BATCH`).
+    def _store_call(self, observations: list[Observation], matches: list[Match | None]) -> tuple[int, bytes]:
+        """``numkeys key... arg...`` of the batch-store script call in RESP (see :data:`_STORE_BATCH`),
+        and how many bulk strings that is.
 
         Written straight to the wire format, one formatting operation per face: this runs for
         every face ingested.
@@ -209,15 +210,14 @@ class FaceStore:
             arg_parts.append(_NINE % (len(fid), fid, len(t), t, len(ident_b), ident_b, 1, watch, len(distance),
                                       distance, len(cam), cam, len(base), base, len(feature), feature,
                                       len(meta), meta))
-        numkeys = b"%d" % (3 + 4 * len(observations))
-        return b"".join([b"$%d\r\n%b\r\n" % (len(numkeys), numkeys), *key_parts, *arg_parts])
+        n = len(observations)
+        return 1 + 3 + 4 * n + 2 + 9 * n, b"".join([_bulks(str(3 + 4 * n)), *key_parts, *arg_parts])
 
     async def store_batch(self, observations: list[Observation], matches: list[Match | None]) -> list[int]:
         """Store a batch in one script call (one round trip); per face STORED, DUPLICATE or ERASED."""
         if not observations:
             return []
-        call = self._store_call(observations, matches)
-        n_items = 1 + 3 + 4 * len(observations) + 2 + 9 * len(observations)  # numkeys, keys, args
+        n_items, call = self._store_call(observations, matches)
         for attempt in range(3):
             if self._store_sha is None:
                 self._store_sha = await self.redis.script_load(_STORE_BATCH)

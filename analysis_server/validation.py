@@ -173,9 +173,7 @@ def _check_fields(obs: ingest_pb2.FaceObservation, stream_camera: str, now_ms: i
     Runs for every face at ingest, so each field is read from the message once, and the range
     checks are chained comparisons (which NaN fails, as it fails every comparison).
     """
-    face_id = obs.face_id
-    if not ID_PATTERN.match(face_id):
-        check_id("face_id", face_id)
+    face_id = check_id("face_id", obs.face_id)
     camera_id = obs.camera_id or stream_camera
     if camera_id != stream_camera:
         raise ValidationFailure("camera_id", f"{camera_id[:40]!r} differs from the stream's camera {stream_camera!r}")
@@ -195,7 +193,7 @@ def _check_fields(obs: ingest_pb2.FaceObservation, stream_camera: str, now_ms: i
     if not 0.0 <= face_size <= MAX_COORD:
         raise ValidationFailure("quality.face_size", f"{face_size} is not a size in pixels")
     track_id = obs.track_id
-    if track_id and not ID_PATTERN.match(track_id):
+    if track_id:
         check_id("track_id", track_id)
     if obs.format_version and obs.format_version != base_layer.VERSION:
         raise ValidationFailure("format_version", f"{obs.format_version} is not the base-layer format this server "

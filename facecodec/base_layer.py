@@ -468,34 +468,26 @@ def decode_many(payloads: list[bytes]) -> list[DecodedBase | PayloadError]:
     Payloads of one model and step are rANS-decoded together (:func:`rans_decode_many`) and
     dequantized together (one matrix product: features equal :func:`decode`'s to within one
     float32 ulp, and in practice bit for bit); without Numba, a group smaller than
-    ``VECTOR_MIN`` uses CompressAI's decoder per payload. Errors are those of :func:`decode`, payload by payload.
-    A header already accepted in this call is only re-checked for length and checksum.
+    ``VECTOR_MIN`` uses CompressAI's decoder per payload. Errors are those of :func:`decode`,
+    payload by payload; a header is read once per call, each body is checked on its own.
     """
     out: list[DecodedBase | PayloadError | None] = [None] * len(payloads)
     groups: dict[tuple[BaseLayerModel, int], list[tuple[int, bytes, int]]] = {}
-    accepted: dict[bytes, tuple[BaseLayerModel, int, int]] = {}  # header bytes -> model, step, longest body
-    crc = binascii.crc_hqx
+    accepted: dict[bytes, tuple[BaseLayerHeader, BaseLayerCodec]] = {}  # header bytes read in this call
     for j, payload in enumerate(payloads):
-        if type(payload) is bytes:  # the fast path: a header seen before, a body of a plausible length
-            known = accepted.get(payload[:3])
-            if known is not None:
-                model, step_index, longest = known
-                n = len(payload) - HEADER_BYTES
-                if MIN_BODY_BYTES <= n <= longest and not n % 4 \
-                        and crc(payload[HEADER_BYTES:], crc(payload[:3], 0xFFFF)) == int.from_bytes(payload[3:5], "big"):
-                    groups[(model, step_index)].append((j, payload[HEADER_BYTES:], len(payload)))
-                    continue
-        try:  # the checks of decode(), in its order, so that the error is decode()'s own
-            header = read_header(payload)
-            payload = bytes(payload)
-            model = _model_for(header.backend, header.model_tag)
-            codec = BaseLayerCodec(model, header.step_index)
+        try:  # decode()'s checks in decode()'s order, so that an error is decode()'s own
+            known = accepted.get(payload[:3]) if type(payload) is bytes and len(payload) >= HEADER_BYTES else None
+            if known is None:
+                header = read_header(payload)
+                payload = bytes(payload)
+                known = accepted[payload[:3]] = (header, BaseLayerCodec(_model_for(header.backend, header.model_tag),
+                                                                        header.step_index))
+            header, codec = known
             body = codec.checked_body(payload, header)
         except PayloadError as e:
             out[j] = e
             continue
-        accepted[payload[:3]] = (model, header.step_index, 4 * (model.dim + 2))
-        groups.setdefault((model, header.step_index), []).append((j, body, len(payload)))
+        groups.setdefault((codec.model, header.step_index), []).append((j, body, len(payload)))
     for (model, step_index), members in groups.items():
         bodies = [b for _, b, _ in members]
         if len(members) >= VECTOR_MIN or _compiled_symbols() is not None:

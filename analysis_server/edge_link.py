@@ -9,12 +9,20 @@ With several server replicas sharing one Redis, a camera's stream is open on one
 request for a camera held elsewhere is forwarded to that replica through Redis pub/sub
 (:class:`analysis_server.replicas.ReplicaRouter`) behind this same interface, and the upload
 comes back the same way.
+
+One camera, one stream: while a camera's stream is open (here or on another replica), a second
+stream claiming the same camera id is refused (:meth:`EdgeLink.attach` says why), so requests and
+texture drops always reach the edge that holds the stream, and the camera is never shown offline
+while that edge is connected. A stream whose connection died without a word is closed by gRPC's
+keepalive (``KEEPALIVE_S`` in :mod:`analysis_server.grpc_service`), after which the camera can
+connect again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -27,6 +35,9 @@ from facewire.v1 import ingest_pb2 as pb
 log = logging.getLogger(__name__)
 
 
+EVICTED = object()  # put on a session's outbound queue: its stream must end (another replica holds the camera)
+
+
 @dataclass(eq=False)
 class CameraSession:
     """One open stream; messages for the edge go through ``outbound`` (a single writer sends them)."""
@@ -37,9 +48,17 @@ class CameraSession:
     agent_version: str = ""
     outbound: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
     closed: bool = False
+    evicted: bool = False
 
     async def send(self, msg: pb.ServerMessage) -> None:
         await self.outbound.put(msg)
+
+    def evict(self) -> None:
+        """End this stream: its writer stops at the next message (:data:`EVICTED` wakes it if the
+        queue is idle) and closes the call; the edge reconnects."""
+        self.evicted = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the writer anyway
+            self.outbound.put_nowait(EVICTED)
 
 
 class EdgeLink:
@@ -52,15 +71,29 @@ class EdgeLink:
         self.router = router
         if router is not None:
             router.handle("enhance", self._serve_forwarded)
+            router.handle("holds", self._serve_holds)
+            router.on_lost = self.evict
 
     # -- sessions ----------------------------------------------------------------------------
-    def attach(self, session: CameraSession) -> CameraSession | None:
-        """Register a new stream; a camera that reconnects replaces its old stream (returned)."""
-        old = self._sessions.get(session.camera_id)
-        self._sessions[session.camera_id] = session
+    async def attach(self, session: CameraSession) -> str | None:
+        """Register a new stream: ``None``, or why it is refused (the camera already has a live stream,
+        on this replica or another one)."""
+        camera_id = session.camera_id
+        current = self._sessions.get(camera_id)
+        if current is not None and not current.closed:
+            return (f"camera {camera_id!r} already has a live stream (opened at {current.connected_ms} ms); "
+                    "a camera id streams once at a time")
+        self._sessions[camera_id] = session  # taken before any await: a concurrent attach sees it
         if self.router is not None:
-            self.router.claim(session.camera_id)
-        return old
+            holder = await self.router.claim(camera_id)
+            if holder is not None:
+                if self._sessions.get(camera_id) is session:
+                    del self._sessions[camera_id]
+                return (f"camera {camera_id!r} already has a live stream on server replica {holder!r}; "
+                        "a camera id streams once at a time")
+            if session.closed:  # it ended while the claim was written
+                self.router.release(camera_id)
+        return None
 
     def detach(self, session: CameraSession) -> None:
         session.closed = True
@@ -73,8 +106,20 @@ class EdgeLink:
     def session(self, camera_id: str) -> CameraSession | None:
         return self._sessions.get(camera_id)
 
+    def evict(self, camera_id: str) -> None:
+        """Close the camera's stream here (another replica took the camera while Redis lost our claim)."""
+        session = self._sessions.get(camera_id)
+        if session is not None:
+            log.warning("camera %s: another server replica holds its stream now; closing the one here", camera_id)
+            session.evict()
+
     def online(self) -> dict[str, CameraSession]:
         return dict(self._sessions)
+
+    async def _serve_holds(self, body: dict) -> dict:
+        """Another replica asks whether the stream of a camera is still open here."""
+        session = self._sessions.get(str(body.get("camera_id", "")))
+        return {"holds": session is not None and not session.closed}
 
     # -- enhancement round trip --------------------------------------------------------------
     async def request_enhancement(self, camera_id: str, face_id: str, codec: str, quality: int,
@@ -182,13 +227,31 @@ class EdgeLink:
         fut.set_result(upload)
         return True
 
-    async def drop_texture(self, camera_id: str, face_ids: list[str]) -> bool:
-        """Tell the camera's edge to drop these faces' texture; ``False`` when it is offline."""
-        session = self._sessions.get(camera_id)
-        if session is None or not face_ids:
+    async def drop_texture(self, camera_id: str, face_ids: list[str], timeout_s: float) -> bool:
+        """Tell the camera's edge (streaming to this replica) to drop these faces' texture, and whether
+        it confirmed that it no longer holds them; ``False`` when it is offline or did not confirm.
+
+        The wire contract (``facewire.v1``) has no acknowledgement of ``DropTexture``, so the
+        confirmation is a question the edge already answers: right after the drop, an
+        ``EnhancementRequest`` for the last face of the batch. An edge reads its stream in order
+        and drops a batch in one transaction, so ``EXPIRED`` ("dropped at the server's request")
+        or ``UNKNOWN_FACE`` means the whole batch is gone; an upload (``OK``) means it is not.
+        """
+        if not face_ids or self._sessions.get(camera_id) is None:
             return False
-        await session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=face_ids)))
-        return True
+        session = self._sessions[camera_id]
+        await asyncio.wait_for(session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=face_ids))),
+                               timeout_s)
+        try:
+            answer = await self.request_enhancement(camera_id, face_ids[-1], "", 0, timeout_s, forward=False)
+        except (EdgeOffline, EdgeTimeout, EdgeFailed) as e:
+            log.info("camera %s did not confirm the drop of %d textures: %s", camera_id, len(face_ids), e)
+            return False
+        if answer.status in (pb.UPLOAD_STATUS_EXPIRED, pb.UPLOAD_STATUS_UNKNOWN_FACE):
+            return True
+        log.warning("camera %s still holds the texture of face %s after a drop (%s); it is sent again later",
+                    camera_id, face_ids[-1], pb.UploadStatus.Name(answer.status))
+        return False
 
 
 def _upload_from_reply(reply: dict) -> pb.EnhancementUpload:

@@ -42,6 +42,9 @@ _METHOD_PREFIX = f"/{SERVICE_NAME}/"
 _CLOSE = object()  # the reader has finished: the writer ends the call
 _INBOX = 16  # messages read ahead of the one being handled
 _COALESCE = 8  # at most this many consecutive batches are handled together
+# Ping every 10 s, give up after 5 more: a stream whose connection died without a word is closed
+# within 15 s, after which its camera may open a new one (a second live stream is refused).
+KEEPALIVE_S = (10, 5)
 
 
 _HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
@@ -128,17 +131,19 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
         except ValidationFailure as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         session = CameraSession(camera_id, context.peer())
-        old = self.s.link.attach(session)
-        if old is not None:
-            log.info("camera %s reconnected; its previous stream is replaced", camera_id)
+        refusal = await self.s.link.attach(session)  # one camera, one stream (see edge_link)
+        if refusal is not None:
+            log.warning("refused a second stream for camera %s from %s: %s", camera_id, context.peer(), refusal)
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
         self.s.metrics.streams.inc()
         await self.s.store.touch_camera(camera_id, connected_ms=session.connected_ms, last_seen_ms=now_ms())
-        drops = await self.s.store.take_pending_drops(camera_id)
-        if drops:
-            await session.send(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=drops)))
+        self.s.spawn(self.s.flush_drops(camera_id))  # texture drops it has not confirmed yet
         reader = asyncio.get_running_loop().create_task(self._read_then_close(request_iterator, session))
         try:
             while (msg := await session.outbound.get()) is not _CLOSE:
+                if session.evicted:
+                    await context.abort(grpc.StatusCode.ABORTED, f"camera {camera_id!r} streams to another server "
+                                                                 "replica now; reconnect")
                 yield msg
             try:
                 await reader
@@ -317,7 +322,7 @@ def create_server(settings: ServerSettings, services: Services, address: str | N
     server = grpc.aio.server(
         interceptors=[CameraAuthInterceptor(services)],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                 ("grpc.keepalive_time_ms", KEEPALIVE_S[0] * 1000), ("grpc.keepalive_timeout_ms", KEEPALIVE_S[1] * 1000),
                  ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                  ("grpc.keepalive_permit_without_calls", 1)],
     )

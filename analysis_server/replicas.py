@@ -3,7 +3,9 @@ routed to that replica through Redis pub/sub.
 
 A camera's gRPC stream lands on one replica (the load balancer picks it). That replica writes
 ``cam:{camera}:owner = <replica id>`` with a TTL of ``owner_ttl_s``, refreshed while the stream
-is open, and listens on its own channel ``replica:{replica id}``. A replica asked for a face's
+is open, and listens on its own channel ``replica:{replica id}``. The key is taken only when it is
+free, already ours, or its replica is gone or says it no longer holds the stream: a camera
+streams to one replica at a time (a second stream is refused, see :mod:`analysis_server.edge_link`). A replica asked for a face's
 enhancement layer whose camera streams elsewhere publishes the request on the owner's channel;
 the owner puts it on the stream and publishes the answer (the upload, or why there is none) on
 the asker's channel. Texture drops for a camera held elsewhere are written to Redis first (the
@@ -28,6 +30,16 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict], Awaitable[dict]]
 
+# KEYS[1] owner key; ARGV: replica id, ttl ms, the holder to take over from ("" = none). Returns "" when
+# the key is now ours, else the replica id that holds it.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] or (ARGV[3] ~= '' and v == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ''
+end
+return v
+"""
 # KEYS[1] owner key; ARGV: replica id, ttl ms. Keep (or take back after expiry) only what is ours.
 _REFRESH = """
 local v = redis.call('GET', KEYS[1])
@@ -58,8 +70,10 @@ class ReplicaRouter:
         self._owned: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
         self._subscribed = asyncio.Event()
+        self._claim = redis.register_script(_CLAIM)
         self._refresh = redis.register_script(_REFRESH)
         self._release = redis.register_script(_RELEASE)
+        self.on_lost: Callable[[str], None] | None = None  # called with a camera another replica took
 
     def handle(self, op: str, handler: Handler) -> None:
         """Serve requests ``op`` from other replicas: ``handler(body) -> reply body``."""
@@ -93,21 +107,43 @@ class ReplicaRouter:
         return task
 
     # -- ownership ---------------------------------------------------------------------------
-    def claim(self, camera_id: str) -> None:
-        """This replica now holds ``camera_id``'s stream (the newest stream wins)."""
+    async def claim(self, camera_id: str, ask_timeout_s: float = 2.0) -> str | None:
+        """Record that this replica holds ``camera_id``'s stream: ``None``, or the id of the live
+        replica that holds it already (the new stream must be refused).
+
+        A key naming another replica is taken over only when that replica is gone (nobody listens
+        on its channel) or answers that it no longer holds the stream. When Redis cannot be
+        reached the stream is accepted (it cannot store anything until Redis is back anyway) and
+        the key is written by the next refresh.
+        """
+        key = self.keys.camera_owner(camera_id)
+        try:
+            holder = (await self._claim(keys=[key], args=[self.replica_id, self.owner_ttl_ms, ""])).decode()
+            if holder and await self._lets_go(holder, camera_id, ask_timeout_s):
+                holder = (await self._claim(keys=[key], args=[self.replica_id, self.owner_ttl_ms, holder])).decode()
+        except Exception as e:  # refreshed again within owner_ttl_s / 3
+            log.warning("could not record that this replica holds camera %s: %r", camera_id, e)
+            holder = ""
+        if holder:
+            return holder
         self._owned.add(camera_id)
-        self._spawn(self._write_owner(camera_id))
+        return None
+
+    async def _lets_go(self, holder: str, camera_id: str, timeout_s: float) -> bool:
+        """Whether replica ``holder`` (named in the camera's owner key) no longer holds its stream."""
+        try:
+            reply = await self._call_replica(holder, "holds", {"camera_id": camera_id}, timeout_s)
+        except NoOwner:
+            return True  # no replica listens on its channel: it is gone
+        except Exception as e:  # alive but slow, or Redis trouble: keep the camera where it is
+            log.info("replica %s did not say whether it holds camera %s: %r", holder, camera_id, e)
+            return False
+        return not reply.get("holds", True)
 
     def release(self, camera_id: str) -> None:
         """The stream closed: forget ownership (only if no other replica took the camera since)."""
         self._owned.discard(camera_id)
         self._spawn(self._release_owner(camera_id))
-
-    async def _write_owner(self, camera_id: str) -> None:
-        try:
-            await self.redis.set(self.keys.camera_owner(camera_id), self.replica_id, px=self.owner_ttl_ms)
-        except Exception as e:  # refreshed again within owner_ttl_s / 3
-            log.warning("could not record that this replica holds camera %s: %r", camera_id, e)
 
     async def _release_owner(self, camera_id: str) -> None:
         if camera_id in self._owned:  # it reconnected here meanwhile
@@ -127,8 +163,11 @@ class ReplicaRouter:
                 except Exception as e:
                     log.warning("could not refresh ownership of camera %s: %r", camera, e)
                     continue
-                if not kept:
-                    log.info("camera %s now streams to another replica", camera)
+                if not kept and camera in self._owned:
+                    log.warning("camera %s: another replica took its owner key; closing the stream here", camera)
+                    self._owned.discard(camera)
+                    if self.on_lost is not None:
+                        self.on_lost(camera)
 
     async def owner(self, camera_id: str) -> str | None:
         raw = await self.redis.get(self.keys.camera_owner(camera_id))
@@ -151,14 +190,21 @@ class ReplicaRouter:
         owner = await self.owner(camera_id)
         if owner is None or owner == self.replica_id:
             raise NoOwner(f"camera {camera_id!r} is offline (no open stream on any server replica)")
+        try:
+            return await self._call_replica(owner, op, body, timeout_s)
+        except NoOwner:
+            raise NoOwner(f"camera {camera_id!r} is offline: replica {owner!r}, which held its stream, "
+                          "is gone") from None
+
+    async def _call_replica(self, owner: str, op: str, body: dict, timeout_s: float) -> dict:
+        """``op`` on replica ``owner`` and its reply body; :class:`NoOwner` when nobody listens there."""
         rid = secrets.token_hex(12)
         fut = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
             msg = json.dumps({"t": "req", "op": op, "rid": rid, "reply": self.replica_id, "body": body})
             if await self.redis.publish(self.keys.replica_channel(owner), msg) == 0:
-                raise NoOwner(f"camera {camera_id!r} is offline: replica {owner!r}, which held its stream, "
-                              "is gone")
+                raise NoOwner(f"replica {owner!r} is gone")
             return await asyncio.wait_for(fut, timeout_s)
         finally:
             self._pending.pop(rid, None)

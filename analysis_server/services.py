@@ -32,6 +32,8 @@ from facewire.v1 import ingest_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+DROP_CHUNK = 256  # face ids per DropTexture: well under the smallest gRPC message cap
+
 
 @dataclass
 class Services:
@@ -47,6 +49,7 @@ class Services:
     sessions: SessionStore
     grpc_serving: bool = False
     _tasks: set = field(default_factory=set)
+    _drop_locks: dict = field(default_factory=dict)
 
     @classmethod
     async def open(cls, settings: ServerSettings, redis_url: str) -> Services:
@@ -129,28 +132,56 @@ class Services:
 
     async def _send_pending_drops(self, body: dict) -> dict:
         """Another replica erased faces of a camera whose stream is open here: send their drops."""
-        camera_id = str(body.get("camera_id", ""))
-        if self.link.session(camera_id) is None:
-            return {"sent": 0}
-        ids = await self.store.take_pending_drops(camera_id)
-        if ids and not await self.link.drop_texture(camera_id, ids):
-            await self.store.add_pending_drops(camera_id, ids)
-            return {"sent": 0}
-        return {"sent": len(ids)}
+        return {"sent": await self.flush_drops(str(body.get("camera_id", "")))}
+
+    async def flush_drops(self, camera_id: str) -> int:
+        """Send the camera's pending texture drops down its stream (open on this replica) and forget
+        those its edge confirms (see :meth:`EdgeLink.drop_texture`); how many were confirmed.
+
+        Unconfirmed drops stay in Redis: they are sent again when the camera reconnects and at
+        every retention sweep while it is connected.
+        """
+        async with self._drop_locks.setdefault(camera_id, asyncio.Lock()):  # one flush per camera at a time
+            if self.link.session(camera_id) is None:
+                return 0
+            ids = await self.store.pending_drops(camera_id)
+            confirmed = 0
+            for i in range(0, len(ids), DROP_CHUNK):
+                chunk = ids[i:i + DROP_CHUNK]
+                if not await self.link.drop_texture(camera_id, chunk, self.settings.enhancement_timeout_s):
+                    break
+                await self.store.forget_drops(camera_id, chunk)
+                confirmed += len(chunk)
+            if confirmed:
+                log.info("camera %s confirmed dropping the texture of %d erased faces", camera_id, confirmed)
+            return confirmed
+
+    async def flush_all_drops(self) -> None:
+        """Retry the unconfirmed drops of every camera streaming to this replica."""
+        for camera_id in list(self.link.online()):
+            try:
+                await self.flush_drops(camera_id)
+            except Exception as e:  # tried again at the next sweep
+                log.warning("texture drops for camera %s: %r", camera_id, e)
 
     # -- privacy -----------------------------------------------------------------------------
     async def erase_faces(self, face_ids: list[str], who: str) -> list[str]:
-        """Erase faces and ask their edges to drop the texture (queued for offline edges); erased ids."""
+        """Erase faces and ask their edges to drop the texture; erased ids.
+
+        The drops are written to Redis first and stay there until the edge confirms them
+        (:meth:`flush_drops`): sent now to a camera streaming here, through the replica that
+        holds its stream otherwise, or when the camera reconnects.
+        """
         by_camera = await self.store.delete_faces(face_ids)
         for camera_id, ids in by_camera.items():
-            if not await self.link.drop_texture(camera_id, ids):
-                # Kept in Redis (sent when the camera reconnects); if its stream is open on another
-                # replica, that replica is told to send them now.
-                await self.store.add_pending_drops(camera_id, ids)
-                try:
-                    await self.router.notify(camera_id, "send_drops", {"camera_id": camera_id})
-                except Exception as e:  # they stay pending in Redis
-                    log.warning("could not tell the replica holding camera %s to drop textures: %r", camera_id, e)
+            await self.store.add_pending_drops(camera_id, ids)
+            if self.link.session(camera_id) is not None:
+                self.spawn(self.flush_drops(camera_id))
+                continue
+            try:
+                await self.router.notify(camera_id, "send_drops", {"camera_id": camera_id})
+            except Exception as e:  # they stay pending in Redis
+                log.warning("could not tell the replica holding camera %s to drop textures: %r", camera_id, e)
         erased = [f for ids in by_camera.values() for f in ids]
         for f in erased:
             await self.store.audit(who, "erase_face", face_id=f)

@@ -364,7 +364,7 @@ class FaceStore:
         return by_camera
 
     async def add_pending_drops(self, camera_id: str, face_ids: list[str]) -> None:
-        """Remember texture drops for a camera that is offline; sent when it reconnects."""
+        """Remember texture drops for a camera until its edge confirms them (kept for the retention period)."""
         if face_ids:
             key = self.keys.pending_drops(camera_id)
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -372,13 +372,14 @@ class FaceStore:
                 pipe.pexpire(key, self.retention_ms)
                 await pipe.execute()
 
-    async def take_pending_drops(self, camera_id: str) -> list[str]:
-        key = self.keys.pending_drops(camera_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.smembers(key)
-            pipe.delete(key)
-            members, _ = await pipe.execute()
-        return sorted(m.decode() for m in members)
+    async def pending_drops(self, camera_id: str) -> list[str]:
+        """The face ids whose texture the camera's edge has not yet confirmed dropping."""
+        return sorted(m.decode() for m in await self.redis.smembers(self.keys.pending_drops(camera_id)))
+
+    async def forget_drops(self, camera_id: str, face_ids: list[str]) -> None:
+        """The edge confirmed these drops."""
+        if face_ids:
+            await self.redis.srem(self.keys.pending_drops(camera_id), *face_ids)
 
     # -- events and audit --------------------------------------------------------------------
     async def event(self, kind: str, **fields: str) -> None:

@@ -152,6 +152,8 @@ class Edge:
                 if kind == "ack":
                     self.acks.put(msg.ack)
                 elif kind == "drop_texture":
+                    for f in msg.drop_texture.face_ids:  # dropped, as an edge agent does
+                        self.textures.pop(f, None)
                     self.drops.put(list(msg.drop_texture.face_ids))
                 elif kind == "enhancement_request":
                     self.requests.put(msg.enhancement_request)

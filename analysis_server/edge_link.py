@@ -66,6 +66,7 @@ class EdgeLink:
 
     def __init__(self, router: ReplicaRouter | None = None) -> None:
         self._sessions: dict[str, CameraSession] = {}
+        self._claiming: dict[str, CameraSession] = {}  # streams whose ownership is being recorded in Redis
         self._pending: dict[str, tuple[asyncio.Future, str, str]] = {}  # request id -> (future, camera, face)
         self._inflight: dict[tuple[str, str, int], asyncio.Future] = {}
         self.router = router
@@ -79,20 +80,19 @@ class EdgeLink:
         """Register a new stream: ``None``, or why it is refused (the camera already has a live stream,
         on this replica or another one)."""
         camera_id = session.camera_id
-        current = self._sessions.get(camera_id)
+        current = self._sessions.get(camera_id) or self._claiming.get(camera_id)
         if current is not None and not current.closed:
             return (f"camera {camera_id!r} already has a live stream (opened at {current.connected_ms} ms); "
                     "a camera id streams once at a time")
-        self._sessions[camera_id] = session  # taken before any await: a concurrent attach sees it
-        if self.router is not None:
-            holder = await self.router.claim(camera_id)
-            if holder is not None:
-                if self._sessions.get(camera_id) is session:
-                    del self._sessions[camera_id]
-                return (f"camera {camera_id!r} already has a live stream on server replica {holder!r}; "
-                        "a camera id streams once at a time")
-            if session.closed:  # it ended while the claim was written
-                self.router.release(camera_id)
+        self._claiming[camera_id] = session  # before any await: a concurrent attach sees it
+        try:
+            holder = await self.router.claim(camera_id) if self.router is not None else None
+        finally:
+            del self._claiming[camera_id]
+        if holder is not None:
+            return (f"camera {camera_id!r} already has a live stream on server replica {holder!r}; "
+                    "a camera id streams once at a time")
+        self._sessions[camera_id] = session
         return None
 
     def detach(self, session: CameraSession) -> None:

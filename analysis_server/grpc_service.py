@@ -18,7 +18,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from analysis_server.auth import FailureLimiter, bearer, peer_address
+from analysis_server.auth import FailureLimiter, bearer, client_bucket, peer_address
 from analysis_server.edge_link import CameraSession
 from analysis_server.errors import ConfigurationError
 from analysis_server.services import Services
@@ -54,16 +54,18 @@ _HANDLER_KINDS = {(False, False): grpc.unary_unary_rpc_method_handler, (False, T
 class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
     """Refuses every ``FaceIngest`` call without a valid camera token (health checks stay open).
 
-    A call that presents a wrong token counts as one failure of its peer's address in
-    ``limiter`` (in this process's memory: per replica); a locked-out address gets
-    ``RESOURCE_EXHAUSTED`` for every ``FaceIngest`` call, valid tokens included. While no
-    address is locked, accepted calls go straight to the servicer (no per-message cost).
+    A call that presents a wrong token counts as one failure of its peer's client bucket (IPv4
+    address, IPv6 /64) and of the camera id it claims, in ``limiter`` (in this process's memory:
+    per replica). Past the limit either way, its wrong tokens get ``RESOURCE_EXHAUSTED`` after a
+    delay instead of ``UNAUTHENTICATED``. A valid token is accepted before the limiter is asked,
+    so other clients' failures never refuse it; accepted calls go straight to the servicer.
     """
 
     def __init__(self, services: Services, limiter: FailureLimiter | None = None):
         self.services = services
         s = services.settings
-        self.limiter = limiter or FailureLimiter(s.auth_fail_limit, s.auth_fail_window_s, s.auth_lockout_s)
+        self.limiter = limiter or FailureLimiter(s.auth_fail_limit, s.auth_fail_window_s, s.auth_lockout_s,
+                                                 s.auth_fail_delay_s)
         # One refusal per method and case, of the method's own kind (unary or streaming either way).
         self._deny = {(f"{_METHOD_PREFIX}{m.name}", presented):
                       _HANDLER_KINDS[m.client_streaming, m.server_streaming](self._denier(presented))
@@ -71,33 +73,27 @@ class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
 
     def _denier(self, presented: bool):
         async def deny(request_iterator, context: grpc.aio.ServicerContext):
-            address = peer_address(context.peer())
-            await self._abort_if_locked(context, address)
             if presented:  # a guess; a call with no token at all guesses nothing
-                self.limiter.failed(address)
+                await self._count_failure(context)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 "missing or invalid camera credentials: send x-camera-id and "
                                 "authorization: Bearer <camera token>")
 
         return deny
 
-    async def _abort_if_locked(self, context: grpc.aio.ServicerContext, address: str) -> None:
-        wait = self.limiter.retry_after(address)
-        if wait > 0:
+    async def _count_failure(self, context: grpc.aio.ServicerContext) -> None:
+        """One wrong token: counted for the client and the camera; throttled ones are answered slowly."""
+        keys = [client_bucket(peer_address(context.peer()))]
+        camera_id = dict(context.invocation_metadata() or ()).get("x-camera-id", "")
+        if isinstance(camera_id, str) and self.services.credentials.knows_camera(camera_id):
+            keys.append(f"camera:{camera_id}")
+        throttled = [k for k in keys if self.limiter.failed(k)]
+        if throttled:
+            await self.limiter.hold(throttled[0])
+            wait = max(self.limiter.retry_after(k) for k in throttled)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many failed authentication attempts from this address; retry in {wait:.0f} s")
-
-    def _guarded(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        """``handler`` behind the lockout check (only used while some address is locked)."""
-        inner = handler.stream_stream
-
-        async def guarded(request_iterator, context: grpc.aio.ServicerContext):
-            await self._abort_if_locked(context, peer_address(context.peer()))
-            async for message in inner(request_iterator, context):
-                yield message
-
-        return grpc.stream_stream_rpc_method_handler(guarded, request_deserializer=handler.request_deserializer,
-                                                     response_serializer=handler.response_serializer)
+                                f"too many wrong camera tokens from this address or for this camera; wrong tokens "
+                                f"are refused slowly for {wait:.0f} s more (valid ones are not affected)")
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         if details.method.startswith(_METHOD_PREFIX):
@@ -108,11 +104,6 @@ class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
                 self.services.metrics.auth_failures.labels("grpc").inc()
                 log.warning("refused a stream for camera %r: bad credentials", (camera_id or "")[:40])
                 return self._deny.get((details.method, bool(token)))
-            if self.limiter.any_locked:
-                handler = await continuation(details)
-                if handler is not None and handler.stream_stream is not None:
-                    return self._guarded(handler)
-                return handler
         return await continuation(details)
 
 

@@ -87,8 +87,12 @@ class AnalysisServer:
                 read_tls_file(s.tls_cert_file, "FACESERVER_TLS_CERT_FILE")
                 read_tls_file(s.tls_key_file, "FACESERVER_TLS_KEY_FILE")
                 tls = {"ssl_certfile": str(s.tls_cert_file), "ssl_keyfile": str(s.tls_key_file)}
+            # X-Forwarded-For is believed only from the proxies named in FACESERVER_TRUSTED_PROXIES
+            # (uvicorn alone would trust it from 127.0.0.1, or from FORWARDED_ALLOW_IPS).
+            proxies = s.trusted_proxies.replace(" ", "").strip(",")
             config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                    timeout_graceful_shutdown=max(1, int(s.grpc_grace_s)), **tls)
+                                    timeout_graceful_shutdown=max(1, int(s.grpc_grace_s)),
+                                    proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "", **tls)
             self._http = _Uvicorn(config)
             self._http_task = asyncio.get_running_loop().create_task(self._http.serve(sockets=[sock]))
             while not self._http.started:

@@ -69,10 +69,14 @@ class ServerSettings(BaseSettings):
     # Dashboard logins (an HttpOnly cookie bound to an API key).
     session_ttl_s: int = Field(default=12 * 3600, ge=60)
     session_cookie_secure: bool = False
-    # Authentication failures: per client address, counted in this process (per replica).
+    # Wrong credentials: counted per client (IPv4 address, IPv6 /64) and per camera id, in this
+    # process (per replica); past the limit they are refused slowly. Valid ones never are (auth.py).
     auth_fail_limit: int = Field(default=100, ge=0)  # 0 = no limit
     auth_fail_window_s: float = Field(default=60.0, gt=0)
     auth_lockout_s: float = Field(default=300.0, gt=0)
+    auth_fail_delay_s: float = Field(default=1.0, ge=0, le=30)
+    # Proxies whose X-Forwarded-For names the client (comma-separated addresses or networks); none by default.
+    trusted_proxies: str = Field(default="", pattern=r"^[0-9A-Fa-f.:/, ]*$")
     metrics_public: bool = False  # /metrics without a key (a scraper on a private network)
     # TLS: gRPC and HTTPS share one certificate; a client CA makes gRPC require client certificates.
     tls_cert_file: Path | None = None

@@ -21,7 +21,6 @@ from analysis_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
-PROBES = frozenset({"/healthz", "/readyz"})  # open by design: orchestrators' probes carry no key
 MULTIPART_OVERHEAD = 64 * 1024  # form framing around the largest upload
 
 
@@ -91,7 +90,6 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     app.include_router(system.metrics_router, dependencies=[] if settings.metrics_public else secured)
     dashboard.mount(app)  # its pages check the session themselves (the login form, not a 401 JSON)
     limiter = app.state.auth_limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window_s,
-                                                      settings.auth_lockout_s)
-    app.add_middleware(RequestGuard, limiter=limiter, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD,
-                       open_paths=PROBES | ({"/metrics"} if settings.metrics_public else set()))
+                                                      settings.auth_lockout_s, settings.auth_fail_delay_s)
+    app.add_middleware(RequestGuard, limiter=limiter, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD)
     return app

@@ -1,12 +1,13 @@
-"""What every HTTP request passes before a route sees it: lockout, body size, content type.
+"""What every HTTP request passes before a route sees it: failed-login throttling, body size, content type.
 
 A pure ASGI middleware (streaming responses pass through untouched):
 
-- a client address locked out by :class:`analysis_server.auth.FailureLimiter` gets 429 with
-  ``Retry-After`` on every path but the probes; a 401 answered to a request that presented a
-  credential (``X-API-Key``, ``Authorization``, or the dashboard's login form) counts as one
-  failure of its address (``request.client.host``; behind a proxy, the proxy's address unless
-  uvicorn's ``--forwarded-allow-ips`` trusts it);
+- a 401 answered to a request that presented a credential (``X-API-Key``, ``Authorization``, or
+  the dashboard's login form) counts one failure of its client (:func:`analysis_server.auth.client_bucket`
+  of ``request.client.host``: the connecting address, or with ``FACESERVER_TRUSTED_PROXIES`` the one
+  a trusted proxy names in ``X-Forwarded-For``); a client over the limit gets, for its wrong
+  credentials only, 429 with ``Retry-After`` after a delay instead of 401. A valid credential is
+  never refused or delayed (see :class:`analysis_server.auth.FailureLimiter`);
 - a body larger than ``max_body`` gets 413, from ``Content-Length`` before anything is read or
   while a chunked body is read;
 - a body of any media type but JSON, multipart form data or a URL-encoded form gets 415.
@@ -21,7 +22,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from analysis_server.auth import FailureLimiter
+from analysis_server.auth import FailureLimiter, client_bucket
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MEDIA_TYPES = frozenset({"application/json", "multipart/form-data", "application/x-www-form-urlencoded"})
@@ -42,13 +43,12 @@ async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] 
 
 
 class RequestGuard:
-    """Lockout after authentication failures, 413 for large bodies, 415 for other media types."""
+    """Throttling of wrong credentials, 413 for large bodies, 415 for other media types."""
 
-    def __init__(self, app: ASGIApp, limiter: FailureLimiter, max_body: int, open_paths: frozenset[str]):
+    def __init__(self, app: ASGIApp, limiter: FailureLimiter, max_body: int):
         self.app = app
         self.limiter = limiter
         self.max_body = max_body
-        self.open_paths = open_paths  # never locked out (the probes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -56,13 +56,7 @@ class RequestGuard:
             return
         path, method = scope.get("path", ""), scope.get("method", "GET")
         client = scope.get("client")
-        address = client[0] if client else "unknown"
-        if path not in self.open_paths:
-            wait = self.limiter.retry_after(address) if self.limiter.any_locked else 0.0
-            if wait > 0:
-                await _answer(send, 429, "too many failed authentication attempts from this address; "
-                                         "try again later", {"Retry-After": str(math.ceil(wait))})
-                return
+        address = client_bucket(client[0]) if client else "unknown"
         headers = Headers(scope=scope)
         if method in BODY_METHODS:
             refusal = self._check_body(headers)
@@ -71,6 +65,7 @@ class RequestGuard:
                 return
         credential = "x-api-key" in headers or "authorization" in headers or (path == LOGIN_PATH and method == "POST")
         started = False
+        replaced = False  # a throttled 401 went out as 429: the route's own body is dropped
         received = 0
 
         async def limited_receive() -> Message:
@@ -83,11 +78,19 @@ class RequestGuard:
             return message
 
         async def watched_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, replaced
+            if replaced:
+                return
             if message["type"] == "http.response.start":
                 started = True
-                if message["status"] == 401 and credential:
-                    self.limiter.failed(address)
+                if message["status"] == 401 and credential and self.limiter.failed(address):
+                    replaced = True
+                    await self.limiter.hold(address)
+                    wait = max(1, math.ceil(self.limiter.retry_after(address)))
+                    await _answer(send, 429, "too many failed authentication attempts from this address; "
+                                             "wrong credentials are refused slowly for a while (valid ones "
+                                             "are not affected)", {"Retry-After": str(wait)})
+                    return
             await send(message)
 
         try:

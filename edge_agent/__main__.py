@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print("edge-agent: no camera configured: give --source and --camera-id (or EDGE_CAMERAS)", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.storage_key is None:
+        log.warning("EDGE_STORAGE_KEY is not set: face crops and base layers are kept in plaintext in %s; set it "
+                    "(openssl rand -base64 32)", settings.data_dir)
 
     from edge_agent.agent import open_agent
 

@@ -135,9 +135,9 @@ class EdgeAgent:
             raise ValueError("no camera configured: give --source and --camera-id (or EDGE_CAMERAS)")
         self.settings = settings
         self.counters = Counters()
-        self.spool = Spool(settings.spool_path, int(settings.spool_max_mb * MB))
+        self.spool = Spool(settings.spool_path, int(settings.spool_max_mb * MB), settings.sealer())
         self.texture = TextureStore(settings.texture_path, int(settings.texture_max_mb * MB),
-                                    settings.texture_retention_s)
+                                    settings.texture_retention_s, settings.sealer())
         self.pipeline = pipeline or FacePipeline(backend=settings.feature_backend,
                                                  min_face_size=settings.min_face_size,
                                                  min_probability=settings.min_probability,

@@ -50,13 +50,15 @@ class CameraConfig(BaseModel):
 class EdgeSettings(BaseSettings):
     """Everything the agent can be told; each field is ``EDGE_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid", hide_input_in_errors=True)
 
     # -- where to send, who we are ----------------------------------------------------------
     server: str = Field("127.0.0.1:50051", description="analysis server gRPC address host:port")
     token: SecretStr | None = Field(None, description="camera token (Bearer) for every camera without its own")
     cameras: list[CameraConfig] = Field(default_factory=list, description="JSON list of {id, source, token?}")
     data_dir: Path = Field(Path("var/edge"), description="spool and texture store live here")
+    storage_key: SecretStr | None = Field(None, description="base64 of 32 bytes (openssl rand -base64 32): face crops, "
+                                                            "base layers and spooled observations sealed with AES-256-GCM")
     tls: bool = Field(False, description="connect with TLS, trusting the system's root CAs (or tls_ca_file)")
     tls_ca_file: Path | None = Field(None, description="PEM root CA the server's certificate must chain to (turns TLS on)")
     tls_cert_file: Path | None = Field(None, description="PEM client certificate, for servers that require one")
@@ -115,6 +117,22 @@ class EdgeSettings(BaseSettings):
             raise ValueError(f"unknown setting(s) in the environment: {', '.join(unknown)}; "
                              f"known: {', '.join(sorted(known))}")
         return data
+
+    @field_validator("storage_key")
+    @classmethod
+    def _storage_key_is_aes256(cls, v: SecretStr | None) -> SecretStr | None:
+        from edge_agent.at_rest import parse_key
+
+        if v is None or not v.get_secret_value().strip():
+            return None
+        parse_key(v.get_secret_value())
+        return v
+
+    def sealer(self):
+        """The :class:`edge_agent.at_rest.Sealer` of ``EDGE_STORAGE_KEY`` (passes values through when unset)."""
+        from edge_agent.at_rest import Sealer, parse_key
+
+        return Sealer(parse_key(self.storage_key.get_secret_value()) if self.storage_key else None)
 
     @model_validator(mode="after")
     def _check(self) -> EdgeSettings:

@@ -9,6 +9,10 @@ server stores it once.
 The spool is bounded by ``max_bytes``: when a new observation does not fit, the oldest ones
 are dropped (and counted), so a long outage costs the oldest faces, never the disk.
 
+Acknowledged and dropped observations leave the files within ``wipe_delay_s`` (secure delete
+and a truncating checkpoint, see :mod:`edge_agent.db`); with a storage key (``EDGE_STORAGE_KEY``)
+each observation is sealed with AES-256-GCM (:mod:`edge_agent.at_rest`).
+
 A write that fails raises :class:`~edge_agent.errors.StoreFullError` (disk full, file-size
 limit), :class:`~edge_agent.errors.StoreUnwritableError` (read-only or missing folder) or
 :class:`~edge_agent.errors.StoreError`; :attr:`Spool.state` says which until a write succeeds
@@ -25,7 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.db import open_db, store_error
+from edge_agent.at_rest import Sealer
+from edge_agent.db import Wiper, open_db, store_error
 from edge_agent.errors import StoreError, StoreFullError, StoreUnwritableError
 
 log = logging.getLogger(__name__)
@@ -53,11 +58,13 @@ class SpooledObservation:
 class Spool:
     """Unacknowledged observations of every camera of this agent, in one SQLite file."""
 
-    def __init__(self, path: Path, max_bytes: int):
+    def __init__(self, path: Path, max_bytes: int, sealer: Sealer | None = None, wipe_delay_s: float = 1.0):
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
+        self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
         self._conn = open_db(self.path, SCHEMA)
+        self._wiper = Wiper(self._conn, self._lock, wipe_delay_s, f"spool {self.path}")
         self._changed = threading.Condition()
         count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
         self._count, self._bytes = int(count), int(size)
@@ -83,6 +90,7 @@ class Spool:
 
         Raises :class:`StoreError` when the file cannot be written (disk full, read-only...).
         """
+        data = self.sealer.seal(data, f"spool:{face_id}")
         size = len(data)
         if size > self.max_bytes:
             raise StoreError(f"an observation of {size} bytes is larger than the whole spool ({self.max_bytes} bytes)")
@@ -116,6 +124,7 @@ class Spool:
                 self._count += 1
                 self._bytes += size
         if dropped:
+            self._wiper.deleted()
             self.dropped += len(dropped)
             log.warning("spool full (%d bytes cap): dropped the %d oldest unacknowledged observations",
                         self.max_bytes, len(dropped))
@@ -129,7 +138,7 @@ class Spool:
                 "SELECT seq, face_id, data FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (camera_id, after_seq, limit),
             ).fetchall()
-        return [SpooledObservation(s, f, bytes(d)) for s, f, d in rows]
+        return [SpooledObservation(s, f, self.sealer.open(bytes(d), f"spool:{f}")) for s, f, d in rows]
 
     def oldest_created_ms(self, camera_id: str, after_seq: int = 0) -> int | None:
         with self._lock:
@@ -166,6 +175,8 @@ class Spool:
                     pass
                 self._recount()
                 raise self._failed(store_error(f"cannot update the spool {self.path}", e, self.path.parent)) from e
+        if removed:
+            self._wiper.deleted()  # acknowledged base layers leave the WAL and the file too
         self._notify()
         return removed
 
@@ -205,4 +216,6 @@ class Spool:
 
     def close(self) -> None:
         with self._lock:
+            self._wiper.now()
+            self._wiper.close()
             self._conn.close()

@@ -10,6 +10,11 @@ Bounded twice: ``max_bytes`` (the oldest faces are evicted to make room) and
 face that was evicted, expired or dropped at the server's request leaves a tombstone, so a
 late request is answered EXPIRED, and a face never stored is UNKNOWN: a clear answer in
 both cases, never a hang.
+
+With a storage key (``EDGE_STORAGE_KEY``, :mod:`edge_agent.at_rest`) crops and base layers are
+sealed with AES-256-GCM. A dropped face leaves the files when :meth:`drop` returns (secure
+delete and a truncating checkpoint, see :mod:`edge_agent.db`); evicted and expired ones within
+``wipe_delay_s``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.db import open_db
+from edge_agent.at_rest import Sealer
+from edge_agent.db import Wiper, open_db
 from edge_agent.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -89,12 +95,15 @@ def decode_crop(data: bytes) -> np.ndarray:
 class TextureStore:
     """Face crops by face id, in one SQLite file, bounded in size and age."""
 
-    def __init__(self, path: Path, max_bytes: int, retention_s: float):
+    def __init__(self, path: Path, max_bytes: int, retention_s: float, sealer: Sealer | None = None,
+                 wipe_delay_s: float = 1.0):
         self.path = Path(path)
         self.max_bytes = int(max_bytes)
         self.retention_s = float(retention_s)
+        self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
         self._conn = open_db(self.path, SCHEMA)
+        self._wiper = Wiper(self._conn, self._lock, wipe_delay_s, f"texture store {self.path}")
         count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM texture").fetchone()
         self._count, self._bytes = int(count), int(size)
         self.evicted = 0
@@ -128,7 +137,8 @@ class TextureStore:
 
     def put(self, face_id: str, crop: np.ndarray, base: bytes, created_ms: int | None = None) -> int:
         """Keep the crop of ``face_id``; returns how many older faces were evicted for room."""
-        data = encode_crop(crop)
+        data = self.sealer.seal(encode_crop(crop), f"texture:{face_id}:crop")
+        base = self.sealer.seal(base, f"texture:{face_id}:base")
         size = len(data) + len(base)
         if size > self.max_bytes:
             raise StoreError(f"a texture of {size} bytes is larger than the whole store ({self.max_bytes} bytes)")
@@ -154,6 +164,8 @@ class TextureStore:
 
         n = self._write(run)
         self.evicted += n
+        if n:
+            self._wiper.deleted()
         return n
 
     def get(self, face_id: str, now_ms: int | None = None) -> Texture:
@@ -172,10 +184,12 @@ class TextureStore:
         if now - created > self.retention_s * 1000:
             self.sweep(now)
             return Texture(Lookup.EXPIRED, reason=f"older than the retention time of {self.retention_s:g} s")
-        return Texture(Lookup.OK, decode_crop(bytes(crop)), bytes(base))
+        return Texture(Lookup.OK, decode_crop(self.sealer.open(bytes(crop), f"texture:{face_id}:crop")),
+                       self.sealer.open(bytes(base), f"texture:{face_id}:base"))
 
     def drop(self, face_ids: Iterable[str], reason: str = "dropped at the server's request") -> int:
-        """Delete the texture of ``face_ids`` (privacy: the server erased them)."""
+        """Delete the texture of ``face_ids`` (privacy: the server erased them); gone from the files
+        when this returns (or, if another connection was reading, within ``wipe_delay_s``)."""
         ids = list(face_ids)
 
         def run() -> int:
@@ -190,7 +204,13 @@ class TextureStore:
             self._bury(ids, reason, _now_ms())
             return removed
 
-        return self._write(run) if ids else 0
+        if not ids:
+            return 0
+        removed = self._write(run)
+        with self._lock:
+            if not self._wiper.now():
+                self._wiper.deleted()
+        return removed
 
     def sweep(self, now_ms: int | None = None) -> int:
         """Delete faces past their retention time (and very old tombstones); returns how many."""
@@ -209,8 +229,11 @@ class TextureStore:
         n = self._write(run)
         if n:
             log.info("texture store: %d faces past retention deleted", n)
+            self._wiper.deleted()
         return n
 
     def close(self) -> None:
         with self._lock:
+            self._wiper.now()
+            self._wiper.close()
             self._conn.close()

@@ -8,10 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo demo-codec test test-fast system-tools eval bench proto check-proto clean-venv
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip<27"
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps facenet-pytorch==2.6.0
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
@@ -28,13 +28,17 @@ demo-codec: $(STAMP)
 	$(PY) -m facecodec.demo
 
 # System programs the tests drive, from Debian when missing: Chromium (the dashboard's browser
-# test; Playwright's own browser download does not work here) and docker-compose (validates
-# docker-compose.yml). Checked on every run, installed only when absent.
+# test; Playwright's own browser download does not work here), and for the compose smoke test a
+# Docker engine (docker.io: dockerd is started by the test itself when none answers),
+# docker-compose, and mmdebstrap (stand-in base images where Docker Hub cannot be reached).
+# Checked on every run, installed only when absent.
+SYSTEM_TOOLS := chromium dockerd docker-compose mmdebstrap
 system-tools:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v docker-compose >/dev/null 2>&1; then \
-	  echo "installing chromium and docker-compose with apt-get"; \
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker-compose >/dev/null; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium docker.io docker-compose mmdebstrap >/dev/null; \
 	fi
 
 test: $(STAMP) system-tools

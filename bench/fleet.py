@@ -60,7 +60,7 @@ def rss_mb(pid: int) -> float:
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
-    env.update(PYTHONPATH=str(ROOT), FACECODEC_TORCH_THREADS="1", OMP_NUM_THREADS="1")
+    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.update(extra)
     return env
 

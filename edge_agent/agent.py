@@ -141,7 +141,6 @@ class EdgeAgent:
         self.pipeline = pipeline or FacePipeline(backend=settings.feature_backend,
                                                  min_face_size=settings.min_face_size,
                                                  min_probability=settings.min_probability,
-                                                 torch_threads=settings.torch_threads,
                                                  descriptor_engine=settings.descriptor_engine)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancement")
         self.workers = [CameraWorker(c, settings, self.pipeline, self.spool, self.texture, self.counters)

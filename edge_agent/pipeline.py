@@ -34,24 +34,18 @@ class FacePipeline:
     """
 
     def __init__(self, frontend=None, backend: str | None = None, encode_base: BaseEncoder | None = None,
-                 min_face_size: float = 40.0, min_probability: float = 0.9, torch_threads: int = 1,
-                 descriptor_engine: str = "torch"):
+                 min_face_size: float = 40.0, min_probability: float = 0.9, descriptor_engine: str = "runtime"):
         self._frontend = frontend
         self._backend_name = backend
         self.descriptor_engine = descriptor_engine
         self.encode_base = encode_base or default_base_encoder
         self.min_face_size = min_face_size
         self.min_probability = min_probability
-        self.torch_threads = torch_threads
         self._lock = threading.Lock()
 
     @property
     def frontend(self):
         if self._frontend is None:
-            if self.torch_threads > 0:
-                import torch
-
-                torch.set_num_threads(self.torch_threads)
             from facecodec.frontend import FaceFrontEnd
             from facecodec.frontend.detect import MtcnnDetector
 

@@ -9,6 +9,7 @@ so an interrupted run resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -30,9 +31,6 @@ _frontend = None
 
 
 def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
     global _frontend
     from facecodec.frontend import FaceFrontEnd
 
@@ -71,7 +69,9 @@ def prepare(root: Path, cache: Path, workers: int = 2, limit: int | None = None)
             jobs.append((root / "lfw-deepfunneled", names[s : s + SHARD], out))
     log.info("%d images, %d shards to do", len(names), len(jobs))
     if jobs:
-        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+        # spawned, not forked: a fork of a process whose runtime already started its threads deadlocks
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker) as pool:
             for _ in tqdm(pool.map(_process_shard, jobs), total=len(jobs), desc="prepare (shards)"):
                 pass
     parts = [np.load(shard_dir / f"{s:06d}_{len(names[s:s + SHARD])}.npz") for s in range(0, len(names), SHARD)]

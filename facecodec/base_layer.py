@@ -2,9 +2,16 @@
 
 Encoding: ``y = P (f - mu)`` with ``P`` a decorrelating (PCA) basis learned on the train
 people's features, uniform scalar quantization ``q = round(y / step)`` with ``step`` from a
-ladder, and rANS coding (CompressAI's coder) of each ``q_i`` with a per-dimension discretized
-distribution whose scale ``sigma_i`` was learned on the same features. Decoding inverts the
-transform, so matching runs on ``f_hat = mu + P^T (q * step)`` in the feature space.
+ladder, and rANS coding of each ``q_i`` with a per-dimension discretized distribution whose scale
+``sigma_i`` was learned on the same features. Decoding inverts the transform, so matching runs on
+``f_hat = mu + P^T (q * step)`` in the feature space.
+
+The coder is CompressAI's rANS (``rans64.h``: 64-bit state, 32-bit words, 16-bit precision), written
+here in numpy and Python (:func:`rans_encode`, :func:`rans_decode_many`) and tested bit-exact with
+CompressAI, so that neither service imports CompressAI or PyTorch. Its integer probability tables
+ship in the model file (computed once at fitting time from the floats, by SciPy and CompressAI's
+``pmf_to_quantized_cdf``) and are checked when the file is loaded: edge and server code with the
+same integers whatever library versions they run.
 
 Payload (format version 1), all lengths in bytes::
 
@@ -104,7 +111,8 @@ class BaseLayerModel:
     """
 
     def __init__(self, name: str, backend: str, mean: np.ndarray, basis: np.ndarray, sigma: np.ndarray,
-                 steps: np.ndarray, family: str = "gaussian", tag: int = 0, default_step: int = 0):
+                 steps: np.ndarray, family: str = "gaussian", tag: int = 0, default_step: int = 0,
+                 cdfs: dict[int, list[np.ndarray]] | None = None):
         if family not in ("gaussian", "laplace"):
             raise ValueError(f"unknown distribution family {family!r}")
         if len(steps) > 16:
@@ -119,23 +127,55 @@ class BaseLayerModel:
         self.steps = np.asarray(steps, np.float64)
         self.dim = len(self.mean)
         self._tables: dict[int, tuple] = {}
+        self._shipped = cdfs  # step index -> per-dimension quantized CDFs, from the model file
         self._lock = threading.Lock()
+        if cdfs is not None:
+            self._check_shipped(cdfs)
 
     # -- persistence -------------------------------------------------------------------------
     @classmethod
     def from_file(cls, path: Path, name: str, tag: int = 0, default_step: int = 0) -> BaseLayerModel:
+        """A model file; its integer tables (``cdf_<step>``, ``cdf_lengths_<step>``) are used when it
+        has them (files written before they were shipped have not: those tables are computed)."""
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
+            cdfs = None
+            if "cdf_0" in z.files:
+                cdfs = {k: np.split(z[f"cdf_{k}"].astype(np.int64), np.cumsum(z[f"cdf_lengths_{k}"])[:-1])
+                        for k in range(len(z["steps"]))}
             return cls(name, meta["backend"], z["mean"], z["basis"], z["sigma"], z["steps"], meta["family"], tag,
-                       default_step)
+                       default_step, cdfs)
 
     def save(self, target: Path | BinaryIO) -> None:
-        """Write the model as ``.npz`` to a path or a binary file object."""
+        """Write the model, with the integer tables of every step, as ``.npz`` to a path or a binary file."""
         meta = json.dumps({"backend": self.backend, "family": self.family})
+        tables = {}
+        for k in range(len(self.steps)):
+            cdfs = self.tables(k)[0]
+            tables[f"cdf_{k}"] = np.concatenate(cdfs).astype(np.int32)
+            tables[f"cdf_lengths_{k}"] = np.asarray([len(c) for c in cdfs], np.int32)
         with contextlib.ExitStack() as stack:
             f = target if hasattr(target, "write") else stack.enter_context(open(target, "wb"))
-            np.savez(f, mean=self.mean.astype(np.float32), basis=self.basis.astype(np.float32),
-                     sigma=self.sigma.astype(np.float32), steps=self.steps.astype(np.float32), meta=np.array(meta))
+            np.savez_compressed(f, mean=self.mean.astype(np.float32), basis=self.basis.astype(np.float32),
+                                sigma=self.sigma.astype(np.float32), steps=self.steps.astype(np.float32),
+                                meta=np.array(meta), **tables)
+
+    def half_widths(self, step_index: int) -> np.ndarray:
+        """Largest ``|q_i|`` of each dimension at one step (about 8 standard deviations)."""
+        return np.clip(np.ceil(8 * self.sigma / self.steps[step_index]), 1, MAX_HALF_WIDTH).astype(np.int32)
+
+    def _check_shipped(self, cdfs: dict[int, list[np.ndarray]]) -> None:
+        """Shipped tables must be what this model's coder expects: one CDF per dimension per step, each
+        covering ``2 * half + 1`` symbols and the escape symbol, from 0 to ``2**16``, strictly increasing."""
+        if sorted(cdfs) != list(range(len(self.steps))):
+            raise ValueError(f"the model file has tables for steps {sorted(cdfs)}, its ladder has {len(self.steps)}")
+        for k, per_dim in cdfs.items():
+            half = self.half_widths(k)
+            if len(per_dim) != self.dim or any(len(c) != 2 * h + 3 for c, h in zip(per_dim, half)):
+                raise ValueError(f"the model file's tables of step {k} do not match its scales and step")
+            for c in per_dim:
+                if c[0] != 0 or c[-1] != 1 << PRECISION or np.any(np.diff(c) <= 0):
+                    raise ValueError(f"a table of step {k} is not a quantized CDF (0 .. 2**{PRECISION}, increasing)")
 
     @classmethod
     def fit(cls, features: np.ndarray, backend: str, steps: np.ndarray, family: str = "gaussian",
@@ -174,6 +214,7 @@ class BaseLayerModel:
 
     # -- probability model -------------------------------------------------------------------
     def _cdf(self, scale: float, half: int) -> list[int]:
+        """The quantized CDF of one dimension (fitting time only: shipped in the model file)."""
         from compressai._CXX import pmf_to_quantized_cdf
         from scipy import stats
 
@@ -191,8 +232,11 @@ class BaseLayerModel:
         with self._lock:
             if step_index not in self._tables:
                 step = self.steps[step_index]
-                half = np.clip(np.ceil(8 * self.sigma / step), 1, MAX_HALF_WIDTH).astype(np.int32)
-                cdfs = [self._cdf(s / step, int(h)) for s, h in zip(self.sigma, half)]
+                half = self.half_widths(step_index)
+                if self._shipped is not None:
+                    cdfs = [c.tolist() for c in self._shipped[step_index]]
+                else:  # fitting time: from the floats (needs SciPy and CompressAI)
+                    cdfs = [self._cdf(s / step, int(h)) for s, h in zip(self.sigma, half)]
                 lengths = [len(c) for c in cdfs]
                 offsets = [-int(h) for h in half]
                 self._tables[step_index] = (cdfs, lengths, offsets, half)
@@ -225,14 +269,12 @@ class BaseLayerCodec:
         return self.model.backend
 
     def compress(self, feature: np.ndarray) -> bytes:
-        from compressai import ans
-
         feature = np.asarray(feature)
         if feature.shape != (self.model.dim,) or not np.all(np.isfinite(feature)):
             raise FaceCodecError(f"expected a finite feature of shape ({self.model.dim},), got {feature.shape}")
         q = self.model.quantize(feature, self.step_index)
-        cdfs, lengths, offsets, _ = self.model.tables(self.step_index)
-        body = ans.RansEncoder().encode_with_indexes(q.tolist(), list(range(self.model.dim)), cdfs, lengths, offsets)
+        cdfs, _, offsets, _ = self.model.tables(self.step_index)
+        body = rans_encode(q.tolist(), cdfs, offsets)
         code = BACKENDS[self.model.backend].code
         head = bytes([MAGIC | VERSION, (code << 4) | self.step_index, self.model.tag])
         return head + _crc(head + body).to_bytes(2, "big") + body
@@ -252,14 +294,11 @@ class BaseLayerCodec:
         return body
 
     def decode_symbols(self, body: bytes, step_index: int) -> np.ndarray:
-        """The quantized components of one rANS body, by CompressAI's decoder."""
-        from compressai import ans
-
-        cdfs, lengths, offsets, _ = self.model.tables(step_index)
-        # The rANS decoder reads words past a short stream; zero padding keeps it inside our buffer.
-        padded = body + bytes(16 * len(body) + 64 * self.model.dim)
-        return np.asarray(ans.RansDecoder().decode_with_indexes(padded, list(range(self.model.dim)), cdfs, lengths,
-                                                                offsets))
+        """The quantized components of one rANS body (a component beyond the model's range marks a
+        stream no encoder of this model wrote). One stream at a time is numpy's work (about 1 ms):
+        Numba, which batches need, is not imported for it (the edge decodes one base layer per
+        enhancement request, and Numba's import costs about 60 MB)."""
+        return rans_decode_many(self.model, step_index, [body], engine="numpy")[0]
 
     def decompress(self, payload: bytes) -> DecodedBase:
         header = read_header(payload)
@@ -271,6 +310,33 @@ class BaseLayerCodec:
         feature = self.model.dequantize(q, header.step_index)
         return DecodedBase(feature, header.backend, self.model.name, header.step_index,
                            float(self.model.steps[header.step_index]), len(payload))
+
+
+def rans_encode(symbols: list[int], cdfs: list[list[int]], offsets: list[int]) -> bytes:
+    """The rANS stream of ``symbols`` (one per dimension, dimension ``i`` coded with ``cdfs[i]`` from
+    ``offsets[i]``): byte for byte what CompressAI's ``RansEncoder.encode_with_indexes`` writes for
+    symbols inside each alphabet (the escape symbol is never needed: quantization clips to it).
+
+    ``rans64.h``: symbols are put in reverse order into a 64-bit state that starts at 2**31; before a
+    symbol of frequency ``f`` the state's low 32-bit word is written out (growing downwards) while the
+    state is at least ``f << 47``; the final state is flushed as two words. Words are little-endian.
+    About 0.1 ms for 128 symbols in plain Python."""
+    x = _RANS64_L
+    words: list[int] = []
+    shift = 64 - PRECISION - 1  # (RANS64_L >> precision) << 32 == 1 << 47
+    for i in range(len(symbols) - 1, -1, -1):
+        cdf = cdfs[i]
+        v = symbols[i] - offsets[i]
+        if not 0 <= v < len(cdf) - 2:
+            raise FaceCodecError(f"symbol {symbols[i]} of dimension {i} is outside its alphabet")
+        start = cdf[v]
+        freq = cdf[v + 1] - start
+        if x >= freq << shift:
+            words.append(x & 0xFFFFFFFF)
+            x >>= 32
+        x = ((x // freq) << PRECISION) + (x % freq) + start
+    words += [x >> 32, x & 0xFFFFFFFF]  # reversed below: low word first
+    return np.asarray(words[::-1], "<u4").tobytes()
 
 
 # -- registry access ---------------------------------------------------------------------------
@@ -290,14 +356,14 @@ def load_model(name: str) -> BaseLayerModel:
 
 
 def default_model_name(backend: str) -> str:
-    """The newest registered base-layer model for ``backend``."""
+    """The newest registered base-layer model for ``backend`` (:func:`facecodec.zoo.newest`)."""
     from facecodec import zoo
 
-    names = [e.name for e in zoo.entries(KIND) if e.backend == backend]
-    if not names:
+    try:
+        return zoo.newest(KIND, backend).name
+    except UnknownModelError:
         raise UnknownModelError(f"no base-layer model is registered for the {backend!r} backend; "
-                                "fit one with `python -m train base-layer`")
-    return sorted(names)[-1]
+                                "fit one with `python -m train base-layer`") from None
 
 
 def model_for_tag(backend: str, tag: int) -> str:
@@ -329,11 +395,6 @@ def decode(payload: bytes) -> DecodedBase:
 
 
 # -- many payloads at once ---------------------------------------------------------------------
-# Without Numba, below this many payloads of one model and step CompressAI's decoder (one call
-# per payload, most of it spent converting the CDF tables from Python lists) is as fast as the
-# numpy one (about 1.2 ms per group whatever its size, measured on the 2-core development machine).
-# The compiled decoder is faster than both from one payload up.
-VECTOR_MIN = 24
 _RANS64_L = 1 << 31  # CompressAI's rans64.h: the lower bound of the state's normalisation interval
 
 
@@ -347,7 +408,6 @@ class _VectorTables:
             raise ValueError("a quantized CDF runs from 0 to 2**precision")  # so 1 <= r < len: no bound checks
         self.start = [np.concatenate(([0], c[:-1])) for c in self.cdfs]
         self.freq = [np.concatenate(([0], np.diff(c))) for c in self.cdfs]
-        self.bypass = np.asarray([len(c) - 1 for c in self.cdfs], np.int64)[:, None]  # r of the escape symbol
         self.flat = np.concatenate(self.cdfs)
         self.length = np.asarray([len(c) for c in self.cdfs], np.int64)
         self.at = np.concatenate(([0], np.cumsum(self.length)[:-1])).astype(np.int64)
@@ -418,12 +478,13 @@ def rans_decode_many(model: BaseLayerModel, step_index: int, bodies: list[bytes]
 
     Bit-exact with CompressAI's ``RansDecoder.decode_with_indexes`` (``rans_interface.cpp`` and
     ``rans64.h``: 64-bit state, 32-bit words read little-endian, renormalisation below 2**31,
-    16-bit precision, the first CDF entry above the state's low bits names the symbol), run on
-    all streams at once: compiled by Numba (``engine="compiled"``, the default where Numba is
-    installed) or one numpy step per dimension (``"numpy"``). A stream that meets the escape
-    (bypass) symbol, which this model's encoder never writes, or whose first two words give a
-    state outside [0, 2**63), is decoded again by CompressAI itself, so its result is
-    CompressAI's. Reads past a stream's end see zeros, as CompressAI's zero-padded buffer does.
+    16-bit precision, the first CDF entry above the state's low bits names the symbol) on every
+    stream :func:`rans_encode` writes, run on all streams at once: compiled by Numba
+    (``engine="compiled"``, the default where Numba is installed) or one numpy step per dimension
+    (``"numpy"``). Reads past a stream's end see zeros, as CompressAI's zero-padded buffer does.
+    Two things no encoder of this model writes mark a stream as corrupt, by a component one beyond
+    the model's range in its row (callers refuse those): the escape (bypass) symbol, and a first
+    state outside [2**31, 2**63).
     """
     n, dim = len(bodies), model.dim
     if n == 0:
@@ -433,7 +494,7 @@ def rans_decode_many(model: BaseLayerModel, step_index: int, bodies: list[bytes]
     words = np.frombuffer(b"".join(b.ljust(4 * width, b"\0") for b in bodies), "<u4").astype(np.int64)
     base = np.arange(n, dtype=np.int64) * width
     high = words[base + 1]
-    wild = high >= (1 << 31)  # the state would not fit an int64: CompressAI decodes these
+    wild = high >= (1 << 31)  # the state would not fit an int64: no encoder wrote it
     x = words[base] | (np.where(wild, 0, high) << 32)
     compiled = _compiled_symbols() if engine in ("auto", "compiled") else None
     if compiled is not None:
@@ -444,11 +505,7 @@ def rans_decode_many(model: BaseLayerModel, step_index: int, bodies: list[bytes]
         rs = _numpy_symbols(t, words, base + 2, x, dim)
     offsets = np.asarray(model.tables(step_index)[2], np.int64)
     q = rs - 1 + offsets
-    redo = np.flatnonzero(wild | (rs == t.bypass.T).any(1))
-    if len(redo):
-        codec = BaseLayerCodec(model, step_index)
-        for j in redo:
-            q[j] = codec.decode_symbols(bodies[j], step_index)
+    q[wild, 0] = -offsets[0] + 1  # the escape symbol already decodes one beyond the range
     return q
 
 
@@ -467,8 +524,7 @@ def decode_many(payloads: list[bytes]) -> list[DecodedBase | PayloadError]:
 
     Payloads of one model and step are rANS-decoded together (:func:`rans_decode_many`) and
     dequantized together (one matrix product: features equal :func:`decode`'s to within one
-    float32 ulp, and in practice bit for bit); without Numba, a group smaller than
-    ``VECTOR_MIN`` uses CompressAI's decoder per payload. Errors are those of :func:`decode`,
+    float32 ulp, and in practice bit for bit). Errors are those of :func:`decode`,
     payload by payload; a header is read once per call, each body is checked on its own.
     """
     out: list[DecodedBase | PayloadError | None] = [None] * len(payloads)
@@ -490,11 +546,7 @@ def decode_many(payloads: list[bytes]) -> list[DecodedBase | PayloadError]:
         groups.setdefault((codec.model, header.step_index), []).append((j, body, len(payload)))
     for (model, step_index), members in groups.items():
         bodies = [b for _, b, _ in members]
-        if len(members) >= VECTOR_MIN or _compiled_symbols() is not None:
-            q = rans_decode_many(model, step_index, bodies)
-        else:
-            codec = BaseLayerCodec(model, step_index)
-            q = np.stack([codec.decode_symbols(b, step_index) for b in bodies])
+        q = rans_decode_many(model, step_index, bodies)
         bad = (np.abs(q) > model.tables(step_index)[3]).any(1)
         features = model.dequantize(q, step_index)
         step = float(model.steps[step_index])

@@ -111,5 +111,7 @@ def default_tag() -> int:
     """Tag of the newest registered dictionary, 0 when there is none (no compaction)."""
     from facecodec import zoo
 
-    tags = sorted((e.name, e.tag) for e in zoo.entries(KIND))
-    return tags[-1][1] if tags else 0
+    try:
+        return zoo.newest(KIND).tag or 0
+    except UnknownModelError:
+        return 0

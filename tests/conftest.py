@@ -76,12 +76,15 @@ def registered_reconstruction(tmp_path, monkeypatch):
     import torch
 
     from facecodec import reconstruction, zoo
+    from train.convert import reconstruction_file
+    from train.networks import FeatureToFace
 
     torch.manual_seed(0)
-    net = reconstruction.build_network(dim=128, base=16)
+    net = FeatureToFace(dim=128, base=16)
     torch.nn.init.normal_(net.face_bias, 0.0, 0.5)
-    path = tmp_path / "recon-test.pt"
-    torch.save({"config": {"dim": 128, "base": 16}, "state": net.state_dict()}, path)
+    data, suffix, _ = reconstruction_file(net, {"dim": 128, "base": 16})
+    path = tmp_path / f"recon-test{suffix}"
+    path.write_bytes(data)
     entry = zoo.ModelEntry("recon-test", reconstruction.KIND, path.name, "0" * 64, tag=250)
     real_entries, real_path = zoo._entries, zoo.model_path
     monkeypatch.setattr(zoo, "_entries", lambda: {**real_entries(), entry.name: entry})

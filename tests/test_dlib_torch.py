@@ -1,4 +1,5 @@
-"""dlib's descriptor network in PyTorch gives dlib's features (the default engine)."""
+"""dlib's descriptor network: the PyTorch port (the source of the conversion) and the converted network
+that the services run both give dlib's features."""
 
 from __future__ import annotations
 
@@ -31,15 +32,30 @@ def chips():
     return out
 
 
-def test_same_features_as_dlib(chips):
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_same_features_as_dlib(chips, runtime, monkeypatch):
     from facecodec.frontend.features import DlibResnet128
+    from facecodec.settings import get_settings
 
-    theirs = DlibResnet128(engine="dlib").embed(chips)
-    mine = DlibResnet128(engine="torch").embed(chips)  # one batch
+    monkeypatch.setenv("FACECODEC_RUNTIME", runtime)
+    get_settings.cache_clear()
+    try:
+        theirs = DlibResnet128(engine="dlib").embed(chips)
+        mine = DlibResnet128(engine="runtime").embed(chips)  # one batch
+        one = DlibResnet128(engine="runtime").embed(chips[:1])
+    finally:
+        get_settings.cache_clear()
     assert mine.shape == (len(chips), 128) and mine.dtype == np.float32
     assert np.linalg.norm(mine - theirs, axis=1).max() < 1e-4  # dlib's own match threshold is 0.6
-    one = TorchDescriptor(DlibResnet128(engine="dlib").embed_dlib).embed(chips[:1])
     np.testing.assert_allclose(one[0], mine[0], atol=1e-5)
+
+
+def test_the_pytorch_port_gives_dlibs_features(chips):
+    from facecodec.frontend.features import DlibResnet128
+
+    dlib = DlibResnet128(engine="dlib")
+    port = TorchDescriptor(dlib.embed_dlib).embed(chips)
+    assert np.linalg.norm(port - dlib.embed(chips), axis=1).max() < 1e-4
 
 
 def test_file_structure_is_read():

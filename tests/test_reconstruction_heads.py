@@ -23,7 +23,8 @@ def test_the_shipped_heads_are_a_display_network_and_a_linear_prediction_head():
     assert display != predictor
     assert (zoo.entry(display).head or "display") == "display"
     assert zoo.entry(predictor).head == "prediction"
-    assert type(reconstruction.load_reconstructor(predictor).net).__name__ == "LinearFace"
+    assert type(reconstruction.load_reconstructor(predictor).head).__name__ == "LinearHead"
+    assert type(reconstruction.load_reconstructor(display).head).__name__ == "NetworkHead"
 
 
 def test_the_enhancement_layer_names_the_prediction_head_and_the_base_view_uses_the_display_network(face):
@@ -67,5 +68,5 @@ def test_the_prediction_head_beats_the_mean_face_on_the_sample(sample_faces):
     head = reconstruction.load_reconstructor(reconstruction.default_name("prediction"))
     crops = np.stack([face_crop(f.chip) for _, f in sample_faces]).astype(float)
     preds = np.stack([head(base_layer.decode(base_layer.encode(f.feature)).feature)[0] for _, f in sample_faces])
-    mean_face = head.net.map.bias.detach().float().numpy().reshape(112, 112, 3)
+    mean_face = head.head.bias.reshape(112, 112, 3)
     assert np.mean((preds - crops) ** 2) < np.mean((mean_face - crops) ** 2)

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--export", action="store_true", help="register the finished rate points in facecodec/models")
     ph = sub.add_parser("prediction-head", help="ridge map from feature to pixels: the enhancement layer's predictor")
     ph.add_argument("--alpha", type=float, default=1000.0, help="ridge penalty (standardised features)")
+    sub.add_parser("runtime-models", help="convert MTCNN, dlib's descriptor and PyTorch reconstruction models to "
+                                          "the files the services run (ONNX, .npz), check and register them")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.cmd == "base-layer":
@@ -57,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         from train.learned_codec import LAMBDAS, main as run
 
         args.lambdas = args.lambdas or list(LAMBDAS)
+        run(args)
+    elif args.cmd == "runtime-models":
+        from train.convert import main as run
+
         run(args)
     elif args.cmd == "reconstruction":
         from train.reconstruction import main as run

@@ -41,16 +41,37 @@ def fit(train_feats: np.ndarray, default_step: int = 7) -> BaseLayerModel:
     return model
 
 
-def register(model: BaseLayerModel) -> str:
-    """Save into the package's model folder and the manifest; returns the model name."""
+def register(model: BaseLayerModel, tag: int | None = None) -> str:
+    """Save (with its integer tables) into the package's model folder and the manifest; returns the
+    model name. A new model's tag is the first byte of its hash unless that is taken."""
     from facecodec import zoo
 
     buf = io.BytesIO()
     model.save(buf)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()
     name = zoo.add(buf.getvalue(), f"base-dlib128-pca-{model.family}", ".npz", "base-layer", "base-layer.md",
-                   preferred_tag=int(digest[:2], 16), backend=model.backend, default_step=model.default_step).name
+                   preferred_tag=tag or int(digest[:2], 16), backend=model.backend,
+                   default_step=model.default_step).name
     return name
+
+
+def ship_tables(name: str) -> str:
+    """Re-register a model written before its integer tables were shipped, with its tables and under
+    its tag (the tables are those its payloads were coded with: they decode as before); the old file
+    and entry go. Returns the new name."""
+    from facecodec import base_layer, zoo
+
+    old = zoo.entry(name)
+    model = base_layer.BaseLayerModel.from_file(zoo.model_path(name), name, old.tag, old.default_step or 0)
+    for k in range(len(model.steps)):
+        model.tables(k)  # computed from the floats, as the encoders that wrote its payloads did
+    zoo.unregister(name)
+    new = register(model, tag=old.tag)
+    if zoo.entry(new).tag != old.tag:
+        raise RuntimeError(f"{new} got tag {zoo.entry(new).tag}, not {old.tag}")
+    (zoo.PACKAGE_MODEL_DIR / old.file).unlink()
+    base_layer.load_model.cache_clear()
+    return new
 
 
 def set_default_step(name: str, step_index: int) -> None:

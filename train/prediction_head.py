@@ -11,7 +11,6 @@ face.
 
 from __future__ import annotations
 
-import io
 import logging
 
 import numpy as np
@@ -34,14 +33,17 @@ def fit(features: np.ndarray, crops: np.ndarray, alpha: float) -> dict:
 
 
 def export(tensors: dict, dim: int = 128) -> str:
+    """Register the head as the services run it (``.npz``, :func:`train.convert.reconstruction_file`)."""
     import torch
 
     from facecodec import zoo
+    from train.convert import reconstruction_file
+    from train.networks import LinearFace
 
-    state = {k: torch.from_numpy(v).half() if k.startswith("map.") else torch.from_numpy(v) for k, v in tensors.items()}
-    buf = io.BytesIO()
-    torch.save({"config": {"type": "linear", "dim": dim}, "state": state}, buf)
-    return zoo.add(buf.getvalue(), f"recon-ridge{dim}", ".pt", "reconstruction", "{name}.md",
+    net = LinearFace(dim)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+    data, suffix, _ = reconstruction_file(net, {"type": "linear", "dim": dim})
+    return zoo.add(data, f"recon-ridge{dim}", suffix, "reconstruction", "{name}.md",
                    backend="dlib-resnet-128", head="prediction").name
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecodec.crop import CROP, face_crop
-from facecodec.reconstruction import build_network, to_tensor
+from train.networks import FeatureToFace, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def train(out_dir: Path, feats: np.ndarray, crops: np.ndarray, epochs: int, batc
     torch.set_num_threads(threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = out_dir / "checkpoint.pt"
-    net = build_network(feats.shape[1], base)
+    net = FeatureToFace(feats.shape[1], base)
     net.feat_mean.copy_(torch.from_numpy(feats.mean(0)))
     net.feat_std.copy_(torch.from_numpy(feats.std(0) + 1e-6))
     mean_face = crops.astype(np.float32).mean(0) / 127.5 - 1
@@ -101,21 +101,19 @@ def train(out_dir: Path, feats: np.ndarray, crops: np.ndarray, epochs: int, batc
 
 
 def export(ckpt: Path, base: int, dim: int = 128) -> str:
-    """Write the half-precision weights into the registry; returns the model name."""
-    import io
-
+    """Register the network in the form the services run (ONNX, :func:`train.convert.reconstruction_file`);
+    returns the model name. Enhancement payloads name their predictor by the registry tag."""
     import torch
 
     from facecodec import zoo
+    from train.convert import reconstruction_file
 
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["net"]
-    blob = {"config": {"dim": dim, "base": base}, "state": {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}}
-    buf = io.BytesIO()
-    torch.save(blob, buf)
-    # enhancement payloads name their predictor by the registry tag
-    name = zoo.add(buf.getvalue(), f"recon-dconv{base}", ".pt", "reconstruction", "{name}.md",
-                   backend="dlib-resnet-128").name
-    return name
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["net"]
+    config = {"dim": dim, "base": base}
+    net = FeatureToFace(dim, base)
+    net.load_state_dict({k: (v.half().float() if v.is_floating_point() else v) for k, v in state.items()})
+    data, suffix, _ = reconstruction_file(net, config)
+    return zoo.add(data, f"recon-dconv{base}", suffix, "reconstruction", "{name}.md", backend="dlib-resnet-128").name
 
 
 def crops_of(chips: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -29,10 +29,6 @@ def warm_models(settings: ServerSettings) -> None:
     from facecodec import base_layer, zoo
     from facecodec.errors import FaceCodecError
 
-    if settings.torch_threads:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
     for e in zoo.entries(base_layer.KIND):
         try:
             model = base_layer.load_model(e.name)

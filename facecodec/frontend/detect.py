@@ -1,6 +1,8 @@
-"""Face detection with facenet-pytorch's MTCNN: boxes, probabilities and 5 landmarks.
+"""Face detection with MTCNN: boxes, probabilities and 5 landmarks.
 
-The MTCNN weights ship inside the ``facenet-pytorch`` package, so detection works offline.
+The cascade is :mod:`facecodec.frontend.mtcnn` (numpy) around facenet-pytorch's MTCNN weights,
+converted to ONNX and registered as the ``detector`` model (``python -m train runtime-models``),
+run by :mod:`facecodec.runtime`: detection works offline and without PyTorch.
 """
 
 from __future__ import annotations
@@ -55,11 +57,15 @@ def check_image(image: np.ndarray) -> np.ndarray:
 
 
 class MtcnnDetector:
-    """MTCNN (Zhang et al. 2016) from facenet-pytorch, loaded on first use."""
+    """MTCNN (Zhang et al. 2016), the registered detector, loaded on first use.
+
+    ``min_face_size`` is the smallest face looked for (pixels): the image pyramid starts at
+    ``12 / min_face_size``, so a larger minimum is a smaller, cheaper pyramid. ``factor`` is the
+    pyramid's scale step (default ``FACECODEC_MTCNN_FACTOR``, 0.709; coarser is faster).
+    """
 
     def __init__(self, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  factor: float | None = None):
-        """``factor``: the image pyramid's scale step (default ``FACECODEC_MTCNN_FACTOR``, 0.709)."""
         from facecodec.settings import get_settings
 
         self.min_face_size = min_face_size
@@ -71,34 +77,20 @@ class MtcnnDetector:
     def _get(self):
         with self._lock:
             if self._model is None:
-                from facenet_pytorch import MTCNN
+                from facecodec.frontend.mtcnn import Mtcnn
 
-                self._model = MTCNN(
-                    min_face_size=self.min_face_size,
-                    thresholds=list(self.thresholds),
-                    factor=self.factor,
-                    keep_all=True,
-                    post_process=False,
-                    device="cpu",
-                )
+                self._model = Mtcnn.from_registry(min_face_size=self.min_face_size, thresholds=self.thresholds,
+                                                  factor=self.factor)
             return self._model
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """All faces in ``image``, most probable first."""
-        import torch
-
         image = check_image(image)
-        if min(image.shape[:2]) < self.min_face_size:  # MTCNN's pyramid would be empty (it raises)
+        if min(image.shape[:2]) < self.min_face_size:  # the image pyramid would be empty
             return []
-        with torch.inference_mode():
-            boxes, probs, points = self._get().detect(image, landmarks=True)
-        if boxes is None:
-            return []
-        found = [
-            Detection(tuple(float(v) for v in b), float(p), np.asarray(pt, dtype=np.float32))
-            for b, p, pt in zip(boxes, probs, points)
-        ]
-        return sorted(found, key=lambda d: -d.probability)
+        found = self._get().detect(image)
+        return [Detection(tuple(float(v) for v in b), float(p), pt)
+                for b, p, pt in zip(found.boxes, found.probs, found.points)]
 
 
 def center_fallback(image: np.ndarray, fraction: float = 0.44) -> Detection:

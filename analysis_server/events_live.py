@@ -4,8 +4,13 @@ One reader per server process follows the stream (``XREAD BLOCK`` on one Redis c
 hands each event to every subscriber's queue, so a hundred open dashboards cost one Redis
 connection, and every replica sees the events of every camera (they all write the same stream).
 A client that reconnects sends ``Last-Event-ID`` (the browser's ``EventSource`` does it by
-itself) and gets what it missed from the stream first, then the live feed, without gaps or
-repeats. A subscriber too slow to keep up is cut off and reconnects the same way.
+itself) and gets what it missed from the stream first (at most ``backlog_max`` events, the newest),
+then the live feed, without repeats. A subscriber too slow to keep up is cut off and reconnects
+the same way.
+
+Streams are capped: ``per_caller`` open at once for one API key (or dashboard session's key) and
+``max_total`` in all, each held until its connection ends (a client that never reads keeps its
+slot, and only its own), so open streams cannot starve Redis or the event loop.
 
 Served as ``GET /events/live`` by :mod:`analysis_server.api.live_events`.
 """
@@ -20,6 +25,7 @@ import re
 
 import redis.asyncio as aioredis
 
+from analysis_server.errors import ServerError
 from analysis_server.gallery import Gallery
 
 log = logging.getLogger(__name__)
@@ -34,17 +40,27 @@ def order(event_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
+class TooManyStreams(ServerError):
+    """This caller (429) or this server (503) already has as many live event streams as allowed."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class EventHub:
     """Follows the events stream and fans each event out to the subscribers of this process."""
 
     def __init__(self, redis: aioredis.Redis, stream_key: str, gallery: Gallery, queue_size: int = 512,
-                 block_ms: int = 2000):
+                 block_ms: int = 2000, per_caller: int = 8, max_total: int = 64, backlog_max: int = 500):
         self.redis = redis
         self.key = stream_key
         self.gallery = gallery
         self.queue_size = queue_size
         self.block_ms = block_ms
+        self.per_caller, self.max_total, self.backlog_max = per_caller, max_total, backlog_max
         self._subscribers: set[asyncio.Queue] = set()
+        self._slots: dict[asyncio.Queue, str] = {}  # every open stream (cut off or not) -> its caller
         self._task: asyncio.Task | None = None
         self._started = asyncio.Event()
         self._closed = False
@@ -61,11 +77,18 @@ class EventHub:
             out["name"] = self.gallery.name(ident)
         return out
 
-    async def subscribe(self, timeout_s: float = 10.0) -> asyncio.Queue:
-        """A queue of every event added to the stream after this returns (and maybe a few before)."""
+    async def subscribe(self, caller: str = "", timeout_s: float = 10.0) -> asyncio.Queue:
+        """A queue of every event added to the stream after this returns (and maybe a few before);
+        :class:`TooManyStreams` when ``caller`` or this server has no stream left."""
         if self._closed:
             raise RuntimeError("the server is shutting down")
+        if sum(c == caller for c in self._slots.values()) >= self.per_caller:
+            raise TooManyStreams(f"this caller already has {self.per_caller} live event streams open; close one "
+                                 "(or reconnect with Last-Event-ID later)", 429)
+        if len(self._slots) >= self.max_total:
+            raise TooManyStreams(f"this server already serves {self.max_total} live event streams; retry later", 503)
         q: asyncio.Queue = asyncio.Queue(self.queue_size)
+        self._slots[q] = caller
         self._subscribers.add(q)
         if self._task is None or self._task.done():
             self._started = asyncio.Event()
@@ -73,16 +96,21 @@ class EventHub:
         try:
             await asyncio.wait_for(self._started.wait(), timeout_s)
         except BaseException:
-            self._subscribers.discard(q)
+            self.unsubscribe(q)
             raise
         return q
 
     def unsubscribe(self, q: asyncio.Queue) -> None:
         self._subscribers.discard(q)
+        self._slots.pop(q, None)
 
-    async def backlog(self, after: str, count: int = 500) -> list[dict]:
-        raw = await self.redis.xrange(self.key, min=f"({after}", count=count)
-        return [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in raw]
+    async def backlog(self, after: str) -> list[dict]:
+        """The events after ``after``, oldest first: at most ``backlog_max``, the newest of them (one
+        bounded read; a client that missed more gets the most recent ones, then the live feed)."""
+        if self.backlog_max <= 0:
+            return []
+        raw = await self.redis.xrevrange(self.key, min=f"({after}", count=self.backlog_max)
+        return [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in reversed(raw)]
 
     async def latest_id(self) -> str:
         raw = await self.redis.xrevrange(self.key, count=1)
@@ -132,6 +160,7 @@ class EventHub:
             with contextlib.suppress(asyncio.QueueFull):
                 q.put_nowait(CLOSED)
         self._subscribers.clear()
+        self._slots.clear()
         if self._task is not None:
             self._task.cancel()
 

@@ -72,7 +72,8 @@ class Services:
         router = ReplicaRouter(redis, keys, settings.replica_id, settings.owner_ttl_s)
         services = cls(settings, redis, store, gallery, EdgeLink(router),
                        Credentials(settings.api_key_list, settings.camera_tokens), metrics, router,
-                       EventHub(redis, keys.events, gallery),
+                       EventHub(redis, keys.events, gallery, per_caller=settings.events_live_per_caller,
+                                max_total=settings.events_live_max, backlog_max=settings.events_backlog_max),
                        SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list),
                        Compactor(redis, settings.compact_after_erase_s, settings.compact_interval_s,
                                  settings.redis_compact))

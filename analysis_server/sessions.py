@@ -8,6 +8,13 @@ for ``session_ttl_s``; any replica can check it. A session dies with logout, wit
 when its key is no longer configured. Requests that change something (any method but GET, HEAD
 and OPTIONS) made with the cookie must carry the CSRF token in ``X-CSRF-Token``, which the
 dashboard's pages hold and a page on another site cannot read.
+
+Every request made with the cookie, GETs included, must also come from the dashboard itself:
+SameSite treats every port of a host as one site, so an ``<img>`` on another port of the same
+host sent the cookie with a ``layer=full`` request (which asks the edge for the face and writes
+the audit log). Browsers say where a request comes from in ``Sec-Fetch-Site``; the cookie counts
+only with ``same-origin`` or ``none`` (the operator typed the address or used a bookmark), or
+without the header (a browser too old to send it, or not a browser).
 """
 
 from __future__ import annotations
@@ -68,6 +75,15 @@ class SessionStore:
     async def delete(self, token: str | None) -> None:
         if token and len(token) <= 128:
             await self.redis.delete(self.keys.session(_digest(token)))
+
+
+FETCH_SITES_OK = frozenset({"same-origin", "none"})
+
+
+def fetch_site_ok(headers) -> bool:
+    """Whether a request's ``Sec-Fetch-Site`` lets it use the dashboard's cookie (see the module doc)."""
+    site = headers.get("sec-fetch-site")
+    return site is None or site.strip().lower() in FETCH_SITES_OK
 
 
 def csrf_ok(session: Session, presented: str | None) -> bool:

@@ -8,7 +8,9 @@ start, unless ``dev_mode`` is on, in which case it makes random ones and logs th
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
@@ -27,7 +29,10 @@ def fingerprint(secret: str) -> str:
 class ServerSettings(BaseSettings):
     """Everything the analysis server can be told; the README's settings table mirrors this."""
 
-    model_config = SettingsConfigDict(env_prefix="FACESERVER_", extra="forbid", populate_by_name=True)
+    # hide_input_in_errors: a validation error names the setting and the problem, never the value
+    # (FACESERVER_API_KEYS with one short key printed every key).
+    model_config = SettingsConfigDict(env_prefix="FACESERVER_", extra="forbid", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -54,6 +59,13 @@ class ServerSettings(BaseSettings):
     grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     grpc_grace_s: float = Field(default=5.0, ge=0)
     max_batch: int = Field(default=1024, ge=1)
+    # Bounded work per request: index entries one REST request may scan (/faces filters, /search), and for how long.
+    scan_max: int = Field(default=100_000, ge=1)
+    scan_time_s: float = Field(default=5.0, gt=0)
+    # Live event streams (/events/live): open at once per caller and in all, and events replayed on connect.
+    events_live_per_caller: int = Field(default=8, ge=1)
+    events_live_max: int = Field(default=64, ge=1)
+    events_backlog_max: int = Field(default=500, ge=0, le=10_000)
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     events_max: int = Field(default=100_000, ge=100)
     audit_max: int = Field(default=1_000_000, ge=100)
@@ -90,6 +102,17 @@ class ServerSettings(BaseSettings):
     blas_threads: int = Field(default=1, ge=1)
     log_level: str = "INFO"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_environment(cls, data: object) -> object:
+        # pydantic-settings ignores unknown variables; a misspelt one must not pass silently
+        # (FACESERVER_RETENTON_S=5 kept 7 days, a misspelt storage key ran in plaintext).
+        known = {f"FACESERVER_{name.upper()}" for name in cls.model_fields}
+        problems = unknown_environment("FACESERVER_", known)
+        if problems:
+            raise ValueError(problems)
+        return data
+
     @field_validator("api_keys")
     @classmethod
     def _keys_have_no_blanks(cls, v: str) -> str:
@@ -124,6 +147,13 @@ class ServerSettings(BaseSettings):
         return parse_key(self.storage_key) if self.storage_key else None
 
     @model_validator(mode="after")
+    def _dev_only_on_loopback(self) -> ServerSettings:
+        if self.dev_mode and not is_loopback(self.host):
+            raise ValueError(f"--dev makes secrets and logs them, so it binds a loopback address only (127.0.0.1, "
+                             f"::1, localhost), not {self.host!r}; set real secrets to listen on other addresses")
+        return self
+
+    @model_validator(mode="after")
     def _ports_differ(self) -> ServerSettings:
         if self.grpc_port and self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
@@ -153,11 +183,35 @@ class ServerSettings(BaseSettings):
         if not self.api_key_list:
             missing.append("FACESERVER_API_KEYS (comma-separated REST keys)")
         if not self.camera_tokens:
-            missing.append('FACESERVER_CAMERA_TOKENS (JSON object camera id -> token; "*" admits any camera)')
+            missing.append("FACESERVER_CAMERA_TOKENS (JSON object camera id -> token)")
         if missing and not self.dev_mode:
             raise ConfigurationError("no secrets configured: set " + " and ".join(missing) +
                                      ", or pass --dev to make random ones for a local run")
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is a loopback address."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def unknown_environment(prefix: str, known: set[str]) -> str:
+    """A message naming the ``prefix`` variables of the environment that are not in ``known`` (and the
+    ``FACECODEC_*`` ones the codec library does not know), or "" when there are none."""
+    from facecodec.settings import CodecSettings
+
+    codec = {f"FACECODEC_{name.upper()}" for name in CodecSettings.model_fields}
+    unknown = sorted(k for k in os.environ if (k.upper().startswith(prefix) and k.upper() not in known)
+                     or (k.upper().startswith("FACECODEC_") and k.upper() not in codec))
+    if not unknown:
+        return ""
+    return (f"unknown setting(s) in the environment: {', '.join(unknown)}; known: "
+            f"{', '.join(sorted(known | codec))}")
 
 
 def parse_camera_tokens(value: str) -> dict[str, str]:

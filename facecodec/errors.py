@@ -35,6 +35,10 @@ class ModelFileMissingError(FaceCodecError, FileNotFoundError):
     """A weights file is not on disk; the message names the setting that points to it."""
 
 
+class ModelIntegrityError(FaceCodecError):
+    """A model file's SHA-256 is not the one the registry (``manifest.json``) lists for it."""
+
+
 class NoFaceError(FaceCodecError):
     """No face was found in an image and no fallback was allowed."""
 

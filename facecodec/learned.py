@@ -144,7 +144,8 @@ def load(variant: str, quality: int):
     found = [e for e in zoo.entries(KIND[variant]) if e.tag == quality]
     if not found:
         raise UnknownModelError(f"no {variant} learned codec at quality {quality} (registered: {list(qualities(variant))})")
-    blob = torch.load(zoo.model_path(found[0].name), map_location="cpu", weights_only=False)
+    # weights_only: a model file (FACECODEC_MODEL_DIR may supply one) is data, never code to unpickle.
+    blob = torch.load(zoo.model_path(found[0].name), map_location="cpu", weights_only=True)
     net = build(variant)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state"].items()})
     return net.eval()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from facecodec.errors import ModelFileMissingError, UnknownModelError
+from facecodec.errors import ModelFileMissingError, ModelIntegrityError, UnknownModelError
 from facecodec.settings import get_settings
 
 PACKAGE_MODEL_DIR = Path(__file__).parent / "models"
@@ -56,19 +56,6 @@ def entries(kind: str | None = None) -> list[ModelEntry]:
     return [e for e in _entries().values() if kind is None or e.kind == kind]
 
 
-def newest(kind: str, backend: str | None = None, head: str | None = None) -> ModelEntry:
-    """The newest registered model of ``kind`` (for ``backend``, of ``head`` when given): the one
-    with the highest tag. Tags are handed out in order (:func:`add`), so this is the one registered
-    last; file names end in a content hash and say nothing about age. This is the one rule for
-    "the default model" of every kind. :class:`UnknownModelError` when there is none."""
-    found = [e for e in entries(kind) if (backend is None or e.backend == backend)
-             and (head is None or (e.head or "display") == head)]
-    if not found:
-        what = " ".join(x for x in (kind, backend and f"for {backend}", head and f"({head} head)") if x)
-        raise UnknownModelError(f"no {what} model is registered")
-    return max(found, key=lambda e: (e.tag or 0, e.name))
-
-
 def entry(name: str) -> ModelEntry:
     """The registry entry called ``name``; :class:`UnknownModelError` if there is none."""
     try:
@@ -88,6 +75,7 @@ def model_path(name: str) -> Path:
     candidates.append(PACKAGE_MODEL_DIR / e.file)
     for path in candidates:
         if path.is_file():
+            verify(path, e)
             return path
     where = ", ".join(str(p) for p in candidates)
     raise ModelFileMissingError(
@@ -102,6 +90,25 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file hashed once
+
+
+def verify(path: Path, e: ModelEntry) -> None:
+    """:class:`ModelIntegrityError` unless ``path`` has the SHA-256 the manifest lists for ``e``.
+
+    Every registered file is checked before it is loaded: a file in ``FACECODEC_MODEL_DIR`` (or a
+    package folder) that was swapped or damaged is refused with a message, not run.
+    """
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    digest = _verified.get(key) or file_sha256(path)
+    if digest != e.sha256:
+        raise ModelIntegrityError(f"model file {path} has SHA-256 {digest[:16]}..., but the registry lists "
+                                  f"{e.sha256[:16]}... for model {e.name!r}: restore the file (or remove it from "
+                                  "FACECODEC_MODEL_DIR), or register the new one")
+    _verified[key] = digest
 
 
 def register(new: ModelEntry) -> None:

@@ -13,7 +13,7 @@ from analysis_server.api.schemas import FeatureSource, Probe
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery import check_feature
 from analysis_server.services import Services
-from analysis_server.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, csrf_ok
+from analysis_server.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, csrf_ok, fetch_site_ok
 from analysis_server.validation import ValidationFailure, decode_feature
 
 
@@ -37,14 +37,19 @@ async def require_caller(
     """The caller's audit name; 401 without a valid API key (or dashboard session cookie).
 
     A request with no key at all may come from the dashboard: its session cookie names the key
-    it was opened with (:mod:`analysis_server.sessions`); with the cookie, anything but a read
-    needs the session's CSRF token too (403 without it).
+    it was opened with (:mod:`analysis_server.sessions`); with the cookie, a request from another
+    origin (``Sec-Fetch-Site``) gets 403, and anything but a read needs the session's CSRF token
+    too (403 without it).
     """
     presented = x_api_key or (authorization.credentials if authorization else None)
     caller = services.credentials.api_caller(presented)
     if caller is None and not presented and COOKIE in request.cookies:
         session = await services.sessions.get(request.cookies[COOKIE])
         if session is not None:
+            if not fetch_site_ok(request.headers):
+                raise HTTPException(403, "the dashboard's session works only from the dashboard's own pages "
+                                         f"(this request came from Sec-Fetch-Site: "
+                                         f"{request.headers.get('sec-fetch-site', '')[:32]})")
             if request.method not in SAFE_METHODS and not csrf_ok(session, request.headers.get(CSRF_HEADER)):
                 raise HTTPException(403, f"a dashboard request that changes something needs the {CSRF_HEADER} "
                                          "header of its session")

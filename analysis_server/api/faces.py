@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
@@ -64,8 +65,16 @@ async def list_faces(
     key = s.store.index_key(camera, identity, matched)
     items: list[FaceOut] = []
     pos = offset
+    # A filter the index cannot answer (matched=false, camera with identity) may have to skip many
+    # entries: one request scans at most scan_max of them for at most scan_time_s (one chunk at
+    # least, so paging always moves on), then answers what it found with next_offset where it
+    # stopped and truncated=true.
+    budget, deadline = s.settings.scan_max, time.monotonic() + s.settings.scan_time_s
     while len(items) < limit:
-        ids = await s.store.scan_ids(key, since_ms, until_ms, pos, SCAN_CHUNK)
+        if pos - offset >= budget or (pos > offset and time.monotonic() > deadline):
+            more = bool(await s.store.scan_ids(key, since_ms, until_ms, pos, 1))
+            return FacePageOut(items=items, next_offset=pos if more else None, truncated=more)
+        ids = await s.store.scan_ids(key, since_ms, until_ms, pos, min(SCAN_CHUNK, budget - (pos - offset)))
         if not ids:
             return FacePageOut(items=items, next_offset=None)
         for f_id, rec in zip(ids, await s.store.get_many(ids)):

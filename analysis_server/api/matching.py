@@ -43,11 +43,13 @@ async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
         else [s.store.keys.faces]
     hits: list[SearchHit] = []
     scanned, truncated = 0, False
+    max_scan = min(body.max_scan, s.settings.scan_max)  # bounded by the server, whatever the request asks
+    deadline = t0 + s.settings.scan_time_s
     for key in keys:
         offset = 0
         while True:
-            budget = body.max_scan - scanned
-            if budget <= 0:
+            budget = max_scan - scanned
+            if budget <= 0 or (scanned and time.perf_counter() > deadline):  # one chunk at least
                 truncated = bool(await s.store.scan_ids(key, body.since_ms, body.until_ms, offset, 1)) or truncated
                 break
             ids = await s.store.scan_ids(key, body.since_ms, body.until_ms, offset, min(CHUNK, budget))

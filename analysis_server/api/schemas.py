@@ -86,6 +86,9 @@ class FaceDetailOut(FaceOut):
 class FacePageOut(BaseModel):
     items: list[FaceOut]
     next_offset: int | None = Field(description="pass as `offset` for the next page; null at the end")
+    truncated: bool = Field(default=False, description="true when the scan stopped at FACESERVER_SCAN_MAX entries or "
+                                                       "FACESERVER_SCAN_TIME_S before filling the page: go on from "
+                                                       "next_offset")
 
 
 class ErasedOut(BaseModel):
@@ -182,7 +185,8 @@ class SearchIn(_In):
     until_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
     threshold: float | None = Field(default=None, gt=0, le=4, description="default: the server's match threshold")
     limit: int = Field(default=100, ge=1, le=1000)
-    max_scan: int = Field(default=1_000_000, ge=1, le=10_000_000)
+    max_scan: int = Field(default=1_000_000, ge=1, le=10_000_000,
+                          description="observations to scan at most (the server's FACESERVER_SCAN_MAX caps it)")
 
 
 class SearchHit(BaseModel):
@@ -195,7 +199,8 @@ class SearchHit(BaseModel):
 class SearchOut(BaseModel):
     hits: list[SearchHit]
     scanned: int
-    truncated: bool = Field(description="true when max_scan stopped the scan before the time range's end")
+    truncated: bool = Field(description="true when max_scan (or the server's FACESERVER_SCAN_MAX or "
+                                        "FACESERVER_SCAN_TIME_S) stopped the scan before the time range's end")
     threshold: float
 
 

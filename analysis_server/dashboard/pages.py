@@ -26,7 +26,7 @@ from analysis_server.api.schemas import FaceDetailOut, FaceOut, Probe, SearchIn
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.face_images import reconstruction_installed
 from analysis_server.services import Services
-from analysis_server.sessions import COOKIE, Session, csrf_ok
+from analysis_server.sessions import COOKIE, Session, csrf_ok, fetch_site_ok
 from facecodec.image_codecs import CODECS
 
 HERE = Path(__file__).resolve().parent
@@ -91,7 +91,8 @@ async def login_required_handler(request: Request, exc: LoginRequired) -> HTMLRe
 
 
 async def require_session(request: Request, s: ServicesDep) -> Session:
-    session = await s.sessions.get(request.cookies.get(COOKIE))
+    # A page asked for from another origin (another port of this host too) gets the login form.
+    session = await s.sessions.get(request.cookies.get(COOKIE)) if fetch_site_ok(request.headers) else None
     if session is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired(_safe_next(request.url.path + query))
@@ -116,6 +117,8 @@ async def login_form(request: Request, next: str | None = None) -> HTMLResponse:
 @router.post("/login")
 async def login(request: Request, s: ServicesDep, api_key: Annotated[str, Form(max_length=512)] = "",
                 next: Annotated[str, Form(max_length=2048)] = "/ui") -> Response:
+    if not fetch_site_ok(request.headers):  # a login form posted from another origin (login CSRF)
+        return render(request, "login.html", 403, next="/ui", error="Log in from this dashboard's own page.")
     caller = s.credentials.api_caller(api_key.strip())
     if caller is None:
         s.metrics.auth_failures.labels("dashboard").inc()

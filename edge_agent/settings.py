@@ -101,10 +101,10 @@ class EdgeSettings(BaseSettings):
     exit_when_done: bool = Field(False, description="exit once every source has ended and the spool is empty")
     status_interval_s: float = Field(10.0, gt=0, description="period of the status log line")
     status_file: Path | None = Field(None, description="also write the counters as JSON here")
-    torch_threads: int = Field(1, ge=0, description="PyTorch threads (0 = PyTorch default)")
     feature_backend: str | None = Field(None, description="facecodec feature backend (default: facecodec's)")
-    descriptor_engine: Literal["torch", "dlib"] = Field(
-        "torch", description="run dlib's descriptor network in PyTorch (same features, faster) or in dlib")
+    descriptor_engine: Literal["runtime", "dlib"] = Field(
+        "runtime", description="run dlib's descriptor network converted, by the runtime (same features, faster), "
+                               "or in dlib")
     log_level: str = Field("INFO", description="logging level")
 
     @model_validator(mode="before")

@@ -56,6 +56,19 @@ def entries(kind: str | None = None) -> list[ModelEntry]:
     return [e for e in _entries().values() if kind is None or e.kind == kind]
 
 
+def newest(kind: str, backend: str | None = None, head: str | None = None) -> ModelEntry:
+    """The newest registered model of ``kind`` (for ``backend``, of ``head`` when given): the one
+    with the highest tag. Tags are handed out in order (:func:`add`), so this is the one registered
+    last; file names end in a content hash and say nothing about age. This is the one rule for
+    "the default model" of every kind. :class:`UnknownModelError` when there is none."""
+    found = [e for e in entries(kind) if (backend is None or e.backend == backend)
+             and (head is None or (e.head or "display") == head)]
+    if not found:
+        what = " ".join(x for x in (kind, backend and f"for {backend}", head and f"({head} head)") if x)
+        raise UnknownModelError(f"no {what} model is registered")
+    return max(found, key=lambda e: (e.tag or 0, e.name))
+
+
 def entry(name: str) -> ModelEntry:
     """The registry entry called ``name``; :class:`UnknownModelError` if there is none."""
     try:

@@ -261,18 +261,18 @@ class AgentProcess:
     """``python -m edge_agent`` with its counters in a status file (sampled every 0.2 s)."""
 
     def __init__(self, folder: Path, server: str, cameras: list[tuple[str, str]], exit_when_done: bool = False,
-                 **env: str):
+                 sample_fps: float = 2.0, interval_s: float = 60.0, **env: str):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.status_file = folder / "status.json"
         self.args = [sys.executable, "-m", "edge_agent", "--server", server, "--data-dir", str(folder / "data"),
-                     "--status-file", str(self.status_file), "--status-interval", "0.2", "--sample-fps", "2",
-                     "--interval", "60"]
+                     "--status-file", str(self.status_file), "--status-interval", "0.2", "--sample-fps", str(sample_fps),
+                     "--interval", str(interval_s)]
         for camera_id, source in cameras:
             self.args += ["--source", source, "--camera-id", camera_id]
         if exit_when_done:
             self.args.append("--exit-when-done")
-        self.env = clean_env(**{"EDGE_TOKEN": TOKEN, "EDGE_TRACK_TTL_S": "0.4", "EDGE_BACKOFF_INITIAL_S": "0.2",
+        self.env = clean_env(**{"EDGE_TOKEN": TOKEN, "EDGE_TRACKING__TTL_S": "0.4", "EDGE_BACKOFF_INITIAL_S": "0.2",
                                 "EDGE_BACKOFF_MAX_S": "2", "EDGE_REOPEN_INITIAL_S": "0.2", "EDGE_REOPEN_MAX_S": "1",
                                 "EDGE_DRAIN_TIMEOUT_S": "20", **env})
         self.log = folder / "agent.log"
@@ -414,11 +414,16 @@ def camera_main(port: int, seed: int) -> None:
 
 
 USAGE = """usage: python -m bench.fleet camera PORT SEED    the sample people, a live camera
-       python -m bench.fleet images PORT IMAGE...   these JPEG files in a loop, from the first for each reader"""
+       python -m bench.fleet images PORT IMAGE...   these JPEG files in a loop, from the first for each reader
+       python -m bench.fleet clip PORT FOLDER       a clip of bench/clips.py (its frame rate), a live camera"""
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "camera":
         camera_main(int(sys.argv[2]), int(sys.argv[3]))
+    elif len(sys.argv) == 4 and sys.argv[1] == "clip":
+        folder = Path(sys.argv[3])
+        rate = json.loads((folder / "truth.json").read_text())["fps"]
+        serve_mjpeg(int(sys.argv[2]), [f.read_bytes() for f in sorted(folder.glob("frame_*.jpg"))], fps=rate)
     elif len(sys.argv) >= 4 and sys.argv[1] == "images":
         serve_mjpeg(int(sys.argv[2]), [Path(f).read_bytes() for f in sys.argv[3:]], live=False)
     else:

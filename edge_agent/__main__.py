@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="where the spool and the texture store live (EDGE_DATA_DIR)")
     p.add_argument("--sample-fps", type=float, help="frames analysed per second (EDGE_SAMPLE_FPS)")
     p.add_argument("--interval", type=float, dest="track_interval_s",
-                   help="seconds between two observations of one track (EDGE_TRACK_INTERVAL_S)")
+                   help="seconds between two observations of one track (EDGE_TRACKING__INTERVAL_S)")
     p.add_argument("--loop", action="store_true", default=None, help="replay file and folder sources forever")
     p.add_argument("--exit-when-done", action="store_true", default=None,
                    help="exit once every source has ended and every observation is acknowledged")
@@ -53,7 +53,7 @@ def settings_from_args(args: argparse.Namespace):
     from edge_agent.settings import EdgeSettings
 
     overrides: dict[str, object] = {}
-    for name in ("server", "data_dir", "sample_fps", "track_interval_s", "loop", "exit_when_done",
+    for name in ("server", "data_dir", "sample_fps", "loop", "exit_when_done",
                  "status_interval_s", "status_file", "log_level"):
         value = getattr(args, name)
         if value is not None:
@@ -70,7 +70,13 @@ def settings_from_args(args: argparse.Namespace):
             raise UsageError(f"give one --camera-id per --source "
                              f"(got {len(args.source)} sources and {len(args.camera_id)} camera ids)")
         overrides["cameras"] = [{"id": c, "source": s} for s, c in zip(args.source, args.camera_id)]
-    return EdgeSettings(**overrides)
+    settings = EdgeSettings(**overrides)
+    if args.track_interval_s is not None:  # one field of the tracking concern, over the environment's
+        if not args.track_interval_s > 0:
+            raise UsageError("--interval must be positive")
+        tracking = settings.tracking.model_copy(update={"interval_s": args.track_interval_s})
+        settings = settings.model_copy(update={"tracking": tracking})
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:

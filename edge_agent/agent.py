@@ -1,10 +1,16 @@
 """The edge agent: cameras -> faces -> tracks -> spooled observations -> streams.
 
-Per camera, a worker thread reads sampled frames from its source, runs the shared
-:class:`~edge_agent.pipeline.FacePipeline`, feeds its :class:`~edge_agent.tracker.Tracker`
-and, for every observation the tracker emits, stores the texture, encodes the base layer
-and writes the observation to the spool; the camera's :class:`~edge_agent.client.CameraStream`
-sends what the spool holds. No error in one frame, one face or one camera stops the others.
+Per camera, a worker thread reads sampled frames from its source, asks its
+:class:`~edge_agent.motion.MotionGate` where the scene changed (nothing changed: the detector does not
+run, and the frame is not even decoded in full when it came as a JPEG), runs its
+:class:`~edge_agent.pipeline.FacePipeline` on those regions, feeds its :class:`~edge_agent.tracker.Tracker`
+and, for every observation the tracker emits, stores the texture, encodes the base layer and writes
+the observation to the spool; the camera's :class:`~edge_agent.client.CameraStream` sends what the
+spool holds. No error in one frame, one face or one camera stops the others.
+
+Cores: every camera has its own worker thread and the networks release the interpreter while they
+run, so N cameras use up to N cores; ``EDGE_CORES`` caps how many analyse a frame at once (default one
+per camera, at most the machine's), and the runtime is compiled for that many parallel calls.
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.errors import EdgeAgentError, SourceError, StoreError
+from edge_agent.motion import MotionGate, MotionSettings, covers
 from edge_agent.pipeline import FacePipeline, make_observation, new_face_id
 from edge_agent.settings import CameraConfig, EdgeSettings
-from edge_agent.sources import Tick, open_source
+from edge_agent.sources import BadFrame, Tick, open_source
 from edge_agent.spool import Spool
 from edge_agent.status import Counters, status_line, write_status_file
 from edge_agent.texture import TextureStore
@@ -33,15 +40,20 @@ class CameraWorker:
     """Frames of one camera through the pipeline and the tracker into the spool."""
 
     def __init__(self, camera: CameraConfig, settings: EdgeSettings, pipeline: FacePipeline, spool: Spool,
-                 texture: TextureStore, counters: Counters):
+                 texture: TextureStore, counters: Counters, cores: threading.Semaphore | None = None):
         self.camera = camera
         self.settings = settings
+        self.config = settings.for_camera(camera)
         self.pipeline = pipeline
         self.spool = spool
         self.texture = texture
         self.counters = counters
-        self.tracker: Tracker = Tracker(settings.track_interval_s, settings.track_iou, settings.track_distance,
-                                        settings.track_ttl_s, settings.track_min_hits)
+        self.cores = cores or threading.Semaphore(1)
+        t, m = self.config.tracking, self.config.motion
+        self.tracker: Tracker = Tracker(t.interval_s, t.distance, t.ttl_s, t.min_hits, t.max_speed)
+        self.motion = MotionGate(MotionSettings(m.enabled, 8, m.threshold, m.min_pixels, hold_s=m.hold_s,
+                                                full_frame_fraction=m.full_frame_fraction),
+                                 min_face=self.config.detection.min_face_size)
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.error: str | None = None
@@ -59,7 +71,8 @@ class CameraWorker:
     def run(self) -> None:
         s = self.settings
         try:
-            source = open_source(self.camera.source, s.sample_fps, s.loop, lambda _: self.counters.inc("bad_frames"),
+            source = open_source(self.camera.source, self.config.sample_fps, s.loop,
+                                 lambda _: self.counters.inc("bad_frames"),
                                  s.reopen_initial_s, s.reopen_max_s)
             log.info("camera %s: reading %s", self.camera.id, self.camera.source)
             for frame in source.frames(self.stop_event):
@@ -83,16 +96,34 @@ class CameraWorker:
         from facecodec.errors import FaceCodecError
 
         self.counters.inc("frames")
-        try:
-            faces = self.pipeline.analyze(frame.image)
-        except FaceCodecError as e:
-            self.counters.inc("bad_frames")
-            log.warning("camera %s: frame %d skipped: %s", self.camera.id, frame.index, e)
-            return
-        self.counters.inc("faces", len(faces))
-        candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s, (f, frame.wall_ms))
-                      for f in faces]
-        self._emit_all(self.tracker.update(candidates, frame.time_s))
+        clock = self.pipeline.clock
+        with self.cores:
+            t = time.perf_counter()
+            try:
+                gray = frame.small_gray(8)
+                t = clock.add("motion_decode", t)
+                h, w = frame.image.shape[:2] if frame.decoded else (gray.shape[0] * 8, gray.shape[1] * 8)
+                regions = self.motion.regions(gray, frame.time_s, (h, w))
+                t = clock.add("motion", t)
+                if not regions:  # nothing moved: nothing new to find
+                    self.counters.inc("frames_still")
+                    self._emit_all(self.tracker.update([], frame.time_s, looked=lambda box: False))
+                    return
+                image = frame.image
+                t = clock.add("decode", t)
+                faces = self.pipeline.analyze(image, regions)
+            except (FaceCodecError, BadFrame) as e:
+                self.counters.inc("bad_frames")
+                log.warning("camera %s: frame %d skipped: %s", self.camera.id, frame.index, e)
+                return
+            self.counters.inc("frames_analysed")
+            self.counters.inc("faces", len(faces))
+            candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s, (f, frame.wall_ms))
+                          for f in faces]
+            t = time.perf_counter()
+            emissions = self.tracker.update(candidates, frame.time_s, looked=lambda box: covers(regions, box))
+            clock.add("track", t)
+        self._emit_all(emissions)
 
     def _emit_all(self, emissions: list[Emission]) -> None:
         for e in emissions:
@@ -104,8 +135,10 @@ class CameraWorker:
 
         face, wall_ms = emission.candidate.payload
         face_id = new_face_id()
+        t = time.perf_counter()
         try:
             base = self.pipeline.encode_base(face.feature, face.backend)
+            self.pipeline.clock.add("encode", t)
         except FaceCodecError as e:
             log.error("camera %s: base layer of a face could not be encoded: %s", self.camera.id, e)
             self.counters.inc("encode_errors")
@@ -138,13 +171,17 @@ class EdgeAgent:
         self.spool = Spool(settings.spool_path, int(settings.spool_max_mb * MB), settings.sealer())
         self.texture = TextureStore(settings.texture_path, int(settings.texture_max_mb * MB),
                                     settings.texture_retention_s, settings.sealer())
-        self.pipeline = pipeline or FacePipeline(backend=settings.feature_backend,
-                                                 min_face_size=settings.min_face_size,
-                                                 min_probability=settings.min_probability,
-                                                 descriptor_engine=settings.descriptor_engine)
+        from facecodec import runtime
+
+        runtime.set_parallelism(settings.core_budget)
+        self.cores = threading.BoundedSemaphore(settings.core_budget)
+        self.pipelines = [pipeline or FacePipeline(backend=settings.feature_backend,
+                                                   detection=settings.for_camera(c).detection,
+                                                   descriptor_engine=settings.descriptor_engine)
+                          for c in settings.cameras]
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancement")
-        self.workers = [CameraWorker(c, settings, self.pipeline, self.spool, self.texture, self.counters)
-                        for c in settings.cameras]
+        self.workers = [CameraWorker(c, settings, p, self.spool, self.texture, self.counters, self.cores)
+                        for c, p in zip(settings.cameras, self.pipelines)]
         self.streams = [CameraStream(self._stream_config(c), self.spool, self.texture, self.counters, self.executor)
                         for c in settings.cameras]
         self.stop_requested = threading.Event()
@@ -193,6 +230,10 @@ class EdgeAgent:
             log.info("edge agent: %d observations from an earlier run are spooled and will be replayed", len(self.spool))
         for st in self.streams:
             st.start()
+        try:
+            self.pipelines[0].warm_up()  # compiles the shared networks once, before the cameras need them
+        except Exception as e:  # noqa: BLE001 - the workers report model problems frame by frame
+            log.error("edge agent: the networks could not be loaded: %s", e)
         for w in self.workers:
             w.start()
         next_report = time.monotonic() + s.status_interval_s

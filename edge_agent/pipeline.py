@@ -1,22 +1,24 @@
-"""The edge pipeline: frame -> faces (detect, align, feature) -> base layer -> observation.
+"""The edge pipeline: frame -> faces (detect, align, describe) -> base layer -> observation.
 
-The heavy stages are :class:`facecodec.frontend.FaceFrontEnd` (MTCNN, dlib alignment and
-descriptor) and :func:`facecodec.base_layer.encode`; this module only decides which faces are
-worth sending and packs them into the wire format (``facewire.v1.FaceObservation``).
+One :class:`FacePipeline` per camera, with the camera's detection settings; the networks behind it
+(MTCNN, dlib's descriptor) are compiled once per process and shared by every camera
+(:func:`facecodec.runtime.registered`), each call running on the calling worker's core. This module
+decides which faces are worth describing and sending and packs them into the wire format
+(``facewire.v1.FaceObservation``); :mod:`edge_agent.agent` runs it.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import time
 import uuid
 from collections.abc import Callable
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from edge_agent.settings import DetectionConfig
 
 BaseEncoder = Callable[[np.ndarray, str], bytes]
+Region = tuple[int, int, int, int]
 
 
 def default_base_encoder(feature: np.ndarray, backend: str) -> bytes:
@@ -25,54 +27,91 @@ def default_base_encoder(feature: np.ndarray, backend: str) -> bytes:
     return base_layer.encode(feature, backend)
 
 
-class FacePipeline:
-    """Detect, align and describe faces; encode the base layer of the ones that are sent.
+class StageClock:
+    """Wall-clock seconds spent per stage, summed (one per camera worker; read by the status and the bench)."""
 
-    One instance is shared by every camera of the agent: the dlib network is not safe to call
-    from two threads at once, and on a small edge box the cores are better spent on one face
-    at a time than on contention, so :meth:`analyze` is serialised by a lock.
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+
+class FacePipeline:
+    """Detect (in the regions given: where the scene changed), keep the confident, large faces, then
+    align and describe only those; encode the base layer of the ones that are sent.
+
+    ``frontend`` replaces detection, alignment and description at once (tests): an object with
+    ``analyze(rgb, regions) -> list[Face]``.
     """
 
     def __init__(self, frontend=None, backend: str | None = None, encode_base: BaseEncoder | None = None,
-                 min_face_size: float = 40.0, min_probability: float = 0.9, descriptor_engine: str = "runtime"):
+                 detection: DetectionConfig | None = None, descriptor_engine: str = "runtime"):
         self._frontend = frontend
         self._backend_name = backend
         self.descriptor_engine = descriptor_engine
         self.encode_base = encode_base or default_base_encoder
-        self.min_face_size = min_face_size
-        self.min_probability = min_probability
-        self._lock = threading.Lock()
+        self.detection = detection or DetectionConfig()
+        self._detector = None
+        self._backend = None
+        self.clock = StageClock()
 
     @property
-    def frontend(self):
-        if self._frontend is None:
-            from facecodec.frontend import FaceFrontEnd
+    def detector(self):
+        if self._detector is None:
             from facecodec.frontend.detect import MtcnnDetector
 
-            # Faces below min_face_size are not sent, so MTCNN need not look for them: a coarser
-            # image pyramid makes detection on whole frames cheaper.
-            detector = MtcnnDetector(min_face_size=max(20, int(self.min_face_size)))
-            self._frontend = FaceFrontEnd(self._feature_backend(), detector=detector)
-        return self._frontend
+            d = self.detection
+            # Faces below min_face_size are not sent, so MTCNN need not look for them: a coarser image
+            # pyramid makes detection cheaper.
+            self._detector = MtcnnDetector(min_face_size=max(12, int(d.min_face_size)), thresholds=d.thresholds,
+                                           factor=d.factor)
+        return self._detector
 
-    def _feature_backend(self):
-        """The feature backend; dlib's network runs in PyTorch unless told otherwise (same features)."""
-        from facecodec.frontend.features import get_backend
-        from facecodec.settings import get_settings
+    @property
+    def backend(self):
+        """The feature backend; dlib's network is run converted by the runtime unless told otherwise."""
+        if self._backend is None:
+            from facecodec.frontend.features import DlibResnet128, get_backend
+            from facecodec.settings import get_settings
 
-        name = self._backend_name or get_settings().feature_backend
-        if name == "dlib-resnet-128":
-            from facecodec.frontend.features import DlibResnet128
+            name = self._backend_name or get_settings().feature_backend
+            self._backend = DlibResnet128(engine=self.descriptor_engine) if name == "dlib-resnet-128" \
+                else get_backend(name)
+        return self._backend
 
-            return DlibResnet128(engine=self.descriptor_engine)
-        return get_backend(name)
+    def warm_up(self) -> None:
+        """Compile the networks now (the first frame would wait for it otherwise)."""
+        if self._frontend is None:
+            gray = np.full((96, 96, 3), 127, np.uint8)
+            self.detector.detect(gray)
+            self.backend.embed([np.zeros((150, 150, 3), np.uint8)])
 
-    def analyze(self, rgb: np.ndarray) -> list:
-        """Faces in ``rgb`` good enough to send: confident, large, found by the detector."""
-        with self._lock:
-            faces = self.frontend.analyze(rgb)
-        return [f for f in faces if not f.quality.fallback and f.quality.probability >= self.min_probability
-                and f.quality.face_size >= self.min_face_size]
+    def analyze(self, rgb: np.ndarray, regions: list[Region] | None = None) -> list:
+        """Faces in ``rgb`` (within ``regions`` when given) good enough to send: found by the detector
+        (not a fallback box), confident and large; aligned and described."""
+        from facecodec.frontend import Face
+
+        if self._frontend is not None:
+            faces = self._frontend.analyze(rgb, regions)
+            return [f for f in faces if self._wanted(f.detection)]
+        t = time.perf_counter()
+        detections = [d for d in self.detector.detect(rgb, regions) if self._wanted(d)]
+        t = self.clock.add("detect", t)
+        if not detections:
+            return []
+        chips = [self.backend.align(rgb, d) for d in detections]
+        t = self.clock.add("align", t)
+        features = self.backend.embed(chips)
+        self.clock.add("describe", t)
+        return [Face(d, c, f, self.backend.name) for d, c, f in zip(detections, chips, features)]
+
+    def _wanted(self, detection) -> bool:
+        q = detection.quality
+        return not q.fallback and q.probability >= self.detection.min_probability \
+            and q.face_size >= self.detection.min_face_size
 
 
 def new_face_id() -> str:

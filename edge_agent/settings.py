@@ -30,14 +30,58 @@ class TlsConfig:
     server_name: str | None = None
 
 
+class DetectionConfig(BaseModel):
+    """Which faces are looked for and sent (``EDGE_DETECTION``, a camera's ``detection``)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    min_face_size: float = Field(40.0, ge=12, description="smallest face looked for and sent (pixels, shorter box "
+                                                          "side): MTCNN's pyramid starts at 12 / this, so larger is cheaper")
+    min_probability: float = Field(0.9, ge=0, le=1, description="less confident detections are not sent")
+    factor: float = Field(0.709, gt=0.3, lt=0.95, description="MTCNN's pyramid scale step (coarser is faster)")
+    thresholds: tuple[float, float, float] = Field((0.6, 0.7, 0.7), description="MTCNN's P/R/O-Net thresholds")
+
+
+class MotionConfig(BaseModel):
+    """Motion gating (``EDGE_MOTION``, a camera's ``motion``): the detector runs only where the scene changed."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    enabled: bool = Field(True, description="off: detect on every whole frame")
+    threshold: int = Field(12, ge=1, le=255, description="grey levels a pixel must change by (1/8-size frame)")
+    min_pixels: int = Field(6, ge=1, description="smaller changes (in 1/8-size pixels) are noise")
+    hold_s: float = Field(1.0, ge=0, description="a region stays looked at this long after it stopped changing")
+    full_frame_fraction: float = Field(0.4, gt=0, le=1, description="above this changed fraction, detect on the "
+                                                                    "whole frame")
+
+
+class TrackingConfig(BaseModel):
+    """Tracks and what is sent of them (``EDGE_TRACKING``, a camera's ``tracking``)."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    interval_s: float = Field(5.0, gt=0, description="one observation per track per this many seconds")
+    distance: float = Field(0.5, gt=0, le=2, description="feature distance within which a face continues a track "
+                                                         "(dlib's same-person threshold is 0.6)")
+    max_speed: float = Field(3.0, gt=0, description="box widths per second a face may move between two sightings")
+    ttl_s: float = Field(2.0, gt=0, description="a track unseen this long ends (its best face is sent)")
+    min_hits: int = Field(2, ge=1, description="a track seen in fewer frames is not sent (false detections)")
+
+
 class CameraConfig(BaseModel):
-    """One camera: its id (as the server knows it), where frames come from, its token."""
+    """One camera: its id (as the server knows it), where frames come from, its token, and what it
+    does differently from the agent's defaults (any field of ``detection``, ``motion``, ``tracking``,
+    and ``sample_fps``; the rest is inherited)."""
 
     model_config = {"extra": "forbid", "frozen": True}
 
     id: str
     source: str
     token: SecretStr | None = None
+    sample_fps: float | None = Field(None, gt=0)
+    detection: dict[str, object] = Field(default_factory=dict)
+    motion: dict[str, object] = Field(default_factory=dict)
+    tracking: dict[str, object] = Field(default_factory=dict)
 
     @field_validator("id")
     @classmethod
@@ -47,10 +91,28 @@ class CameraConfig(BaseModel):
         return v
 
 
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera's resolved settings (:meth:`EdgeSettings.for_camera`)."""
+
+    sample_fps: float
+    detection: DetectionConfig
+    motion: MotionConfig
+    tracking: TrackingConfig
+
+
+# Settings that moved into a concern: an old name in the environment is an error that names the new one.
+RENAMED = {"EDGE_MIN_FACE_SIZE": "EDGE_DETECTION__MIN_FACE_SIZE", "EDGE_MIN_PROBABILITY": "EDGE_DETECTION__MIN_PROBABILITY",
+           "EDGE_TRACK_INTERVAL_S": "EDGE_TRACKING__INTERVAL_S", "EDGE_TRACK_DISTANCE": "EDGE_TRACKING__DISTANCE",
+           "EDGE_TRACK_TTL_S": "EDGE_TRACKING__TTL_S", "EDGE_TRACK_MIN_HITS": "EDGE_TRACKING__MIN_HITS",
+           "EDGE_TRACK_IOU": "EDGE_TRACKING__MAX_SPEED (box overlap no longer joins tracks)",
+           "EDGE_TORCH_THREADS": "EDGE_CORES (the networks no longer run in PyTorch)"}
+
+
 class EdgeSettings(BaseSettings):
     """Everything the agent can be told; each field is ``EDGE_<NAME>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid", hide_input_in_errors=True)
+    model_config = SettingsConfigDict(env_prefix="EDGE_", extra="forbid", hide_input_in_errors=True, env_nested_delimiter="__")
 
     # -- where to send, who we are ----------------------------------------------------------
     server: str = Field("127.0.0.1:50051", description="analysis server gRPC address host:port")
@@ -67,19 +129,17 @@ class EdgeSettings(BaseSettings):
                                                          "(default: the host of EDGE_SERVER)")
 
     # -- frames ------------------------------------------------------------------------------
-    sample_fps: float = Field(2.0, gt=0, description="frames analysed per second of video (or wall clock, live)")
+    sample_fps: float = Field(10.0, gt=0, description="frames analysed per second of video (or wall clock, live)")
     loop: bool = Field(False, description="replay file and folder sources forever (a simulated camera)")
     reopen_initial_s: float = Field(1.0, gt=0, description="first wait before reopening a lost live source")
     reopen_max_s: float = Field(30.0, gt=0, description="longest wait between reopen attempts")
 
-    # -- tracking ----------------------------------------------------------------------------
-    track_interval_s: float = Field(5.0, gt=0, description="one observation per track per this many seconds")
-    track_iou: float = Field(0.3, ge=0, le=1, description="box overlap that continues a track")
-    track_distance: float = Field(0.55, gt=0, description="feature distance that continues a track")
-    track_ttl_s: float = Field(2.0, gt=0, description="a track unseen this long ends (its best face is sent)")
-    track_min_hits: int = Field(2, ge=1, description="a track seen in fewer frames is not sent (false detections)")
-    min_face_size: float = Field(40.0, ge=0, description="smaller faces are not sent (pixels, shorter box side)")
-    min_probability: float = Field(0.9, ge=0, le=1, description="less confident detections are not sent")
+    # -- per concern: the defaults every camera inherits and may override ----------------------
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="JSON; see DetectionConfig")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="JSON; see MotionConfig")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="JSON; see TrackingConfig")
+    cores: int | None = Field(None, ge=1, description="cores the analysis may use at once (default: one per camera, "
+                                                      "at most the machine's)")
 
     # -- texture store -----------------------------------------------------------------------
     texture_max_mb: float = Field(512.0, gt=0, description="size cap of the texture store")
@@ -114,6 +174,13 @@ class EdgeSettings(BaseSettings):
         from facecodec.settings import CodecSettings
 
         known = {f"EDGE_{name.upper()}" for name in cls.model_fields}
+        for concern in ("detection", "motion", "tracking"):  # EDGE_DETECTION__MIN_FACE_SIZE and the like
+            model = cls.model_fields[concern].annotation
+            known |= {f"EDGE_{concern.upper()}__{name.upper()}" for name in model.model_fields}
+        renamed = sorted(k for k in os.environ if k.upper() in RENAMED)
+        if renamed:
+            raise ValueError("renamed setting(s) in the environment: " +
+                             ", ".join(f"{k} is now {RENAMED[k.upper()]}" for k in renamed))
         known |= {f"FACECODEC_{name.upper()}" for name in CodecSettings.model_fields}  # the codec library's
         unknown = sorted(k for k in os.environ if k.upper().startswith(("EDGE_", "FACECODEC_"))
                          and k.upper() not in known)
@@ -150,7 +217,24 @@ class EdgeSettings(BaseSettings):
         for c in self.cameras:
             if c.token is None and self.token is None:
                 raise ValueError(f"camera {c.id!r} has no token: set EDGE_TOKEN (or --token) or the camera's own token")
+            self.for_camera(c)  # its overrides are valid fields with valid values
         return self
+
+    def for_camera(self, camera: CameraConfig) -> CameraSettings:
+        """What ``camera`` runs with: the agent's defaults with the camera's overrides."""
+        def merged(default: BaseModel, override: dict) -> BaseModel:
+            try:
+                return type(default)(**{**default.model_dump(), **override})
+            except ValueError as e:
+                raise ValueError(f"camera {camera.id!r}: {e}") from None
+
+        return CameraSettings(camera.sample_fps or self.sample_fps, merged(self.detection, camera.detection),
+                              merged(self.motion, camera.motion), merged(self.tracking, camera.tracking))
+
+    @property
+    def core_budget(self) -> int:
+        """Cores the analysis may use at once: ``cores``, else one per camera up to the machine's."""
+        return self.cores or max(1, min(len(self.cameras), os.cpu_count() or 1))
 
     def token_for(self, camera: CameraConfig) -> str:
         token = camera.token or self.token

@@ -1,6 +1,11 @@
-"""Frame sources through OpenCV: video files, folders of images, RTSP/HTTP streams, local cameras.
+"""Frame sources: video files, folders of images, MJPEG over HTTP, RTSP/HTTP streams, local cameras.
 
-Every source yields RGB frames at no more than ``sample_fps``. Files and folders are read as
+Every source yields frames at no more than ``sample_fps``. A frame that arrives as a JPEG (an MJPEG
+camera, a folder of JPEG files) is decoded only when something asks for its pixels: the motion gate
+looks at it decoded at 1/8 size in grey (libjpeg scales in the DCT domain, a few times cheaper than a
+full decode), so an unchanged scene is never decoded in full. MJPEG cameras (``http(s)://`` URLs that
+answer ``multipart/x-mixed-replace``) are read by :class:`MjpegSource`, which only splits the stream into
+JPEG parts; other URLs and camera indexes go through OpenCV, which decodes every frame. Files and folders are read as
 fast as the pipeline takes them and sampled on media time (a folder's images are spaced
 ``1 / sample_fps`` apart), so the same file always gives the same frames. Live sources
 (URLs, camera indexes) are read by a thread that keeps only the newest frame and are sampled
@@ -18,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,17 +36,64 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 MAX_BAD_FRAMES_IN_A_ROW = 50
 OPEN_TIMEOUT_MS = 10_000
 READ_TIMEOUT_MS = 10_000
+MAX_JPEG_BYTES = 16 * 1024 * 1024  # one MJPEG part (a 4K frame at high quality is about 2 MB)
 
 
-@dataclass
+class BadFrame(SourceError):
+    """A frame's bytes do not decode to an image."""
+
+
 class Frame:
     """One sampled frame. ``time_s`` is media time (files) or seconds since the source opened
-    (live); ``wall_ms`` is when the agent read it (Unix epoch, ms)."""
+    (live); ``wall_ms`` is when the agent read it (Unix epoch, ms). Either decoded pixels (``image``,
+    RGB) or the JPEG they come from (``jpeg``), decoded on first use (:class:`BadFrame` if they do not)."""
 
-    index: int
-    time_s: float
-    wall_ms: int
-    image: np.ndarray = field(repr=False)
+    __slots__ = ("index", "time_s", "wall_ms", "_image", "jpeg", "_gray")
+
+    def __init__(self, index: int, time_s: float, wall_ms: int, image: np.ndarray | None = None,
+                 jpeg: bytes | None = None):
+        if image is None and jpeg is None:
+            raise ValueError("a frame has pixels or a JPEG")
+        self.index, self.time_s, self.wall_ms = index, time_s, wall_ms
+        self._image, self.jpeg, self._gray = image, jpeg, {}
+
+    def __repr__(self) -> str:
+        return f"Frame(index={self.index}, time_s={self.time_s:.3f}, {'jpeg' if self._image is None else 'decoded'})"
+
+    @property
+    def decoded(self) -> bool:
+        return self._image is not None
+
+    @property
+    def image(self) -> np.ndarray:
+        """The RGB pixels (decoded once)."""
+        if self._image is None:
+            import cv2
+
+            bgr = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None or bgr.size == 0:
+                raise BadFrame(f"frame {self.index} does not decode")
+            self._image = _bgr_to_rgb(bgr)
+        return self._image
+
+    def small_gray(self, factor: int = 8) -> np.ndarray:
+        """The frame in grey, ``factor`` (1, 2, 4 or 8) times smaller per side (sides rounded up)."""
+        if factor not in self._gray:
+            import cv2
+
+            if self._image is None:
+                flag = {1: cv2.IMREAD_GRAYSCALE, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                        8: cv2.IMREAD_REDUCED_GRAYSCALE_8}[factor]
+                gray = cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), flag)
+                if gray is None or gray.size == 0:
+                    raise BadFrame(f"frame {self.index} does not decode")
+            else:
+                h, w = self._image.shape[:2]
+                gray = cv2.cvtColor(self._image, cv2.COLOR_RGB2GRAY)
+                if factor > 1:
+                    gray = cv2.resize(gray, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
+            self._gray[factor] = gray
+        return self._gray[factor]
 
 
 @dataclass(frozen=True)
@@ -85,6 +137,15 @@ class FrameSource:
         log.warning("source %s: bad frame skipped (%s)", self.spec, reason)
         self._on_bad(reason)
 
+    def checked(self, frame: Frame, what: str) -> bool:
+        """Whether a JPEG frame decodes (at the motion gate's 1/8 size, kept for it); counted as bad if not."""
+        try:
+            frame.small_gray(8)
+            return True
+        except BadFrame:
+            self.bad_frame(f"{what} does not decode")
+            return False
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         raise NotImplementedError
 
@@ -110,6 +171,18 @@ class ImageFolderSource(FrameSource):
             for path in files:
                 if stop.is_set():
                     return
+                if path.suffix.lower() in (".jpg", ".jpeg"):
+                    try:
+                        data = path.read_bytes()
+                    except OSError as e:
+                        self.bad_frame(f"cannot read {path.name}: {e.strerror}")
+                        continue
+                    frame = Frame(index, index * self.period, _now_ms(), jpeg=data)
+                    if not self.checked(frame, path.name):
+                        continue
+                    yield frame
+                    index += 1
+                    continue
                 image = cv2.imread(str(path), cv2.IMREAD_COLOR)
                 if image is None or image.size == 0:
                     self.bad_frame(f"cannot decode {path.name}")
@@ -204,7 +277,7 @@ class LiveSource(FrameSource):
         super().__init__(spec, sample_fps, on_bad_frame)
         self.reopen_initial_s, self.reopen_max_s = reopen_initial_s, reopen_max_s
         self._on_state = on_state or (lambda state: None)
-        self._latest: tuple[int, np.ndarray] | None = None
+        self._latest: tuple[int, np.ndarray | bytes] | None = None  # BGR pixels, or a JPEG
         self._cond = threading.Condition()
         self._seq = 0
 
@@ -215,6 +288,12 @@ class LiveSource(FrameSource):
             return cv2.VideoCapture(int(self.spec))
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, READ_TIMEOUT_MS]
         return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+
+    def _publish(self, payload: np.ndarray | bytes) -> None:
+        with self._cond:
+            self._seq += 1
+            self._latest = (self._seq, payload)
+            self._cond.notify_all()
 
     def _reader(self, stop: threading.Event) -> None:
         backoff = Backoff(self.reopen_initial_s, self.reopen_max_s)
@@ -242,10 +321,7 @@ class LiveSource(FrameSource):
                     if bad == 0:
                         backoff.reset()
                     bad = 0
-                    with self._cond:
-                        self._seq += 1
-                        self._latest = (self._seq, image)
-                        self._cond.notify_all()
+                    self._publish(image)
             finally:
                 cap.release()
             if stop.is_set():
@@ -288,17 +364,93 @@ class LiveSource(FrameSource):
                 yield tick
                 continue
             now = time.monotonic()
-            yield Frame(index, now - start, _now_ms(), _bgr_to_rgb(image))
+            if isinstance(image, bytes):
+                frame = Frame(index, now - start, _now_ms(), jpeg=image)
+                if self.checked(frame, f"frame {index}"):
+                    yield frame
+            else:
+                yield Frame(index, now - start, _now_ms(), _bgr_to_rgb(image))
             index += 1
             due = max(due + self.period, now)
             stop.wait(max(0.0, due - time.monotonic()))
+
+
+class NotMjpeg(Exception):
+    """The URL does not answer with a multipart stream of JPEG parts."""
+
+
+class MjpegSource(LiveSource):
+    """An MJPEG camera over HTTP (``multipart/x-mixed-replace``): the stream is split into its JPEG
+    parts, none decoded here (see :class:`Frame`). A URL that answers anything else is read by
+    OpenCV instead, as :class:`LiveSource` reads it."""
+
+    def _reader(self, stop: threading.Event) -> None:
+        backoff = Backoff(self.reopen_initial_s, self.reopen_max_s)
+        while not stop.is_set():
+            try:
+                self._read_stream(stop, backoff)
+            except NotMjpeg as e:
+                log.info("source %s: %s; reading it with OpenCV", self.spec, e)
+                return LiveSource._reader(self, stop)
+            except (OSError, ValueError) as e:
+                if stop.is_set():
+                    return
+                delay = backoff.next_delay()
+                log.warning("source %s: %s; reopening in %.1f s", self.spec, e, delay)
+                self._on_state("down")
+                stop.wait(delay)
+
+    def _read_stream(self, stop: threading.Event, backoff: Backoff) -> None:
+        import urllib.request
+
+        with urllib.request.urlopen(self.spec, timeout=READ_TIMEOUT_MS / 1000) as r:
+            kind = r.headers.get("Content-Type", "")
+            if not kind.startswith("multipart/"):
+                raise NotMjpeg(f"answers {kind or 'no content type'}")
+            log.info("source %s: opened (MJPEG)", self.spec)
+            self._on_state("up")
+            bad = 0
+            while not stop.is_set():
+                headers = {}
+                line = r.readline(1024)
+                while line in (b"\r\n", b"\n"):  # the CRLF that ends the previous part
+                    line = r.readline(1024)
+                if not line:
+                    raise OSError("the stream ended")
+                if not line.startswith(b"--"):
+                    raise ValueError(f"expected a part boundary, got {line[:40]!r}")
+                while True:
+                    line = r.readline(1024)
+                    if not line:
+                        raise OSError("the stream ended")
+                    if line in (b"\r\n", b"\n"):
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length", "-1"))
+                if not 0 < length <= MAX_JPEG_BYTES:
+                    raise ValueError(f"part of {length} bytes (parts need a Content-Length up to {MAX_JPEG_BYTES})")
+                data = r.read(length)
+                if len(data) < length:
+                    raise OSError("the stream ended inside a part")
+                if data[:2] != b"\xff\xd8":
+                    bad += 1
+                    self.bad_frame("part is not a JPEG")
+                    if bad > MAX_BAD_FRAMES_IN_A_ROW:
+                        raise ValueError("too many parts that are not JPEGs")
+                    continue
+                bad = 0
+                backoff.reset()  # a part that does not decode is counted when it is sampled
+                self._publish(data)
 
 
 def open_source(spec: str, sample_fps: float, loop: bool = False, on_bad_frame: BadFrameHook | None = None,
                 reopen_initial_s: float = 1.0, reopen_max_s: float = 30.0,
                 on_state: Callable[[str], None] | None = None) -> FrameSource:
     """The source ``spec`` names: a camera index (``0``), a URL (``rtsp://...``, ``http://...``),
-    a folder of images or a video file."""
+    a folder of images or a video file. HTTP URLs are read as MJPEG when they answer with parts."""
+    if spec.startswith(("http://", "https://")):
+        return MjpegSource(spec, sample_fps, on_bad_frame, reopen_initial_s, reopen_max_s, on_state)
     if spec.isdigit() or "://" in spec and not spec.startswith("file://"):
         return LiveSource(spec, sample_fps, on_bad_frame, reopen_initial_s, reopen_max_s, on_state)
     path = spec.removeprefix("file://")

@@ -21,7 +21,7 @@ to its core budget, one per camera worker), so N cameras use up to N cores.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -95,16 +95,20 @@ def _ov_core():
         return _core
 
 
-def load_networks(name: str, members: Sequence[str]) -> dict[str, Network]:
-    """The ONNX files ``members`` of the registered model ``name`` (a zip of ONNX files, or one
-    ``.onnx`` file when ``members`` is one name), compiled."""
+def registered(name: str, member: str | None = None, runtime: str | None = None) -> Network:
+    """The registered model ``name`` (an ``.onnx`` file, or the ONNX file ``member`` of a zip of them),
+    compiled once per process and runtime (default ``FACECODEC_RUNTIME``): every camera worker shares it."""
+    return _registered(name, member, runtime or runtime_name())
+
+
+@lru_cache(maxsize=None)
+def _registered(name: str, member: str | None, runtime: str) -> Network:
     import zipfile
 
     from facecodec import zoo
 
     path = zoo.model_path(name)
-    if path.suffix == ".onnx":
-        (only,) = members
-        return {only: Network(path.read_bytes(), f"{name}/{only}")}
+    if member is None:
+        return Network(path.read_bytes(), name, runtime)
     with zipfile.ZipFile(path) as z:
-        return {m: Network(z.read(f"{m}.onnx"), f"{name}/{m}") for m in members}
+        return Network(z.read(f"{member}.onnx"), f"{name}/{member}", runtime)

@@ -114,7 +114,7 @@ def compare_detections(detector_name: str) -> dict:
     images = _sample_images()
     out = {}
     for runtime in ("openvino", "onnxruntime"):
-        ours = Mtcnn.from_registry(detector_name, runtime=runtime)
+        ours = Mtcnn.from_registry(detector_name, runtime=runtime, resample="exact")
         worst_box = worst_point = worst_prob = 0.0
         count_mismatch = 0
         for image in images:

@@ -80,17 +80,24 @@ class MtcnnDetector:
                 from facecodec.frontend.mtcnn import Mtcnn
 
                 self._model = Mtcnn.from_registry(min_face_size=self.min_face_size, thresholds=self.thresholds,
-                                                  factor=self.factor)
+                                                  factor=self.factor)  # the networks are compiled once per process
             return self._model
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """All faces in ``image``, most probable first."""
+    def detect(self, image: np.ndarray, regions: list[tuple[int, int, int, int]] | None = None) -> list[Detection]:
+        """All faces in ``image``, most probable first; with ``regions`` ((x1, y1, x2, y2) boxes that do
+        not overlap), only the faces inside them (each region is searched on its own)."""
         image = check_image(image)
-        if min(image.shape[:2]) < self.min_face_size:  # the image pyramid would be empty
-            return []
-        found = self._get().detect(image)
-        return [Detection(tuple(float(v) for v in b), float(p), pt)
-                for b, p, pt in zip(found.boxes, found.probs, found.points)]
+        h, w = image.shape[:2]
+        out = []
+        for x1, y1, x2, y2 in regions if regions is not None else [(0, 0, w, h)]:
+            x1, y1, x2, y2 = max(0, int(x1)), max(0, int(y1)), min(w, int(x2)), min(h, int(y2))
+            if min(x2 - x1, y2 - y1) < self.min_face_size:  # the image pyramid would be empty
+                continue
+            found = self._get().detect(image[y1:y2, x1:x2])
+            shift = np.array([x1, y1], np.float32)
+            out += [Detection((float(b[0] + x1), float(b[1] + y1), float(b[2] + x1), float(b[3] + y1)), float(p),
+                              pt + shift) for b, p, pt in zip(found.boxes, found.probs, found.points)]
+        return sorted(out, key=lambda d: -d.probability)
 
 
 def center_fallback(image: np.ndarray, fraction: float = 0.44) -> Detection:

@@ -76,10 +76,9 @@ class DlibResnet128:
         with self._lock:
             if self._network is None:
                 from facecodec import zoo
-                from facecodec.runtime import Network
+                from facecodec.runtime import registered
 
-                e = zoo.newest("descriptor", self.name)
-                self._network = Network(zoo.model_path(e.name).read_bytes(), e.name)
+                self._network = registered(zoo.newest("descriptor", self.name).name)
             return self._network
 
     def align(self, image: np.ndarray, detection: Detection) -> np.ndarray:

@@ -5,10 +5,16 @@ The same cascade as facenet-pytorch's ``detect_face`` (whose weights were conver
 ``12 / min_face_size`` down by ``factor``, P-Net on every level (candidates above the first
 threshold, non-maximum suppression per level at IoU 0.5, then over all levels at 0.7), boxes made
 square and cut out, R-Net on 24x24 cut-outs (second threshold, NMS 0.7), O-Net on 48x48 ones (third
-threshold, landmarks, NMS 0.7 over the smaller box). Resampling is PyTorch's ``area`` interpolation
-(an adaptive average pool), computed with cumulative sums, so the networks see the same pixels as
-in facenet-pytorch: boxes and landmarks agree with it to within a few hundredths of a pixel
-(measured by the conversion command; see the detector's model card).
+threshold, landmarks, NMS 0.7 over the smaller box).
+
+Resampling (the pyramid and the cut-outs) is OpenCV's area interpolation by default (``fast``). With
+``resample="exact"`` it is PyTorch's ``area`` interpolation (an adaptive average pool, computed with
+cumulative sums): the networks then see the pixels facenet-pytorch gives them, and boxes and landmarks
+agree with it to about 1e-4 px, which is how the conversion is checked (``python -m train
+runtime-models``). Exact resampling is ten times slower than the networks themselves on a textured
+720p frame (350 ms against 22, measured); OpenCV's weighs partial pixels instead of PyTorch's
+whole-pixel bins, which moves boxes by a fraction of a pixel (the detector's model card gives the
+figures, and LFW accuracy measured through it).
 
 Where facenet-pytorch would fail on a box whose cut-out is empty (it then mismatches boxes and
 network outputs), such a box is dropped.
@@ -117,7 +123,18 @@ def _regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     return out
 
 
-def _cutouts(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def cv_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """OpenCV's area interpolation (bilinear when enlarging), float32."""
+    import cv2
+
+    interpolation = cv2.INTER_AREA if out_h <= image.shape[0] and out_w <= image.shape[1] else cv2.INTER_LINEAR
+    return cv2.resize(image, (out_w, out_h), interpolation=interpolation).astype(np.float32)
+
+
+RESAMPLERS = {"exact": area_resize, "fast": cv_resize}
+
+
+def _cutouts(image: np.ndarray, boxes: np.ndarray, size: int, resize=area_resize) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (n, 3, size, size) cut-outs of ``boxes`` (clipped to the image, as facenet-pytorch's
     ``pad``), and the indices of the boxes whose cut-out is not empty."""
     h, w = image.shape[:2]
@@ -127,7 +144,7 @@ def _cutouts(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarra
     ok = np.flatnonzero((ey > y - 1) & (ex > x - 1))
     out = np.empty((len(ok), size, size, 3), np.float32)
     for j, k in enumerate(ok):
-        out[j] = area_resize(image[y[k] - 1 : ey[k], x[k] - 1 : ex[k]], size, size)
+        out[j] = resize(image[y[k] - 1 : ey[k], x[k] - 1 : ex[k]], size, size)
     return np.ascontiguousarray(((out - 127.5) * NORMALISE).transpose(0, 3, 1, 2)), ok
 
 
@@ -135,8 +152,10 @@ class Mtcnn:
     """The cascade around three callables ``pnet``, ``rnet``, ``onet`` (NCHW float32 in, the networks'
     outputs out, as :class:`facecodec.runtime.Network` gives them)."""
 
-    def __init__(self, pnet, rnet, onet, min_face_size: float = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709):
+    def __init__(self, pnet, rnet, onet, min_face_size: float = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709,
+                 resample: str = "fast"):
         self.pnet, self.rnet, self.onet = pnet, rnet, onet
+        self.resize = RESAMPLERS[resample]
         self.min_face_size = float(min_face_size)
         self.thresholds = tuple(thresholds)
         self.factor = float(factor)
@@ -144,14 +163,10 @@ class Mtcnn:
     @classmethod
     def from_registry(cls, name: str | None = None, runtime: str | None = None, **kwargs) -> Mtcnn:
         from facecodec import zoo
-        from facecodec.runtime import Network
+        from facecodec.runtime import registered
 
         name = name or zoo.newest("detector").name
-        import zipfile
-
-        with zipfile.ZipFile(zoo.model_path(name)) as z:
-            nets = [Network(z.read(f"{m}.onnx"), f"{name}/{m}", runtime) for m in ("pnet", "rnet", "onet")]
-        return cls(*nets, **kwargs)
+        return cls(*(registered(name, m, runtime) for m in ("pnet", "rnet", "onet")), **kwargs)
 
     def scales(self, h: int, w: int) -> list[float]:
         m = 12.0 / self.min_face_size
@@ -175,8 +190,13 @@ class Mtcnn:
 
     def _stage1(self, image: np.ndarray, h: int, w: int) -> np.ndarray:
         found = []
+        first = None
         for scale in self.scales(h, w):
-            level = area_resize(image, int(h * scale + 1), int(w * scale + 1))
+            size = (int(h * scale + 1), int(w * scale + 1))
+            if self.resize is area_resize or first is None:
+                level = first = self.resize(image, *size)
+            else:  # fast: later levels from the first one (one pass over the full frame per pyramid)
+                level = self.resize(first, *size)
             x = np.ascontiguousarray(((level - 127.5) * NORMALISE).transpose(2, 0, 1)[None])
             reg, prob = self.pnet(x)
             ys, xs = np.nonzero(prob[0, 1] >= self.thresholds[0])
@@ -198,7 +218,7 @@ class Mtcnn:
         return _square(refined)
 
     def _stage2(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        crops, ok = _cutouts(image, boxes, 24)
+        crops, ok = _cutouts(image, boxes, 24, self.resize)
         if len(ok) == 0:
             return np.zeros((0, 5), np.float32)
         boxes = boxes[ok]
@@ -210,7 +230,7 @@ class Mtcnn:
         return _square(_regress(boxes[pick], reg[pick]))
 
     def _stage3(self, image: np.ndarray, boxes: np.ndarray) -> Found:
-        crops, ok = _cutouts(image, boxes, 48)
+        crops, ok = _cutouts(image, boxes, 48, self.resize)
         if len(ok) == 0:
             return Found.empty()
         boxes = boxes[ok]

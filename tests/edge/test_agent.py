@@ -25,7 +25,7 @@ class PhotoDetector:
 
     backend = "dlib-resnet-128"
 
-    def analyze(self, rgb: np.ndarray) -> list:
+    def analyze(self, rgb: np.ndarray, regions=None) -> list:
         from facecodec.frontend import Detection, Face
 
         ys, xs = np.nonzero(np.any(rgb != 90, axis=2) & np.any(np.abs(rgb.astype(int) - 90) > 8, axis=2))
@@ -50,8 +50,8 @@ def fake_base(feature: np.ndarray, backend: str) -> bytes:
 
 def settings(tmp_path, port: int, source, **kw) -> EdgeSettings:
     base = dict(server=f"127.0.0.1:{port}", token="secret", data_dir=tmp_path / "edge",
-                cameras=[{"id": "cam-1", "source": str(source)}], sample_fps=2.0, track_interval_s=10.0,
-                track_ttl_s=0.4, backoff_initial_s=0.05, backoff_max_s=0.3, status_interval_s=0.2,
+                cameras=[{"id": "cam-1", "source": str(source)}], sample_fps=2.0,
+                tracking={"interval_s": 10.0, "ttl_s": 0.4}, backoff_initial_s=0.05, backoff_max_s=0.3, status_interval_s=0.2,
                 status_file=tmp_path / "status.json", exit_when_done=True, drain_timeout_s=2.0)
     base.update(kw)
     return EdgeSettings(**base)
@@ -66,7 +66,7 @@ def run_in_thread(agent: EdgeAgent):
 
 def test_two_people_give_two_observations_acked_with_texture_kept(tmp_path, short_video, peer):
     agent = EdgeAgent(settings(tmp_path, peer.port, short_video),
-                      FacePipeline(PhotoDetector(), encode_base=fake_base, min_face_size=40))
+                      FacePipeline(PhotoDetector(), encode_base=fake_base))
     t, result = run_in_thread(agent)
     t.join(30)
     assert result == {"rc": 0}
@@ -83,7 +83,7 @@ def test_two_people_give_two_observations_acked_with_texture_kept(tmp_path, shor
 
 def test_spooled_faces_survive_an_agent_restart_with_the_same_ids(tmp_path, short_video, make_peer):
     port = free_port()
-    pipeline = FacePipeline(PhotoDetector(), encode_base=fake_base, min_face_size=40)
+    pipeline = FacePipeline(PhotoDetector(), encode_base=fake_base)
     first = EdgeAgent(settings(tmp_path, port, short_video, exit_when_done=False), pipeline)
     t, _ = run_in_thread(first)
     wait_until(lambda: all(w.done.is_set() for w in first.workers), what="the video to end")
@@ -107,7 +107,7 @@ def test_spooled_faces_survive_an_agent_restart_with_the_same_ids(tmp_path, shor
 
 def test_enhancement_request_after_the_face_was_sent(tmp_path, short_video, peer):
     agent = EdgeAgent(settings(tmp_path, peer.port, short_video, exit_when_done=False),
-                      FacePipeline(PhotoDetector(), encode_base=fake_base, min_face_size=40))
+                      FacePipeline(PhotoDetector(), encode_base=fake_base))
     t, _ = run_in_thread(agent)
     try:
         wait_until(lambda: len(peer.stored) == 2 and len(agent.spool) == 0, what="two acked faces")
@@ -125,7 +125,7 @@ def test_enhancement_request_after_the_face_was_sent(tmp_path, short_video, peer
 def test_a_camera_that_fails_does_not_stop_the_others(tmp_path, short_video, peer):
     s = settings(tmp_path, peer.port, short_video)
     s = s.model_copy(update={"cameras": [*s.cameras, type(s.cameras[0])(id="cam-2", source=str(tmp_path / "gone.avi"))]})
-    agent = EdgeAgent(s, FacePipeline(PhotoDetector(), encode_base=fake_base, min_face_size=40))
+    agent = EdgeAgent(s, FacePipeline(PhotoDetector(), encode_base=fake_base))
     t, result = run_in_thread(agent)
     t.join(30)
     assert result == {"rc": 0} and len(peer.stored) == 2

@@ -59,7 +59,7 @@ def test_command_line_wins_over_environment(monkeypatch, tmp_path):
                                       "--camera-id", "b", "--server", "cli:2", "--token-file", str(token),
                                       "--interval", "3", "--exit-when-done"])
     s = settings_from_args(args)
-    assert s.server == "cli:2" and s.sample_fps == 1.0 and s.track_interval_s == 3.0 and s.exit_when_done
+    assert s.server == "cli:2" and s.sample_fps == 1.0 and s.tracking.interval_s == 3.0 and s.exit_when_done
     assert [(c.id, c.source) for c in s.cameras] == [("a", "a.avi"), ("b", "rtsp://x/y")]
     assert s.token_for(s.cameras[1]) == "from-file"
 

@@ -1,4 +1,5 @@
-"""The tracker sends one observation per track per interval, the best one, and keeps people apart."""
+"""The tracker sends one observation per track per interval, the best one, and keeps people apart: a
+face continues a track only when its feature is near the track's and the track could have moved there."""
 
 from __future__ import annotations
 
@@ -60,13 +61,57 @@ def test_another_person_in_the_same_place_starts_a_new_track():
     assert len({e.track_id for e in sent}) == 2
 
 
-def test_a_face_that_jumps_is_followed_by_its_feature():
+def test_a_fast_face_is_followed_by_its_feature_without_box_overlap():
     tr = Tracker(interval_s=10.0, ttl_s=5.0, min_hits=1)
     f = feat(3)
     tr.update([cand((0, 0, 50, 50), f, 1, 0.0, "x")], 0.0)
-    tr.update([cand((400, 300, 450, 350), f + 0.02 * feat(4), 2, 0.5, "y")], 0.5)  # no overlap, same person
+    tr.update([cand((110, 0, 160, 50), f + 0.02 * feat(4), 2, 0.5, "y")], 0.5)  # 2.2 box widths in 0.5 s
     sent = tr.flush()
     assert [e.candidate.payload for e in sent] == ["y"]
+
+
+def test_the_same_feature_across_the_frame_in_an_instant_is_not_the_same_track():
+    """A face cannot cross the frame between two frames: a twin elsewhere starts its own track."""
+    tr = Tracker(interval_s=10.0, ttl_s=5.0, min_hits=1)
+    f = feat(3)
+    tr.update([cand((0, 0, 50, 50), f, 1, 0.0, "x")], 0.0)
+    tr.update([cand((800, 300, 850, 350), f, 2, 0.1, "y")], 0.1)
+    assert len({e.track_id for e in tr.flush()}) == 2
+
+
+def near(f: np.ndarray, distance: float, seed: int) -> np.ndarray:
+    """A feature ``distance`` away from ``f`` (in a random direction orthogonal to it)."""
+    d = feat(seed)
+    d = d - (d @ f) * f
+    return (f + distance * d / np.linalg.norm(d)).astype(np.float32)
+
+
+def test_someone_else_where_the_last_person_stood_is_a_new_track_even_when_alike():
+    """People passing one spot back to back: box overlap is total, features 0.55 apart (closer than
+    most different people, farther than one person between two frames): two tracks."""
+    tr = Tracker(interval_s=10.0, ttl_s=5.0, min_hits=1)
+    box = (100, 100, 200, 200)
+    a = feat(1)
+    tr.update([cand(box, a, 1, 0.0, "a")], 0.0)
+    tr.update([cand(box, near(a, 0.55, 9), 1, 0.1, "b")], 0.1)
+    tr.update([cand(box, near(a, 0.3, 10), 1, 0.2, "a again")], 0.2)
+    by_track: dict[str, set] = {}
+    for e in tr.flush():
+        by_track.setdefault(e.track_id, set()).add(e.candidate.payload)
+    assert len(by_track) == 2 and {"b"} in by_track.values()
+
+
+def test_a_track_the_detector_did_not_look_at_is_held_until_it_looks_and_misses():
+    """Motion gating: where nothing moved the person is still there; once the detector looks there and
+    finds nobody, the track ages as usual."""
+    tr = Tracker(interval_s=60.0, ttl_s=1.0, min_hits=1)
+    tr.update([cand((0, 0, 50, 50), feat(5), 1, 0.0, "p")], 0.0)
+    for t in (1.0, 2.0, 3.0):  # still: nothing moved anywhere
+        assert tr.update([], t, looked=lambda box: False) == []
+    assert len(tr.tracks) == 1
+    tr.update([], 3.5, looked=lambda box: True)  # looked, not found
+    assert tr.update([], 4.0, looked=lambda box: False) == []  # no longer held
+    assert [e.candidate.payload for e in tr.update([], 4.6, looked=lambda box: False)] == ["p"]
 
 
 def test_lost_track_is_sent_after_ttl_without_waiting_for_the_interval():

@@ -1,4 +1,5 @@
-"""``python -m bench.reliability {restarts,fuzz,soak}``: the fault, fuzz and soak figures of issue 9.
+"""``python -m bench.reliability {restarts,fuzz,soak,privacy}``: the fault, fuzz and soak figures of
+issue 9 and the erasure figure of issue 15.
 
 restarts   Edge agents (``--agents``, each watching its own live camera) stream while the analysis
            server is SIGKILLed and restarted ``--server-kills`` times and the Redis server
@@ -9,6 +10,11 @@ restarts   Edge agents (``--agents``, each watching its own live camera) stream 
 fuzz       The mutation fuzzer of ``bench/fuzzing.py`` on the base-layer, enhancement-layer and
            container decoders and on the server's handling of EdgeMessage bytes (``--inputs``
            each), then ``--channel-inputs`` mutants sent to a real server over real gRPC streams.
+privacy    ``--faces`` faces erased one by one and ``--identities`` identities erased with the faces
+           matched to them, on a real server, its redis-server and a real edge agent on a live camera
+           (default settings); every file the three write is read until none of the erased values
+           (base layers, features, enhancement layers, edge crops, names, notes, enrolled features)
+           is found: ``bytes_found`` (file -> pieces still found, want none) and ``seconds_to_gone``.
 soak       ``--minutes`` of ingest at half the best rate in ``bench/results/ingest.json`` (simulated
            cameras on gRPC streams) plus a real edge agent on a live camera, with image requests
            mixed in (``layer=full`` of the agent's faces, ``layer=base`` of the others): faces
@@ -16,7 +22,7 @@ soak       ``--minutes`` of ingest at half the best rate in ``bench/results/inge
            retention period allows.
 
 Each command reads ``bench/results/reliability.json``, replaces only its own key (``restarts``,
-``fuzz``, ``soak``) and writes it back, so the keys other commands write (``api_fuzz``) stay.
+``fuzz``, ``soak``, ``privacy``) and writes it back, so the keys other commands write (``api_fuzz``) stay.
 Every key carries the commit and the machine it was measured on.
 """
 
@@ -28,6 +34,7 @@ import json
 import logging
 import os
 import random
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -35,7 +42,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.fleet import (PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
+from bench.fleet import (API_KEY, FACES, PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
                          stored_once, wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -492,6 +499,239 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- privacy ---------------------------------------------------------------------------------------
+def _pieces(value: bytes, size: int) -> list[bytes]:
+    """``value`` cut into ``size``-byte pieces (a piece found in a file is a copy of part of it)."""
+    return [value[i:i + size] for i in range(0, max(1, len(value) - size + 1), size)]
+
+
+def scan_files(folders: dict[str, Path], needles: dict[str, list[bytes]]) -> dict[str, int]:
+    """``folder label/file name`` -> how many needle pieces its bytes contain (files with none left out)."""
+    out: dict[str, int] = {}
+    for label, folder in folders.items():
+        for f in sorted(folder.rglob("*")):
+            if not f.is_file():
+                continue
+            try:
+                data = f.read_bytes()
+            except OSError:  # a temporary file renamed away meanwhile
+                continue
+            n = sum(piece in data for pieces in needles.values() for piece in pieces)
+            if n:
+                out[f"{label}/{f.relative_to(folder)}"] = n
+    return out
+
+
+def varied_camera_frames(folder: Path, rounds: int = 4, seed: int = 0) -> list[Path]:
+    """JPEG frames of the sample people walking past a camera, ``rounds`` times, each pass at its own
+    height and brightness (``CameraProcess`` repeats the same frames, so a person's faces in two
+    rounds are often byte-identical and an erased face's bytes would be found in a kept one)."""
+    import cv2
+    import numpy as np
+
+    rng = random.Random(seed)
+    people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
+    folder.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+
+    def write(frame) -> None:
+        paths.append(folder / f"{len(paths):05d}.jpg")
+        cv2.imwrite(str(paths[-1]), frame)
+
+    for _ in range(rounds):
+        order = people[:]
+        rng.shuffle(order)
+        for _name, path in order:
+            face = cv2.imread(str(path))
+            y, gain = rng.randrange(20, 90), rng.uniform(0.85, 1.15)
+            face = np.clip(face.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+            for i in range(15):
+                frame = np.full((360, 640, 3), 90, np.uint8)
+                frame[y:y + 250, 100 + 3 * i: 350 + 3 * i] = face
+                write(frame)
+            for _ in range(5):
+                write(np.full((360, 640, 3), 90, np.uint8))
+    return paths
+
+
+class VariedCamera(CameraProcess):
+    """``python -m bench.fleet images`` on :func:`varied_camera_frames`: an MJPEG camera at 10 frames/s."""
+
+    def __init__(self, frames: list[Path]):
+        super().__init__()
+        self.frames = frames
+
+    def start(self) -> None:
+        import subprocess
+
+        from bench.fleet import ROOT as FLEET_ROOT
+        from bench.fleet import clean_env
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "images", str(self.port),
+                                      *map(str, self.frames)], cwd=FLEET_ROOT, env=clean_env(),
+                                     stdout=subprocess.PIPE, text=True)
+        if self.proc.stdout.readline().strip() != "serving":
+            raise RuntimeError("the camera did not start")
+
+
+def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: float = 600.0, progress=None) -> dict:
+    """Erase ``faces`` faces and ``identities`` identities (with the faces matched to them) on a real
+    server, the redis-server it uses (the embedded configuration: AOF fsynced every second, RDB save
+    points) and a real edge agent on a live camera, every setting at its default; then read every
+    file the three write until none of the erased values is found.
+
+    What is looked for: each erased face's base layer, its decoded feature (32-byte pieces), its
+    cached enhancement layer and its face crop at the edge (64-byte pieces, less those every JPEG or
+    PNG shares with a face nobody erased), and each identity's name, notes and enrolled features.
+    No storage key is set, so these values are written in plaintext: the run measures erasure, not
+    encryption.
+    """
+    import base64
+    import secrets as pysecrets
+
+    import httpx
+    import redis as redis_lib
+
+    from analysis_server.keys import Keys
+    from analysis_server.redis_server import EmbeddedRedis
+
+    say = progress or (lambda m: None)
+    keys = Keys(PREFIX)
+    redis_dir, edge_dir = work / "redis", work / "agent"
+    embedded = EmbeddedRedis(redis_dir)
+    url = embedded.start()
+    r = redis_lib.Redis(unix_socket_path=embedded.socket_path)
+    server = ServerProcess(work / "server", url, FACESERVER_CAMERA_TOKENS=json.dumps({"cam-1": TOKEN}))
+    camera = VariedCamera(varied_camera_frames(work / "frames"))
+    agent = AgentProcess(edge_dir, server.grpc_target, [("cam-1", camera.url)])
+    started: list = []
+    api = None
+    try:
+        server.start()
+        started.append(server)
+        api = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", headers={"X-API-Key": API_KEY}, timeout=60)
+        # The photo the simulated camera shows of each person (bench/fleet.py: the last one), so it matches.
+        people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
+        enrolled: dict[str, dict] = {}
+        for name, photo in people[:identities]:
+            label = f"{name.replace('_', ' ')} privacy-bench {pysecrets.token_hex(4)}"
+            notes = f"seen at gate {pysecrets.token_hex(6)}"
+            iid = api.post("/identities", json={"name": label, "notes": notes}).json()["identity_id"]
+            r_img = api.post(f"/identities/{iid}/images", files={"image": (photo.name, photo.read_bytes(), "image/jpeg")})
+            r_img.raise_for_status()
+            enrolled[iid] = {"name": label, "notes": notes}
+        say(f"enrolled {len(enrolled)} identities")
+        camera.start()
+        started.append(camera)
+        agent.start()
+        started.append(agent)
+
+        def matched() -> dict[str, list[str]]:
+            return {i: [f.decode() for f in r.zrange(keys.identity_faces(i), 0, -1)] for i in enrolled}
+
+        def unmatched() -> list[str]:
+            return [f.decode() for f in r.zrange(keys.faces, 0, -1) if not r.hget(keys.face(f.decode()), "identity")]
+
+        # Faces erased one by one are chosen with a base layer no other face has (two passes of one
+        # person may still give the same bytes), and an identity's erasure takes every face matched
+        # to it. The camera stops first: no new faces while the files are read.
+        def unique_unmatched() -> list[str]:
+            ids = unmatched()
+            bases = [r.hget(keys.face(f), "base") for f in ids]
+            return [f for f, b in zip(ids, bases) if bases.count(b) == 1]
+
+        wait_until(lambda: all(matched().values()) and len(unique_unmatched()) >= faces + 2, timeout=timeout_s,
+                   what=f"{faces + 2} distinct unmatched faces and one face of each identity", interval=1.0)
+        camera.stop()
+        time.sleep(3.0)  # the agent sends the faces of its last tracks
+        by_identity = matched()
+        direct = unique_unmatched()[:faces]
+        erased = direct + [f for ids in by_identity.values() for f in ids]
+        kept = [f.decode() for f in r.zrange(keys.faces, 0, -1) if f.decode() not in erased]
+        say(f"{len(direct)} faces to erase one by one, {len(erased) - len(direct)} through their identity, "
+            f"{len(kept)} kept")
+        for f in erased + kept[:2]:  # the edge uploads each enhancement layer; the server caches it
+            status = api.get(f"/faces/{f}/image", params={"layer": "full"}).status_code
+            if status != 200:
+                raise RuntimeError(f"layer=full of face {f} answered {status}")
+        db = sqlite3.connect(edge_dir / "data" / "texture.sqlite3")
+        try:
+            crops = {f: bytes(c) for f, c in db.execute("SELECT face_id, crop FROM texture")}
+        finally:
+            db.close()  # an open reader would hold the edge's truncating checkpoint back
+        # Pieces a kept face shares (a JPEG's or PNG's tables, a repeated frame) are not evidence.
+        shared = b"\0".join([v for f in kept for v in (*r.hgetall(keys.face(f)).values(),
+                                                         r.get(keys.enhancement(f)) or b"", crops.get(f, b""))])
+        needles: dict[str, list[bytes]] = {}
+        for f in erased:
+            h = r.hgetall(keys.face(f))
+            needles[f"{f}:base"] = [h[b"base"]] if h[b"base"] not in shared else []
+            needles[f"{f}:feature"] = [p for p in _pieces(h[b"feat"], 32) if p not in shared]
+            needles[f"{f}:enhancement"] = [p for p in _pieces(r.get(keys.enhancement(f)), 48) if p not in shared]
+            needles[f"{f}:crop"] = [p for p in _pieces(crops[f], 64) if p not in shared]
+        for iid, info in enrolled.items():
+            needles[f"{iid}:name"] = [info["name"].encode()]
+            needles[f"{iid}:notes"] = [info["notes"].encode()]
+            needles[f"{iid}:enrolled"] = [p for v in r.hgetall(keys.identity_features(iid)).values()
+                                          for p in _pieces(v, 32)]
+        folders = {"redis": redis_dir, "server": work / "server", "edge": edge_dir}
+        time.sleep(2.0)  # the AOF is fsynced every second
+        before = scan_files(folders, needles)
+        say(f"before erasure: {before}")
+
+        t0 = time.monotonic()
+        for f in direct:
+            api.delete(f"/faces/{f}").raise_for_status()
+        for iid in enrolled:
+            api.delete(f"/identities/{iid}").raise_for_status()
+        erased_at = time.monotonic()
+        found = scan_files(folders, needles)
+        clean_at: dict[str, float] = {}  # file -> seconds after the last erasure when it held none
+        while True:
+            now = round(time.monotonic() - erased_at, 1)
+            clean_at.update({f: now for f in before if f not in found and f not in clean_at})
+            if not found or time.monotonic() - erased_at > timeout_s:
+                break
+            time.sleep(0.5)
+            found = scan_files(folders, needles)
+        gone_after = time.monotonic() - erased_at
+        say(f"{'gone' if not found else 'still found'} {gone_after:.1f} s after the last erasure: {found}")
+        kept_ok = all(api.get(f"/faces/{f}").status_code == 200 for f in kept[:2])
+        return {"erased_faces": len(erased), "erased_faces_by_identity": len(erased) - len(direct),
+                "erased_identities": len(enrolled), "bytes_found": found,
+                "seconds_to_gone": round(gone_after, 1) if not found else None,
+                "seconds_to_erase": round(erased_at - t0, 2), "found_before_erasure": before,
+                "seconds_to_gone_by_file": clean_at,
+                "faces_kept": len(kept),
+                "values_looked_for": {"pieces": sum(len(v) for v in needles.values()),
+                                      "faces_with_nothing_unique": sum(not any(needles.get(f"{f}:{k}") for k in (
+                                          "base", "feature", "enhancement", "crop")) for f in erased),
+                                      "kinds": ["base layer", "feature", "enhancement layer", "edge crop (PNG)",
+                                                "identity name", "identity notes", "enrolled feature"]},
+                "kept_faces_still_served": kept_ok,
+                "settings": "defaults (FACESERVER_COMPACT_AFTER_ERASE_S=60, EDGE wipes at once after a drop); "
+                            "no storage keys, so every value is on disk in plaintext until erased",
+                "files_scanned": sorted(str(p.relative_to(work)) for d in folders.values() for p in d.rglob("*")
+                                        if p.is_file())}
+    finally:
+        if api is not None:
+            api.close()
+        for p in reversed(started):
+            p.stop()
+        r.close()
+        embedded.stop()
+
+
+def cmd_privacy(args: argparse.Namespace) -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-privacy-") as tmp:
+        result = run_privacy(Path(tmp), args.faces, args.identities, progress=lambda m: log.info("%s", m))
+    update_results("privacy", result, args.out)
+    log.info("privacy: %d faces (%d through their identity) and %d identities erased; found afterwards: %s; "
+             "gone %s s after the last erasure -> %s", result["erased_faces"], result["erased_faces_by_identity"],
+             result["erased_identities"], result["bytes_found"] or "nothing", result["seconds_to_gone"], args.out)
+    return 0 if not result["bytes_found"] and result["kept_faces_still_served"] else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reliability", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -515,6 +755,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--retention-s", type=int, default=120, help="server retention, so a steady state shows")
     s.add_argument("--image-every-s", type=float, default=1.0)
     s.set_defaults(func=cmd_soak)
+    v = sub.add_parser("privacy", help="erase faces and identities; read every file until none of their bytes is left")
+    v.add_argument("--faces", type=int, default=9, help="faces erased one by one (DELETE /faces)")
+    v.add_argument("--identities", type=int, default=3, help="identities erased, with the faces matched to them")
+    v.set_defaults(func=cmd_privacy)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     return args.func(args)

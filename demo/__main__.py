@@ -72,7 +72,7 @@ class Demo:
         self.args = args
         self.data = args.data_dir.resolve()
         self.api_key = args.api_key or secrets.token_urlsafe(18)
-        self.camera_token = secrets.token_urlsafe(18)
+        self.camera_tokens: dict[str, str] = {}  # one per camera (no wildcard token)
         self.stop_requested = threading.Event()
         self.server: subprocess.Popen | None = None
         self.agent: subprocess.Popen | None = None
@@ -100,8 +100,8 @@ class Demo:
         if http and not port_free(host, http):
             log.warning("port %d is taken; the dashboard gets a free port instead", http)
             http = 0
-        env = self._env(FACESERVER_API_KEYS=self.api_key,
-                        FACESERVER_CAMERA_TOKENS=json.dumps({"*": self.camera_token}))
+        self.camera_tokens = {name: secrets.token_urlsafe(18) for name in self.cameras.streams}
+        env = self._env(FACESERVER_API_KEYS=self.api_key, FACESERVER_CAMERA_TOKENS=json.dumps(self.camera_tokens))
         self.server = self._spawn([sys.executable, "-m", "analysis_server", "--host", host, "--http-port", str(http),
                                    "--grpc-port", str(self.args.grpc_port), "--data-dir", str(self.data / "server")],
                                   env, "server.log")
@@ -129,9 +129,9 @@ class Demo:
     def start_agent(self, sources: dict[str, str]) -> None:
         args = [sys.executable, "-m", "edge_agent", "--server", f"127.0.0.1:{self.grpc_port}", "--data-dir",
                 str(self.data / "edge"), "--status-file", str(self.data / "edge-status.json")]
-        for camera, source in sources.items():
-            args += ["--source", source, "--camera-id", camera]
-        self.agent = self._spawn(args, self._env(EDGE_TOKEN=self.camera_token), "edge.log")
+        cameras = [{"id": camera, "source": source, "token": self.camera_tokens[camera]}
+                   for camera, source in sources.items()]
+        self.agent = self._spawn(args, self._env(EDGE_CAMERAS=json.dumps(cameras)), "edge.log")
         log.info("edge agent starting (pid %d), log in %s", self.agent.pid, self.data / "edge.log")
 
     def stop(self) -> None:
@@ -209,7 +209,8 @@ class Demo:
                 "\n"
                 f"  dashboard   {url}\n"
                 f"  API key     {self.api_key}\n"
-                f"  gRPC        {self.args.host}:{self.grpc_port} (camera token {self.camera_token})\n"
+                f"  gRPC        {self.args.host}:{self.grpc_port} (camera tokens: "
+                f"{', '.join(f'{c} {t}' for c, t in self.camera_tokens.items())})\n"
                 f"  cameras     {', '.join(self.cameras.url(n) for n in self.cameras.streams)}\n"
                 f"  processes   analysis server pid {self.server.pid}, edge agent pid {self.agent.pid}\n"
                 f"  logs        {self.data / 'server.log'}, {self.data / 'edge.log'}\n"

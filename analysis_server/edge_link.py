@@ -49,6 +49,8 @@ class CameraSession:
     outbound: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
     closed: bool = False
     evicted: bool = False
+    wire: object = None  # facewire.v2 streams: what their Hello fixed (analysis_server.grpc_v2.StreamState)
+    requested: dict[str, str] = field(default_factory=dict)  # facewire.v2: request id -> face id, until answered
 
     async def send(self, msg: pb.ServerMessage) -> None:
         await self.outbound.put(msg)

@@ -38,7 +38,8 @@ from facewire.v1 import ingest_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "facewire.v1.FaceIngest"
-_METHOD_PREFIX = f"/{SERVICE_NAME}/"
+SERVICES = (SERVICE_NAME, "facewire.v2.FaceIngest")  # the compact wire, analysis_server/grpc_v2.py
+_METHOD_PREFIXES = tuple(f"/{name}/" for name in SERVICES)
 _CLOSE = object()  # the reader has finished: the writer ends the call
 _INBOX = 16  # messages read ahead of the one being handled
 _COALESCE = 8  # at most this many consecutive batches are handled together
@@ -67,9 +68,13 @@ class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
         self.limiter = limiter or FailureLimiter(s.auth_fail_limit, s.auth_fail_window_s, s.auth_lockout_s,
                                                  s.auth_fail_delay_s)
         # One refusal per method and case, of the method's own kind (unary or streaming either way).
-        self._deny = {(f"{_METHOD_PREFIX}{m.name}", presented):
+        from facewire.v2 import ingest_pb2 as pb2
+
+        self._deny = {(f"/{service.full_name}/{m.name}", presented):
                       _HANDLER_KINDS[m.client_streaming, m.server_streaming](self._denier(presented))
-                      for m in pb.DESCRIPTOR.services_by_name["FaceIngest"].methods for presented in (True, False)}
+                      for service in (pb.DESCRIPTOR.services_by_name["FaceIngest"],
+                                      pb2.DESCRIPTOR.services_by_name["FaceIngest"])
+                      for m in service.methods for presented in (True, False)}
 
     def _denier(self, presented: bool):
         async def deny(request_iterator, context: grpc.aio.ServicerContext):
@@ -96,7 +101,7 @@ class CameraAuthInterceptor(grpc.aio.ServerInterceptor):
                                 f"are refused slowly for {wait:.0f} s more (valid ones are not affected)")
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        if details.method.startswith(_METHOD_PREFIX):
+        if details.method.startswith(_METHOD_PREFIXES):
             md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
             camera_id = md.get("x-camera-id")
             token = bearer(md.get("authorization"))
@@ -155,26 +160,36 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
             log.warning("refused a second stream for camera %s from %s: %s", camera_id, context.peer(), refusal)
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, refusal)
         self.s.metrics.streams.inc()
-        await self.s.store.touch_camera(camera_id, connected_ms=session.connected_ms, last_seen_ms=now_ms())
-        self.s.spawn(self.s.flush_drops(camera_id))  # texture drops it has not confirmed yet
-        reader = asyncio.get_running_loop().create_task(self._read_then_close(request_iterator, session))
-        try:
+        reader = None
+        try:  # from here on the session is ours: whatever fails (Redis down included), it is detached
+            try:
+                await self.s.store.touch_camera(camera_id, connected_ms=session.connected_ms, last_seen_ms=now_ms())
+            except Exception as error:
+                log.error("stream of camera %s cannot start: %r", camera_id, error)
+                await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server cannot store observations now "
+                                                                  f"({type(error).__name__}); reconnect later")
+            self.s.spawn(self.s.flush_drops(camera_id))  # texture drops it has not confirmed yet
+            reader = asyncio.get_running_loop().create_task(self._read_then_close(request_iterator, session))
             while (msg := await session.outbound.get()) is not _CLOSE:
                 if session.evicted:
                     await context.abort(grpc.StatusCode.ABORTED, f"camera {camera_id!r} streams to another server "
                                                                  "replica now; reconnect")
-                yield msg
+                yield self.to_wire(msg, session)
             try:
                 await reader
             except DecodeError as error:  # bytes that are not an EdgeMessage: the sender's fault, said so
                 log.warning("camera %s sent a message that does not parse: %s", camera_id, error)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"a message is not a valid EdgeMessage: {error}")
+            except ValidationFailure as error:  # a stream that breaks the protocol (facewire.v2: no Hello first)
+                log.warning("camera %s broke the protocol: %s", camera_id, error)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
             except Exception as error:
                 log.error("stream of camera %s failed: %r", camera_id, error)
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"the server cannot store observations now "
                                                                   f"({type(error).__name__}); reconnect and resend")
         finally:
-            reader.cancel()
+            if reader is not None:
+                reader.cancel()
             self.s.link.detach(session)
             self.s.metrics.streams.dec()
             log.info("camera %s disconnected", camera_id)
@@ -219,8 +234,7 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
                         break
                     batches.append(follow.observations)
                     follow = None
-                for ack in await self.handle_batches(batches, session):
-                    await session.send(pb.ServerMessage(ack=ack))
+                await self.handle_wire_batches(batches, session)
                 if follow is _CLOSE:
                     break
                 if isinstance(follow, BaseException):
@@ -254,6 +268,15 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
                                             last_seen_ms=now_ms())
         else:
             log.warning("camera %s sent an empty message; ignored", session.camera_id)
+
+    def to_wire(self, msg: pb.ServerMessage, session: CameraSession):
+        """``msg`` as this service's protocol sends it (v1: as it is)."""
+        return msg
+
+    async def handle_wire_batches(self, batches: list, session: CameraSession) -> None:
+        """Handle consecutive batches as received and send their Acks (v1: one per batch)."""
+        for ack in await self.handle_batches(batches, session):
+            await session.send(pb.ServerMessage(ack=ack))
 
     async def handle_batch(self, batch: pb.ObservationBatch, session: CameraSession) -> pb.Ack:
         """Validate, match and store one batch; the Ack it deserves."""
@@ -348,6 +371,9 @@ def create_server(settings: ServerSettings, services: Services, address: str | N
                  ("grpc.keepalive_permit_without_calls", 1)],
     )
     ingest_pb2_grpc.add_FaceIngestServicer_to_server(IngestServicer(services), server)
+    from analysis_server.grpc_v2 import add_compact_servicer
+
+    add_compact_servicer(services, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     address = address or f"{settings.host}:{settings.grpc_port}"
@@ -379,5 +405,5 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
 
 async def set_serving(health_servicer, serving: bool) -> None:
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("", SERVICE_NAME):
+    for name in ("", *SERVICES):
         await health_servicer.set(name, status)

@@ -274,7 +274,7 @@ class AgentProcess:
             self.args.append("--exit-when-done")
         self.env = clean_env(**{"EDGE_TOKEN": TOKEN, "EDGE_TRACKING__TTL_S": "0.4", "EDGE_BACKOFF_INITIAL_S": "0.2",
                                 "EDGE_BACKOFF_MAX_S": "2", "EDGE_REOPEN_INITIAL_S": "0.2", "EDGE_REOPEN_MAX_S": "1",
-                                "EDGE_DRAIN_TIMEOUT_S": "20", **env})
+                                "EDGE_DRAIN_TIMEOUT_S": "20", "EDGE_BATCH_LINGER_MS": "100", **env})
         self.log = folder / "agent.log"
         self.proc: subprocess.Popen | None = None
 

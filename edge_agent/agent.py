@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.errors import EdgeAgentError, SourceError, StoreError
 from edge_agent.motion import MotionGate, MotionSettings, covers
-from edge_agent.pipeline import FacePipeline, make_observation, new_face_id
+from edge_agent.pipeline import FacePipeline, spooled_face
 from edge_agent.settings import CameraConfig, EdgeSettings
 from edge_agent.sources import BadFrame, Tick, open_source
-from edge_agent.spool import Spool
+from edge_agent.spool import V2, Spool
 from edge_agent.status import Counters, status_line, write_status_file
 from edge_agent.texture import TextureStore
 from edge_agent.tracker import Candidate, Emission, Tracker
@@ -54,6 +54,7 @@ class CameraWorker:
         self.motion = MotionGate(MotionSettings(m.enabled, 8, m.threshold, m.min_pixels, hold_s=m.hold_s,
                                                 full_frame_fraction=m.full_frame_fraction),
                                  min_face=self.config.detection.min_face_size)
+        self._track_seq: dict[str, int] = {}  # tracker's track id -> seq of its first observation (the wire's track)
         self.stop_event = threading.Event()
         self.done = threading.Event()
         self.error: str | None = None
@@ -134,7 +135,6 @@ class CameraWorker:
         from facecodec.errors import FaceCodecError
 
         face, wall_ms = emission.candidate.payload
-        face_id = new_face_id()
         t = time.perf_counter()
         try:
             base = self.pipeline.encode_base(face.feature, face.backend)
@@ -143,14 +143,22 @@ class CameraWorker:
             log.error("camera %s: base layer of a face could not be encoded: %s", self.camera.id, e)
             self.counters.inc("encode_errors")
             return
-        obs = make_observation(face_id, self.camera.id, emission.track_id, face, base, wall_ms)
+        try:
+            seq = self.spool.allocate()  # the face's id derives from it (facewire.ids)
+        except StoreError as e:
+            self.counters.inc("store_errors")
+            log.error("camera %s: an observation is lost: %s", self.camera.id, e)
+            return
+        face_id = self.spool.face_id(seq)
+        track_seq = self._track_seq.setdefault(emission.track_id, seq)
+        data = spooled_face(face, base, wall_ms, track_seq)
         try:
             self.texture.put(face_id, face_crop(face.chip), base, wall_ms)
         except StoreError as e:
             self.counters.inc("store_errors")
             log.error("camera %s: texture of face %s not kept: %s", self.camera.id, face_id, e)
         try:
-            dropped = self.spool.put(self.camera.id, face_id, obs.SerializeToString())
+            dropped = self.spool.put(self.camera.id, face_id, data, seq, V2)
         except StoreError as e:
             self.counters.inc("store_errors")
             log.error("camera %s: observation %s lost: %s", self.camera.id, face_id, e)
@@ -158,6 +166,9 @@ class CameraWorker:
         self.counters.inc("observations")
         if dropped:
             self.counters.inc("spool_dropped", len(dropped))
+        if len(self._track_seq) > 4 * len(self.tracker.tracks) + 64:  # forget tracks that ended
+            live = {t.track_id for t in self.tracker.tracks}
+            self._track_seq = {k: v for k, v in self._track_seq.items() if k in live or k == emission.track_id}
 
 
 class EdgeAgent:
@@ -201,7 +212,25 @@ class EdgeAgent:
             target=s.server, camera_id=camera.id, token=s.token_for(camera), batch_size=s.batch_size,
             batch_linger_s=s.batch_linger_ms / 1000, max_in_flight=s.max_in_flight, ack_timeout_s=s.ack_timeout_s,
             backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
-            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality, tls=s.channel_tls())
+            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality, tls=s.channel_tls(),
+            feature_backend=self._backend_name(), base_header=self._base_header())
+
+    def _backend_name(self) -> str:
+        from facecodec.settings import get_settings
+
+        return self.settings.feature_backend or get_settings().feature_backend
+
+    def _base_header(self) -> bytes:
+        """The header of the base layers this agent writes (the stream's Hello says it once); a made-up
+        one when no model is registered (every observation then travels whole, as a legacy one)."""
+        from facecodec import base_layer
+        from facecodec.errors import FaceCodecError
+
+        try:
+            codec = base_layer.get_codec(self._backend_name())
+            return base_layer.header_bytes(codec.model, codec.step_index)
+        except FaceCodecError:
+            return b"\xb1\x10\x00"
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to shut down (safe from a signal handler)."""

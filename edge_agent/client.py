@@ -1,13 +1,20 @@
-"""The camera's stream to the analysis server (``facewire.v1.FaceIngest/Stream``).
+"""The camera's stream to the analysis server (``facewire.v2.FaceIngest/Stream``, the compact wire).
 
 One bidirectional stream per camera, authenticated with the camera's token in the metadata.
-The spool is the only source of what to send: a session opens with ``Hello``, then sends
-every spooled observation of its camera in order, in batches, and keeps following the spool
-as new observations arrive; the server's ``Ack`` deletes them from the spool. When the
-stream fails, or no ack comes for ``ack_timeout_s`` while some are due, the session ends and
-a new one starts after an exponential backoff with jitter, replaying what is still spooled
-(face ids make replays harmless). ``EnhancementRequest`` is answered from the texture store,
+The spool is the only source of what to send: a session opens with ``Hello`` (the camera, this
+agent's id and the base-layer header every observation shares), then sends every spooled
+observation of its camera in order, in batches of packed columns, and keeps following the spool
+as new observations arrive; the server's ``Ack`` names the last sequence number it handled and the
+spool forgets everything up to it. When the stream fails, or no ack comes for ``ack_timeout_s``
+while some are due, the session ends and a new one starts after an exponential backoff with
+jitter, replaying what is still spooled (sequence numbers, hence face ids, make replays harmless).
+Observations spooled before the compact wire, or with another base-layer header, travel whole in
+the batch's ``legacy`` list. ``EnhancementRequest`` is answered from the texture store,
 ``DropTexture`` deletes texture.
+
+A batch waits up to ``batch_linger_s`` for more faces: every message costs about 30 bytes of
+framing each way (gRPC, HTTP/2, the Ack), about 12 bytes per face do not, so the envelope per face
+falls with the faces per batch (bench/results/edge.json); the linger is how long a face may wait.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from edge_agent.status import Counters
 from edge_agent.texture import Lookup, TextureStore
 from facecodec.errors import FaceCodecError
 from facewire.v1 import ingest_pb2 as pb
-from facewire.v1 import ingest_pb2_grpc as pb_grpc
+from facewire.v2 import ingest_pb2 as pb2
+from facewire.v2 import ingest_pb2_grpc as pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +50,8 @@ class StreamConfig:
     target: str
     camera_id: str
     token: str
-    batch_size: int = 32
-    batch_linger_s: float = 0.05
+    batch_size: int = 64
+    batch_linger_s: float = 2.0
     max_in_flight: int = 512
     ack_timeout_s: float = 30.0
     backoff_initial_s: float = 0.5
@@ -51,6 +59,8 @@ class StreamConfig:
     enhancement_codec: str = "jpeg"
     enhancement_quality: int = 75
     tls: TlsConfig | None = None  # None: plaintext
+    feature_backend: str = "dlib-resnet-128"
+    base_header: bytes = b"\xb1\x10\x00"  # the 3 header bytes of this agent's base-layer payloads (see Hello)
 
 
 def open_channel(target: str, tls: TlsConfig | None, options: list | None = None) -> grpc.Channel:
@@ -68,7 +78,7 @@ def open_channel(target: str, tls: TlsConfig | None, options: list | None = None
 @dataclass
 class _Session:
     uploads: queue.Queue = field(default_factory=queue.Queue)
-    in_flight: dict[str, float] = field(default_factory=dict)  # face id -> time sent
+    in_flight: dict[int, float] = field(default_factory=dict)  # seq -> time sent
     last_seq: int = 0
     last_progress: float = field(default_factory=time.monotonic)
     acked: int = 0
@@ -173,7 +183,7 @@ class CameraStream:
         ]
         code = None
         with open_channel(c.target, c.tls, options) as channel:
-            call = pb_grpc.FaceIngestStub(channel).Stream(self._requests(session), metadata=metadata)
+            call = pb2_grpc.FaceIngestStub(channel).Stream(self._requests(session), metadata=metadata)
             session.call = call
             if self._stop.is_set():
                 call.cancel()
@@ -200,14 +210,21 @@ class CameraStream:
             self.backoff.reset()
         return code
 
+    def hello(self) -> pb2.Hello:
+        c = self.config
+        head = c.base_header
+        return pb2.Hello(camera_id=c.camera_id, agent_version=AGENT_VERSION, agent_id=self.spool.agent_id,
+                         feature_backend=c.feature_backend, base_format=head[0] & 0x0F, base_model_tag=head[2],
+                         base_step=head[1] & 0x0F)
+
     def _requests(self, session: _Session):
         """What the session sends: Hello, then spooled observations and enhancement uploads."""
         c = self.config
-        yield pb.EdgeMessage(hello=pb.Hello(camera_id=c.camera_id, agent_version=AGENT_VERSION))
+        yield pb2.EdgeMessage(hello=self.hello())
         while not session.closed.is_set():
             gen = self.spool.generation
             try:
-                yield pb.EdgeMessage(enhancement=session.uploads.get_nowait())
+                yield pb2.EdgeMessage(enhancement=session.uploads.get_nowait())
                 continue
             except queue.Empty:
                 pass
@@ -227,19 +244,18 @@ class CameraStream:
                     gen = self.spool.wait_for_change(gen, deadline - time.monotonic())
                     rows = self.spool.pending(c.camera_id, session.last_seq, c.batch_size)
             if rows:
-                batch = pb.ObservationBatch()
+                batch = pack(rows, c.base_header, c.camera_id, self.spool.face_id)
                 for r in rows:
-                    batch.observations.add().ParseFromString(r.data)
-                    session.in_flight[r.face_id] = now
+                    session.in_flight[r.seq] = now
                 if len(session.in_flight) == len(rows):
                     session.last_progress = now  # the ack clock starts with the first observation due
                 session.last_seq = rows[-1].seq
                 self.counters.inc("sent", len(rows))
-                yield pb.EdgeMessage(observations=batch)
+                yield pb2.EdgeMessage(observations=batch)
                 continue
             self.spool.wait_for_change(gen, 0.5)
 
-    def _handle(self, session: _Session, msg: pb.ServerMessage) -> None:
+    def _handle(self, session: _Session, msg: pb2.ServerMessage) -> None:
         kind = msg.WhichOneof("kind")
         if not self.connected:
             self.connected = True
@@ -250,7 +266,8 @@ class CameraStream:
             self.executor.submit(self._answer, session, msg.enhancement_request)
         elif kind == "drop_texture":
             try:
-                n = self.texture.drop(msg.drop_texture.face_ids)
+                drop = msg.drop_texture
+                n = self.texture.drop([self.spool.face_id(q) for q in drop.seq] + list(drop.face_id))
                 log.info("camera %s: dropped the texture of %d faces at the server's request", self.config.camera_id, n)
             except StoreError as e:
                 self.counters.inc("store_errors")
@@ -258,32 +275,79 @@ class CameraStream:
         else:
             log.warning("camera %s: ignoring an unknown server message", self.config.camera_id)
 
-    def _on_ack(self, session: _Session, ack: pb.Ack) -> None:
-        accepted = list(ack.face_ids)
-        rejected = [r.face_id for r in ack.rejected]
+    def _on_ack(self, session: _Session, ack: pb2.Ack) -> None:
         for r in ack.rejected:
-            log.warning("camera %s: server rejected face %s: %s", self.config.camera_id, r.face_id, r.reason)
+            log.warning("camera %s: server rejected observation %d (%s): %s", self.config.camera_id, r.seq, r.field,
+                        r.reason)
+        rejected = sum(1 for r in ack.rejected if r.seq)
         try:
-            n_ok = self.spool.ack(accepted)
-            n_rej = self.spool.ack(rejected)
+            removed = self.spool.ack_through(self.config.camera_id, ack.through)
         except StoreError as e:
             self.counters.inc("store_errors")
             log.error("camera %s: %s", self.config.camera_id, e)
             return
-        for f in accepted + rejected:
-            session.in_flight.pop(f, None)
+        done = [q for q in session.in_flight if q <= ack.through]
+        for q in done:
+            del session.in_flight[q]
         session.last_progress = time.monotonic()
-        session.acked += len(accepted) + len(rejected)
-        self.counters.inc("acknowledged", n_ok)
-        self.counters.inc("rejected", n_rej)
+        session.acked += len(done)
+        self.counters.inc("acknowledged", max(0, removed - rejected))
+        self.counters.inc("rejected", min(rejected, removed))
 
-    def _answer(self, session: _Session, req: pb.EnhancementRequest) -> None:
-        up = answer_enhancement(req, self.texture, self.config.enhancement_codec, self.config.enhancement_quality)
+    def _answer(self, session: _Session, req: pb2.EnhancementRequest) -> None:
+        face_id = self.spool.face_id(req.seq) if req.seq else req.face_id
+        v1 = pb.EnhancementRequest(request_id=req.request_id, face_id=face_id, codec=req.codec, quality=req.quality)
+        up = answer_enhancement(v1, self.texture, self.config.enhancement_codec, self.config.enhancement_quality)
         name = pb.UploadStatus.Name(up.status).removeprefix("UPLOAD_STATUS_").lower()
         self.counters.inc(f"uploads_{'unknown' if name == 'unknown_face' else name}")
         if session.closed.is_set():
             log.info("camera %s: stream closed before the answer to request %s could be sent",
                      self.config.camera_id, req.request_id)
             return
-        session.uploads.put(up)
+        session.uploads.put(pb2.EnhancementUpload(request_id=up.request_id, status=int(up.status), payload=up.payload,
+                                                  message=up.message))
         self.spool.wake()
+
+
+def pack(rows, base_header: bytes, camera_id: str, face_id) -> pb2.ObservationBatch:
+    """Spooled observations as one facewire.v2 batch: faces whose base layer has the stream's header as
+    packed columns, the others (v1 rows, another header) whole in ``legacy``."""
+    from edge_agent.spool import V2
+
+    batch = pb2.ObservationBatch()
+    bodies = []
+    last_seq = last_ms = 0
+    for r in rows:
+        if r.format == V2:
+            f = pb2.SpooledFace.FromString(r.data)
+            if f.base_layer[:3] == base_header:
+                batch.seq.append(r.seq - last_seq)
+                batch.capture_ms.append(f.capture_ms - last_ms)
+                batch.box.extend((f.x, f.y, f.width, f.height))
+                batch.probability.append(f.probability)
+                batch.track.append(r.seq - f.track_seq)
+                body = f.base_layer[5:]
+                bodies.append(body)
+                batch.body_length.append(len(body))
+                last_seq, last_ms = r.seq, f.capture_ms
+                continue
+            legacy = v1_observation(f, face_id(r.seq), camera_id, face_id(f.track_seq))
+        else:
+            legacy = pb.FaceObservation.FromString(r.data)
+        batch.legacy.append(legacy)
+        batch.legacy_seq.append(r.seq)
+    batch.bodies = b"".join(bodies)
+    return batch
+
+
+def v1_observation(f: pb2.SpooledFace, face_id: str, camera_id: str, track_id: str) -> pb.FaceObservation:
+    """A spooled face as a whole v1 observation (for ``legacy``)."""
+    from facecodec.frontend.features import BACKEND_CODES
+
+    return pb.FaceObservation(
+        face_id=face_id, camera_id=camera_id, capture_time_ms=f.capture_ms,
+        box=pb.Box(x1=f.x, y1=f.y, x2=f.x + f.width, y2=f.y + f.height),
+        quality=pb.Quality(probability=f.probability / 100.0, face_size=min(f.width, f.height)),
+        base_layer=f.base_layer, format_version=f.base_layer[0] & 0x0F if f.base_layer else 0,
+        feature_backend=BACKEND_CODES.get(f.base_layer[1] >> 4, "") if len(f.base_layer) > 1 else "",
+        track_id=track_id)

@@ -4,13 +4,12 @@ One :class:`FacePipeline` per camera, with the camera's detection settings; the 
 (MTCNN, dlib's descriptor) are compiled once per process and shared by every camera
 (:func:`facecodec.runtime.registered`), each call running on the calling worker's core. This module
 decides which faces are worth describing and sending and packs them into the wire format
-(``facewire.v1.FaceObservation``); :mod:`edge_agent.agent` runs it.
+(``facewire.v2.SpooledFace``); :mod:`edge_agent.agent` runs it.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -114,26 +113,13 @@ class FacePipeline:
             and q.face_size >= self.detection.min_face_size
 
 
-def new_face_id() -> str:
-    """A face id, unique across cameras and agents (stored with the observation, so replays keep it)."""
-    return uuid.uuid4().hex
-
-
-def make_observation(face_id: str, camera_id: str, track_id: str, face, base: bytes, capture_ms: int):
-    """The ``FaceObservation`` message for one sent face."""
-    from facecodec import base_layer
-    from facewire.v1 import ingest_pb2 as pb
+def spooled_face(face, base: bytes, capture_ms: int, track_seq: int) -> bytes:
+    """One sent face as the spool keeps it (``facewire.v2.SpooledFace``): the box in whole pixels, the
+    detector's confidence in percent, the seq of its track's first observation, the base layer."""
+    from facewire.v2 import ingest_pb2 as pb2
 
     x1, y1, x2, y2 = face.detection.box
-    q = face.quality
-    return pb.FaceObservation(
-        face_id=face_id,
-        camera_id=camera_id,
-        capture_time_ms=int(capture_ms),
-        box=pb.Box(x1=x1, y1=y1, x2=x2, y2=y2),
-        quality=pb.Quality(probability=q.probability, face_size=q.face_size, fallback=q.fallback),
-        base_layer=base,
-        format_version=base_layer.VERSION,
-        feature_backend=face.backend,
-        track_id=track_id,
-    )
+    x, y = max(0, round(x1)), max(0, round(y1))
+    return pb2.SpooledFace(capture_ms=int(capture_ms), x=x, y=y, width=max(1, round(x2) - x),
+                           height=max(1, round(y2) - y), probability=min(100, max(0, round(100 * face.quality.probability))),
+                           track_seq=track_seq, base_layer=base).SerializeToString()

@@ -42,10 +42,13 @@ CREATE TABLE IF NOT EXISTS spool (
     face_id TEXT NOT NULL UNIQUE,
     created_ms INTEGER NOT NULL,
     size INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    format INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS spool_camera_seq ON spool (camera_id, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+V1, V2 = 1, 2  # what ``data`` holds: a facewire.v1.FaceObservation, or a facewire.v2.SpooledFace
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class SpooledObservation:
     seq: int
     face_id: str
     data: bytes
+    format: int = V1
 
 
 class Spool:
@@ -64,7 +68,9 @@ class Spool:
         self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
         self._conn = open_db(self.path, SCHEMA)
+        self._migrate()
         self._wiper = Wiper(self._conn, self._lock, wipe_delay_s, f"spool {self.path}")
+        self.agent_id = self._agent_id()
         self._changed = threading.Condition()
         count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
         self._count, self._bytes = int(count), int(size)
@@ -73,6 +79,56 @@ class Spool:
         self.state = "ok"  # "ok", "full", "unwritable" or "error": how the last write went
         self.last_error = ""
         self._generation = 0
+
+    def _migrate(self) -> None:
+        """Spools written before the compact wire have no ``format`` column: their rows are v1."""
+        try:
+            columns = {r[1] for r in self._conn.execute("PRAGMA table_info(spool)")}
+            if "format" not in columns:
+                self._conn.execute("ALTER TABLE spool ADD COLUMN format INTEGER NOT NULL DEFAULT 1")
+        except sqlite3.Error as e:
+            raise store_error(f"cannot upgrade the spool {self.path}", e, self.path.parent) from e
+
+    def _agent_id(self) -> bytes:
+        """This agent's id on the wire (facewire.v2 Hello): made once, kept for the life of the spool."""
+        import os
+
+        from facewire.ids import AGENT_ID_BYTES
+
+        try:
+            self._conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('agent_id', ?)",
+                               (os.urandom(AGENT_ID_BYTES),))
+            return bytes(self._conn.execute("SELECT value FROM meta WHERE key = 'agent_id'").fetchone()[0])
+        except sqlite3.Error as e:
+            raise store_error(f"cannot write the spool {self.path}", e, self.path.parent) from e
+
+    def face_id(self, seq: int) -> str:
+        """The id of observation ``seq`` (:func:`facewire.ids.face_id`)."""
+        from facewire.ids import face_id
+
+        return face_id(self.agent_id, seq)
+
+    def allocate(self) -> int:
+        """The sequence number of the next observation (before it is built: its face id derives from
+        it); never handed out twice, even across restarts and whatever is deleted."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self._conn.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+                    used = self._conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+                    seq = max(int(row[0]) if row else 1, (int(used[0]) + 1) if used else 1)
+                    self._conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?)", (seq + 1,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                    raise
+            except sqlite3.Error as e:
+                raise self._failed(store_error(f"cannot write the spool {self.path}", e, self.path.parent)) from e
+        return seq
 
     def __len__(self) -> int:
         return self._count
@@ -85,8 +141,9 @@ class Spool:
         with self._lock:
             return self._conn.execute("SELECT COUNT(*) FROM spool WHERE camera_id = ?", (camera_id,)).fetchone()[0]
 
-    def put(self, camera_id: str, face_id: str, data: bytes) -> list[str]:
-        """Spool one serialised observation; returns the face ids dropped to stay under the cap.
+    def put(self, camera_id: str, face_id: str, data: bytes, seq: int | None = None, format: int = V1) -> list[str]:
+        """Spool one serialised observation (under ``seq`` when :meth:`allocate` gave one); returns the
+        face ids dropped to stay under the cap.
 
         Raises :class:`StoreError` when the file cannot be written (disk full, read-only...).
         """
@@ -106,8 +163,9 @@ class Spool:
                         self._count -= 1
                         self._bytes -= row[2]
                     cur = self._conn.execute(
-                        "INSERT OR IGNORE INTO spool (camera_id, face_id, created_ms, size, data) VALUES (?, ?, ?, ?, ?)",
-                        (camera_id, face_id, int(time.time() * 1000), size, sqlite3.Binary(data)),
+                        "INSERT OR IGNORE INTO spool (seq, camera_id, face_id, created_ms, size, data, format) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (seq, camera_id, face_id, int(time.time() * 1000), size, sqlite3.Binary(data), format),
                     )
                     self._conn.execute("COMMIT")
                 except BaseException:
@@ -135,10 +193,10 @@ class Spool:
         """Spooled observations of ``camera_id`` with ``seq > after_seq``, oldest first."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT seq, face_id, data FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, face_id, data, format FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (camera_id, after_seq, limit),
             ).fetchall()
-        return [SpooledObservation(s, f, self.sealer.open(bytes(d), f"spool:{f}")) for s, f, d in rows]
+        return [SpooledObservation(s, f, self.sealer.open(bytes(d), f"spool:{f}"), k) for s, f, d, k in rows]
 
     def oldest_created_ms(self, camera_id: str, after_seq: int = 0) -> int | None:
         with self._lock:
@@ -153,17 +211,22 @@ class Spool:
         ids = list(face_ids)
         if not ids:
             return 0
+        chunks = [ids[i : i + 500] for i in range(0, len(ids), 500)]
+        return self._delete([(f"face_id IN ({','.join('?' * len(c))})", c) for c in chunks])
+
+    def ack_through(self, camera_id: str, seq: int) -> int:
+        """Forget every observation of ``camera_id`` up to ``seq`` (a facewire.v2 Ack); returns how many."""
+        return self._delete([("camera_id = ? AND seq <= ?", [camera_id, seq])])
+
+    def _delete(self, conditions: list[tuple[str, list]]) -> int:
         removed = 0
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
+                for where, args in conditions:
                     n, size = self._conn.execute(
-                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE face_id IN ({marks})", chunk
-                    ).fetchone()
-                    self._conn.execute(f"DELETE FROM spool WHERE face_id IN ({marks})", chunk)
+                        f"SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE {where}", args).fetchone()
+                    self._conn.execute(f"DELETE FROM spool WHERE {where}", args)
                     removed += n
                     self._count -= n
                     self._bytes -= size

@@ -275,8 +275,7 @@ class BaseLayerCodec:
         q = self.model.quantize(feature, self.step_index)
         cdfs, _, offsets, _ = self.model.tables(self.step_index)
         body = rans_encode(q.tolist(), cdfs, offsets)
-        code = BACKENDS[self.model.backend].code
-        head = bytes([MAGIC | VERSION, (code << 4) | self.step_index, self.model.tag])
+        head = header_bytes(self.model, self.step_index)
         return head + _crc(head + body).to_bytes(2, "big") + body
 
     def checked_body(self, payload: bytes, header: BaseLayerHeader) -> bytes:
@@ -337,6 +336,12 @@ def rans_encode(symbols: list[int], cdfs: list[list[int]], offsets: list[int]) -
         x = ((x // freq) << PRECISION) + (x % freq) + start
     words += [x >> 32, x & 0xFFFFFFFF]  # reversed below: low word first
     return np.asarray(words[::-1], "<u4").tobytes()
+
+
+def header_bytes(model: BaseLayerModel, step_index: int) -> bytes:
+    """The first three bytes of every payload of ``model`` at ``step_index`` (magic and version,
+    backend and step, model tag): what a facewire.v2 stream's Hello says once for all its faces."""
+    return bytes([MAGIC | VERSION, (BACKENDS[model.backend].code << 4) | step_index, model.tag])
 
 
 # -- registry access ---------------------------------------------------------------------------

@@ -10,9 +10,9 @@ if [[ "${1:-}" == "--check" ]]; then
   out=$(mktemp -d)
 fi
 "$py" -m grpc_tools.protoc -I "$here" --python_out="$out" --pyi_out="$out" --grpc_python_out="$out" \
-  "$here"/facewire/v1/*.proto
-touch "$out/facewire/__init__.py" "$out/facewire/v1/__init__.py"
+  "$here"/facewire/v1/*.proto "$here"/facewire/v2/*.proto
+touch "$out/facewire/__init__.py" "$out/facewire/v1/__init__.py" "$out/facewire/v2/__init__.py"
 if [[ "${1:-}" == "--check" ]]; then
-  diff -r -x __pycache__ "$out/facewire" "$root/facewire" || { echo "generated code drifted: run proto/generate.sh"; exit 1; }
+  diff -r -x __pycache__ -x ids.py "$out/facewire" "$root/facewire" || { echo "generated code drifted: run proto/generate.sh"; exit 1; }
   rm -rf "$out"
 fi

@@ -53,9 +53,11 @@ def make_video(path: Path, people: list[str], seconds_each: float = 2.0, fps: fl
 
 
 class ScriptedPeer:
-    """A minimal FaceIngest server for protocol tests of the client (the real server's behaviour
-    is tested against ``analysis_server`` in test_reliability.py). It records what arrives,
-    acknowledges batches unless told not to, and sends what a test queues."""
+    """A minimal facewire.v2 FaceIngest server for protocol tests of the client (the real server's
+    behaviour is tested against ``analysis_server`` in test_reliability.py). It records what arrives
+    (as v1 observations, unpacked by the server's own :func:`analysis_server.grpc_v2.unpack`),
+    acknowledges batches unless told not to, and sends what a test queues (v1 server messages,
+    translated as the server translates them; uploads come back in v1 form)."""
 
     def __init__(self, token: str = "secret", ack: bool = True):
         import queue
@@ -77,7 +79,7 @@ class ScriptedPeer:
 
         import grpc
 
-        from facewire.v1 import ingest_pb2_grpc as pb_grpc
+        from facewire.v2 import ingest_pb2_grpc as pb_grpc
 
         peer = self
 
@@ -102,7 +104,8 @@ class ScriptedPeer:
 
         import grpc
 
-        from facewire.v1 import ingest_pb2 as pb
+        from analysis_server.grpc_v2 import StreamState, from_v2_upload, to_v2, unpack
+        from facewire.v2 import ingest_pb2 as pb2
 
         md = dict(context.invocation_metadata())
         self.metadata.append(md)
@@ -110,6 +113,7 @@ class ScriptedPeer:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "bad camera token")
         out: queue.Queue = queue.Queue()
         done = threading.Event()
+        stream = {"state": None, "requested": {}}
 
         def read() -> None:
             try:
@@ -117,16 +121,18 @@ class ScriptedPeer:
                     kind = msg.WhichOneof("kind")
                     if kind == "hello":
                         self.hellos.append(msg.hello)
+                        stream["state"] = StreamState(msg.hello, md.get("x-camera-id", ""))
                     elif kind == "observations":
-                        ids = [o.face_id for o in msg.observations.observations]
+                        obs, seqs, _ = unpack(msg.observations, stream["state"], md.get("x-camera-id", ""))
+                        ids = [o.face_id for o in obs]
                         self.batches.append(len(ids))
                         self.received.extend(ids)
-                        for o in msg.observations.observations:
+                        for o in obs:
                             self.stored.setdefault(o.face_id, o)
-                        if self.ack:
-                            out.put(pb.ServerMessage(ack=pb.Ack(face_ids=ids)))
+                        if self.ack and seqs:
+                            out.put(pb2.ServerMessage(ack=pb2.Ack(through=max(seqs))))
                     elif kind == "enhancement":
-                        self.uploads.put(msg.enhancement)
+                        self.uploads.put(from_v2_upload(msg.enhancement, stream["requested"]))
             except grpc.RpcError:
                 pass
             finally:
@@ -140,7 +146,7 @@ class ScriptedPeer:
             except queue.Empty:
                 pass
             try:
-                yield self.outbox.get_nowait()
+                yield to_v2(self.outbox.get_nowait(), stream["state"], stream["requested"])
             except queue.Empty:
                 pass
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from edge_testkit import FACES, make_video, start_mjpeg_camera
 
-from bench.fleet import AgentProcess, RedisProcess, ServerProcess, free_port
+from bench.fleet import AgentProcess, CameraProcess, RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -61,40 +61,57 @@ def assert_stored_once(server: ServerProcess, agent: AgentProcess, camera: str =
     return stored
 
 
-def test_server_killed_and_restarted_while_streaming(tmp_path, procs, nine_people):
+def live_agent(tmp_path, procs, server: ServerProcess) -> AgentProcess:
+    """An agent on a live camera (the sample people walking past in turn, in real time): it keeps making
+    observations while a part of the system is down, however fast its pipeline is."""
+    camera = CameraProcess()
+    procs.append(camera)
+    camera.start()
+    agent = AgentProcess(tmp_path / "agent", server.grpc_target, [("cam-1", camera.url)], EDGE_DRAIN_TIMEOUT_S="15")
+    procs.append(agent)
+    agent.start()
+    return agent
+
+
+def stop_when_all_acknowledged(agent: AgentProcess) -> None:
+    """Stop the agent once what it spooled so far is acknowledged (new faces may still come)."""
+    made = agent.status()["observations"]
+    agent.wait_for("acknowledged", made, timeout=120)
+    assert agent.stop() == 0
+
+
+def test_server_killed_and_restarted_while_streaming(tmp_path, procs):
     server = ServerProcess(tmp_path / "server")
     procs.append(server)
     server.start()
-    agent = start_agent(tmp_path / "agent", server, [("cam-1", str(nine_people))])
-    procs.append(agent)
+    agent = live_agent(tmp_path, procs, server)
     agent.wait_for("acknowledged", 2)
     server.kill()
     agent.wait_for("observations", agent.status()["observations"] + 1)  # faces keep coming while it is down
     time.sleep(1.0)
     server.start()
-    assert agent.wait_exit() == 0
+    stop_when_all_acknowledged(agent)
     stored = assert_stored_once(server, agent)
-    assert len(stored) >= 7  # nine people; MTCNN may miss one at 2 frames per second
+    assert len(stored) >= 3
     assert agent.status()["reconnects"] >= 1
 
 
-def test_redis_killed_and_restarted_while_streaming(tmp_path, procs, nine_people):
+def test_redis_killed_and_restarted_while_streaming(tmp_path, procs):
     redis = RedisProcess(tmp_path / "redis")
     procs.append(redis)
     redis.start()
     server = ServerProcess(tmp_path / "server", redis.url)
     procs.append(server)
     server.start()
-    agent = start_agent(tmp_path / "agent", server, [("cam-1", str(nine_people))])
-    procs.append(agent)
+    agent = live_agent(tmp_path, procs, server)
     agent.wait_for("acknowledged", 2)
     redis.kill()
     agent.wait_for("observations", agent.status()["observations"] + 1)
     time.sleep(1.0)
     redis.start()
-    assert agent.wait_exit() == 0
+    stop_when_all_acknowledged(agent)
     stored = assert_stored_once(server, agent)
-    assert len(stored) >= 7
+    assert len(stored) >= 3
 
 
 def test_agent_started_before_the_server_catches_up(tmp_path, procs):

@@ -81,17 +81,15 @@ def test_agent_on_a_full_disk_counts_errors_keeps_running_and_recovers(tmp_path,
     procs.append(agent)
     agent.start()
     agent.wait_for("acknowledged", 1, timeout=300)  # the data folder exists and works
-    # the agent's files may not grow past what they hold now (+64 kB): its disk is full
-    data = Path(agent.folder / "data")
-    largest = max(p.stat().st_size for p in data.iterdir())
-    resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (largest + 64 * 1024, resource.RLIM_INFINITY))
+    # no file of the agent may grow past its first page any more: its disk is full (the spool is small and
+    # its WAL is truncated after acks, so a limit above its size would never be reached)
+    resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
     wait_until(lambda: agent.status().get("spool_state") == "full", timeout=180, what="the spool to report a full disk")
     status = agent.status()
     assert status["spool_errors"] >= 1 and status["store_errors"] >= 1 and "disk is full" in status["spool_error"]
     frames = status["frames"]
     agent.wait_for("frames", frames + 4, timeout=60)  # the camera goes on: no crash, no exit
-    assert agent.proc.poll() is None
-    assert "disk is full" in agent.log.read_text()
+    assert agent.proc.poll() is None  # (its log is on the full disk too: the status file says why)
     resource.prlimit(agent.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     acked = agent.counter("acknowledged")
     wait_until(lambda: agent.status().get("spool_state") == "ok", timeout=120, what="the spool to write again")

@@ -696,6 +696,9 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
             found = scan_files(folders, needles)
         gone_after = time.monotonic() - erased_at
         say(f"{'gone' if not found else 'still found'} {gone_after:.1f} s after the last erasure: {found}")
+        # The compaction saves the RDB snapshot after the AOF rewrite: it must be clean too.
+        wait_until(lambda: (redis_dir / "faces.rdb").exists(), timeout=120, what="the RDB snapshot")
+        found = found or scan_files(folders, needles)
         kept_ok = all(api.get(f"/faces/{f}").status_code == 200 for f in kept[:2])
         return {"erased_faces": len(erased), "erased_faces_by_identity": len(erased) - len(direct),
                 "erased_identities": len(enrolled), "bytes_found": found,

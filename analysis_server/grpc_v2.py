@@ -178,8 +178,11 @@ def unpack(batch: pb2.ObservationBatch, state: StreamState, camera_id: str
     out: list[pb1.FaceObservation] = []
     refused: list[pb2.Rejection] = []
     t, at, previous = 0, 0, 0
+    x = y = w = h = 0
     for i in range(n):
         t += batch.capture_ms[i]
+        dx, dy, dw, dh = batch.box[4 * i : 4 * i + 4]
+        x, y, w, h = x + dx, y + dy, w + dw, h + dh
         length = batch.body_length[i]
         body = batch.bodies[at : at + length]
         at += length
@@ -191,7 +194,9 @@ def unpack(batch: pb2.ObservationBatch, state: StreamState, camera_id: str
         if not 0 < length <= MAX_BODY:
             refused.append(pb2.Rejection(seq=seq, field="base_layer", reason=f"a body of {length} bytes"))
             continue
-        x, y, w, h = batch.box[4 * i : 4 * i + 4]
+        if min(x, y) < 0 or min(w, h) <= 0:
+            refused.append(pb2.Rejection(seq=seq, field="box", reason=f"box {x},{y} {w}x{h} is not in the frame"))
+            continue
         track = batch.track[i]
         if track >= seq:
             refused.append(pb2.Rejection(seq=seq, field="track", reason="a track starts at an earlier seq"))

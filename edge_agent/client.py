@@ -317,13 +317,16 @@ def pack(rows, base_header: bytes, camera_id: str, face_id) -> pb2.ObservationBa
     batch = pb2.ObservationBatch()
     bodies = []
     last_seq = last_ms = 0
+    last_box = (0, 0, 0, 0)
     for r in rows:
         if r.format == V2:
             f = pb2.SpooledFace.FromString(r.data)
             if f.base_layer[:3] == base_header:
                 batch.seq.append(r.seq - last_seq)
                 batch.capture_ms.append(f.capture_ms - last_ms)
-                batch.box.extend((f.x, f.y, f.width, f.height))
+                box = (f.x, f.y, f.width, f.height)
+                batch.box.extend(v - p for v, p in zip(box, last_box))
+                last_box = box
                 batch.probability.append(f.probability)
                 batch.track.append(r.seq - f.track_seq)
                 body = f.base_layer[5:]

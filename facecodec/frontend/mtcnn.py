@@ -134,6 +134,16 @@ def cv_resize(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 RESAMPLERS = {"exact": area_resize, "fast": cv_resize}
 
 
+def _batched(network, crops: np.ndarray) -> list[np.ndarray]:
+    """``network`` on ``crops`` padded to a power-of-two batch (fewer distinct shapes for the runtime's
+    per-shape kernel cache), outputs cut back to the crops."""
+    n = len(crops)
+    size = 1 << max(0, (n - 1).bit_length())
+    if size != n:
+        crops = np.concatenate([crops, np.zeros((size - n, *crops.shape[1:]), crops.dtype)])
+    return [o[:n] for o in network(crops)]
+
+
 def _cutouts(image: np.ndarray, boxes: np.ndarray, size: int, resize=area_resize) -> tuple[np.ndarray, np.ndarray]:
     """Normalised (n, 3, size, size) cut-outs of ``boxes`` (clipped to the image, as facenet-pytorch's
     ``pad``), and the indices of the boxes whose cut-out is not empty."""
@@ -222,7 +232,7 @@ class Mtcnn:
         if len(ok) == 0:
             return np.zeros((0, 5), np.float32)
         boxes = boxes[ok]
-        reg, prob = self.rnet(crops)
+        reg, prob = _batched(self.rnet, crops)
         keep = prob[:, 1] > self.thresholds[1]
         boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], 1)
         reg = reg[keep]
@@ -234,7 +244,7 @@ class Mtcnn:
         if len(ok) == 0:
             return Found.empty()
         boxes = boxes[ok]
-        reg, points, prob = self.onet(crops)
+        reg, points, prob = _batched(self.onet, crops)
         keep = prob[:, 1] > self.thresholds[2]
         boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], 1)
         reg, points = reg[keep], points[keep]

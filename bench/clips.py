@@ -48,11 +48,12 @@ def lfw_root() -> Path | None:
     return root if (root / "lfw-deepfunneled").is_dir() else None
 
 
-def load_people(n: int, split: str = "test", seed: int = 0) -> list[Person]:
-    """``n`` people of ``split`` (first photo each), drawn at random; the committed sample without LFW."""
+def load_people(n: int, split: str = "test", seed: int = 0, sample: bool = False) -> list[Person]:
+    """``n`` people of ``split`` (first photo each), drawn at random (repeated when there are fewer);
+    the committed sample (test people) without LFW or when ``sample`` is set."""
     from facecodec.images import load_rgb
 
-    root = lfw_root()
+    root = None if sample else lfw_root()
     if root is None:
         folders = sorted(SAMPLE.iterdir())
     else:
@@ -61,7 +62,7 @@ def load_people(n: int, split: str = "test", seed: int = 0) -> list[Person]:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(folders))
     people = []
-    for i in order[:n] if n <= len(folders) else np.resize(order, n):
+    for i in order[:n] if n <= len(folders) else np.resize(order, n):  # noqa: B020
         photo = sorted(folders[i].glob("*.jpg"))[0]
         people.append(Person(folders[i].name, load_rgb(photo)))
     return people
@@ -124,9 +125,10 @@ class Sprite:
         return [round(v, 1) for v in box] if fully_in else None
 
 
-def passing(people: list[Person], size=(720, 1280), frames_each: int = 12, face_px: float = 110, seed: int = 0):
+def passing(people: list[Person], size=(720, 1280), frames_each: int = 12, face_px: float = 110, seed: int = 0,
+            corners: list[np.ndarray] | None = None):
     """Frames and truth: people one after the other about one spot (the frame's centre)."""
-    bg = background(size, seed)
+    bg = background(size, seed, corners)
     rng = np.random.default_rng(seed)
     cy, cx = size[0] / 2, size[1] / 2
     for k, person in enumerate(people):

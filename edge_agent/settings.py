@@ -135,9 +135,9 @@ class EdgeSettings(BaseSettings):
     reopen_max_s: float = Field(30.0, gt=0, description="longest wait between reopen attempts")
 
     # -- per concern: the defaults every camera inherits and may override ----------------------
-    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="JSON; see DetectionConfig")
-    motion: MotionConfig = Field(default_factory=MotionConfig, description="JSON; see MotionConfig")
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="JSON; see TrackingConfig")
+    detection: DetectionConfig = Field(default_factory=DetectionConfig, description="which faces are looked for and sent")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="where the detector looks (motion gating)")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="tracks, and what is sent of them")
     cores: int | None = Field(None, ge=1, description="cores the analysis may use at once (default: one per camera, "
                                                       "at most the machine's)")
 

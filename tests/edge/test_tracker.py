@@ -4,6 +4,7 @@ face continues a track only when its feature is near the track's and the track c
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from edge_agent.tracker import Candidate, Tracker, iou
 
@@ -135,3 +136,29 @@ def test_a_one_frame_detection_is_not_sent():
         sent += tr.update(faces, t)
     sent += tr.flush()
     assert {e.candidate.payload for e in sent} == {"person"}
+
+
+@pytest.mark.slow
+def test_people_passing_one_spot_back_to_back_are_each_observed_and_never_mixed(tmp_path):
+    """bench/clips.py's "passing" clip from the committed sample: nine people, one after the other,
+    drifting about the centre of a textured 720p frame; the real camera worker (motion gate, MTCNN,
+    dlib, tracker) must observe each of them and never put two in one track."""
+    from bench import clips
+    from bench.edge import ClipRun, match
+
+    people = clips.load_people(9, sample=True)
+    truth = clips.write(clips.passing(people, (720, 1280), seed=5,
+                                      corners=[p.image for p in clips.load_people(9, sample=True, seed=6)]),
+                        tmp_path / "clip", 10.0)
+    run = ClipRun(tmp_path / "clip", 10.0)
+    try:
+        run.feed(tmp_path / "clip", 10.0)
+    finally:
+        run.close()
+    persons_of: dict[str, set] = {}
+    for track, index, box in run.emitted:
+        person = match(truth["frames"][index], box)
+        if person is not None:
+            persons_of.setdefault(track, set()).add(person)
+    assert all(len(p) == 1 for p in persons_of.values()), persons_of
+    assert set().union(*persons_of.values()) == set(range(9))

@@ -6,9 +6,12 @@ commands that wrote the face (its base layer, feature, enhancement layer, an ide
 notes) stay in that file, and in the last RDB snapshot, until Redis rewrites them. Redis does so
 by itself only when the AOF has doubled and passed 64 MB, so a quiet site would keep erased
 biometrics for ever. :class:`Compactor` asks for ``BGREWRITEAOF`` (when the AOF is on) and then
-``BGSAVE`` (when RDB snapshots are configured) ``after_erase_s`` after the first erasure of a
-batch (every erasure until the rewrite starts shares it), and every ``interval_s`` whatever
-happened, which also covers records that Redis expired by itself.
+``BGSAVE`` ``after_erase_s`` after the first erasure of a batch (every erasure until the rewrite
+starts shares it), ``after_erase_s`` after the server starts (a restart forgets which erasures were
+still waiting for their rewrite), and every ``interval_s`` whatever happened, which also covers
+records that Redis expired by itself. The RDB file is saved even when no snapshots are configured:
+one may exist anyway (an operator's ``BGSAVE``, ``SHUTDOWN SAVE``, a replica's full sync) and it
+would keep what was erased after it.
 
 Both commands fork a child that writes the new file next to the old one and renames it over it;
 the old file's blocks go back to the filesystem (see the README for what that means on disk).
@@ -64,6 +67,7 @@ class Compactor:
         """Forever: wait for an erasure (or the timer), let a batch gather, compact."""
         if not self.enabled:
             return
+        self.erased()  # erasures a restart interrupted before their rewrite
         next_timer = time.monotonic() + self.interval_s
         while True:
             try:
@@ -91,24 +95,16 @@ class Compactor:
             next_timer = time.monotonic() + self.interval_s
 
     async def compact(self) -> None:
-        """Rewrite the AOF (if on) and save the RDB snapshot (if configured), one after the other,
-        each waited for; :class:`CompactionFailed` if Redis refuses or a child fails."""
+        """Rewrite the AOF (if on) and save the RDB snapshot, one after the other, each waited for;
+        :class:`CompactionFailed` if Redis refuses or a child fails."""
         info = await self.redis.info("persistence")
         if int(info.get("aof_enabled", 0)):
             await self._run_child(self.redis.bgrewriteaof, "aof_rewrite_in_progress", "aof_last_bgrewrite_status",
                                   "BGREWRITEAOF")
-        if await self._snapshots_configured():
-            await self._run_child(self.redis.bgsave, "rdb_bgsave_in_progress", "rdb_last_bgsave_status", "BGSAVE")
+        await self._run_child(self.redis.bgsave, "rdb_bgsave_in_progress", "rdb_last_bgsave_status", "BGSAVE")
         self.compactions += 1
         self.last_done = time.time()
         log.info("Redis files rewritten (compaction %d)", self.compactions)
-
-    async def _snapshots_configured(self) -> bool:
-        try:
-            save = await self.redis.config_get("save")
-        except ResponseError:  # CONFIG refused (ACL): save anyway, an RDB file may exist
-            return True
-        return bool((save.get("save") or "").strip())
 
     async def _idle(self, deadline: float) -> dict:
         """Wait until Redis runs no rewrite or save (another replica's, or Redis's own); its persistence info."""

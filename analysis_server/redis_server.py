@@ -103,7 +103,10 @@ class EmbeddedRedis:
             str(redis_executable()), "--port", "0", "--unixsocket", self.socket_path, "--unixsocketperm", "700",
             "--dir", str(self.data_dir), "--dbfilename", "faces.rdb", "--appendonly", "yes",
             "--appendfsync", "everysec", "--pidfile", str(self.data_dir / PIDFILE), "--daemonize", "no",
-            "--logfile", str(self.data_dir / "redis.log"), "--save", "900 1 300 100 60 10000",
+            # No periodic snapshots: the AOF is the persistence (the save points given here before
+            # did not take effect: CONFIG GET save answered ""). faces.rdb is written by each
+            # compaction (compaction.py), after erasures.
+            "--logfile", str(self.data_dir / "redis.log"), "--save", "",
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, preexec_fn=_child_setup)

@@ -675,10 +675,15 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
             needles[f"{iid}:enrolled"] = [p for v in r.hgetall(keys.identity_features(iid)).values()
                                           for p in _pieces(v, 32)]
         folders = {"redis": redis_dir, "server": work / "server", "edge": edge_dir}
+        # The server compacts once FACESERVER_COMPACT_AFTER_ERASE_S after it starts; erasing before that
+        # would join its batch and look faster than an erasure on a server that has run a while.
+        wait_until(lambda: (redis_dir / "faces.rdb").exists(), timeout=180, what="the start-up compaction")
         time.sleep(2.0)  # the AOF is fsynced every second
         before = scan_files(folders, needles)
         say(f"before erasure: {before}")
 
+        rdb = redis_dir / "faces.rdb"
+        rdb_saved = rdb.stat().st_mtime
         t0 = time.monotonic()
         for f in direct:
             api.delete(f"/faces/{f}").raise_for_status()
@@ -697,7 +702,7 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
         gone_after = time.monotonic() - erased_at
         say(f"{'gone' if not found else 'still found'} {gone_after:.1f} s after the last erasure: {found}")
         # The compaction saves the RDB snapshot after the AOF rewrite: it must be clean too.
-        wait_until(lambda: (redis_dir / "faces.rdb").exists(), timeout=120, what="the RDB snapshot")
+        wait_until(lambda: rdb.stat().st_mtime > rdb_saved, timeout=120, what="the RDB snapshot after the erasure")
         found = found or scan_files(folders, needles)
         kept_ok = all(api.get(f"/faces/{f}").status_code == 200 for f in kept[:2])
         return {"erased_faces": len(erased), "erased_faces_by_identity": len(erased) - len(direct),

@@ -331,7 +331,8 @@ def live(work: Path, cameras: int, seconds: float, clip: Path) -> dict:
 def wire_full_batches(work: Path, clip: Path) -> dict:
     """Bytes per face when batches are full: an agent reads a clip folder while the server is down (its
     spool fills), then the server starts and the agent catches up in batches of 64 and exits. Every byte
-    between them from then on (both ways, through the counting proxy) over the faces acknowledged."""
+    between them from then on (both ways, through the counting proxy: the connection, HTTP/2 and gRPC
+    framing, Hello, acks, pings) over the faces acknowledged."""
     from bench.fleet import AgentProcess, RedisProcess, ServerProcess
     from bench.tcp_proxy import TcpProxy
 
@@ -345,8 +346,10 @@ def wire_full_batches(work: Path, clip: Path) -> dict:
         port = server.grpc_port
         server.stop()
         proxy = TcpProxy("127.0.0.1", port).start()
+        # one observation every 0.4 s of a track: about three per person, so that the stream's one-off
+        # costs (connection, headers, Hello) weigh on a few hundred faces
         agent = AgentProcess(work / "agent-replay", proxy.address, [("cam-0", str(clip))], exit_when_done=True,
-                             sample_fps=10.0, interval_s=5.0, EDGE_BATCH_LINGER_MS="2000", EDGE_DRAIN_TIMEOUT_S="60")
+                             sample_fps=10.0, interval_s=0.4, EDGE_BATCH_LINGER_MS="2000", EDGE_DRAIN_TIMEOUT_S="60")
         agent.start()
         agent.wait_for("sources_done", 1, timeout=600)
         spooled = agent.counter("observations")

@@ -79,7 +79,20 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
+def _fewer_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives every thread that allocates its own malloc arena (up to 8 per core), and each keeps
+    what it freed: with a worker thread per camera and the runtime's threads, resident memory grew by a
+    third with use (measured). Two arenas are enough for the agent's few threads. No-op off glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _fewer_malloc_arenas()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

@@ -273,6 +273,7 @@ class EdgeAgent:
                     break
                 if time.monotonic() >= next_report:
                     next_report += s.status_interval_s
+                    _trim_heap()
                     try:
                         self.texture.sweep()
                     except StoreError as e:
@@ -304,6 +305,17 @@ class EdgeAgent:
             log.info("edge agent: %d observations stay spooled for the next run", len(self.spool))
         self.spool.close()
         self.texture.close()
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's ``malloc_trim``): frames come and go in
+    megabytes, and freed memory otherwise stays resident. No-op off glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def open_agent(settings: EdgeSettings, stop: threading.Event, first_delay_s: float = 1.0,

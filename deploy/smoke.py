@@ -117,7 +117,7 @@ def _scenario(stack: Stack, out: dict, check, healthy_timeout: float, face_timeo
           f"status {status}, {len(body)} bytes, source {source!r}")
 
     # Scale-out: replica B shares Redis; the edge's streams stay on replica A.
-    stack.env["FACESERVER_HTTP_PUBLISH_B"] = f"127.0.0.1:{(port_b := free_port())}"
+    stack.env["HTTP_PUBLISH_B"] = f"127.0.0.1:{(port_b := free_port())}"
     stack.files = REPLICA_FILES
     stack.up("analysis-b")
     stack.wait_healthy(["analysis-b"], healthy_timeout)

@@ -5,10 +5,12 @@ Used by the compose smoke test (``tests/deploy/test_compose_stack.py``) and by `
 
 1. :class:`DockerHost`: the Docker engine that ``DOCKER_HOST`` (or the default socket) names when one
    answers; otherwise a ``dockerd`` started here, in a folder of its own, on a socket of its own, with
-   no default bridge and no iptables rules (``--bridge none --iptables=false``), so that stopping it
-   (by its PID) and deleting the folder removes everything it made. Builds then use the host's network
-   (``docker build --network host``); the stack's own networks are compose's user-defined bridges,
-   which ``down`` removes.
+   no default bridge (``--bridge none``; builds use the host's network, ``docker build --network
+   host``). It writes the firewall rules its networks need (a host whose FORWARD policy is DROP would
+   otherwise keep the containers of a network from reaching each other); the firewall as it was is
+   saved before it starts and restored after it stops (``iptables-save``/``iptables-restore``). Stopping
+   it by its PID and deleting its folder removes everything else it made; the stack's own networks are
+   compose's user-defined bridges, which ``down`` removes.
 2. :func:`ensure_base_images`: ``python:3.11-slim-bookworm`` and ``redis:7.4-bookworm`` are pulled;
    where Docker Hub cannot be reached they are stood in for by images built here from Debian's
    packages (``mmdebstrap --variant=minbase bookworm``, then ``docker import`` under the same tag):
@@ -103,6 +105,7 @@ class DockerHost:
         self.keep_root = root is not None
         self.root = root
         self.proc: subprocess.Popen | None = None
+        self._firewall: dict[str, bytes] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
         self.env["DOCKER_BUILDKIT"] = "0"  # the classic builder: BuildKit fetches its frontends from Docker Hub
         if "DOCKER_HOST" in os.environ:
@@ -135,10 +138,11 @@ class DockerHost:
         sock = self.root / "docker.sock"
         self.env["DOCKER_HOST"] = f"unix://{sock}"
         self._log = open(self.root / "dockerd.log", "ab")
+        self._firewall = _save_firewall()
         self.proc = subprocess.Popen(
             [dockerd, "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
              "--pidfile", str(self.root / "dockerd.pid"), "--host", f"unix://{sock}", "--storage-driver", "overlay2",
-             "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+             "--bridge", "none"],
             stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_for(lambda: self.proc.poll() is not None or self.answers(), 60, "dockerd to answer", 0.5)
@@ -165,6 +169,7 @@ class DockerHost:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
         self._log.close()
+        _restore_firewall(self._firewall)
         if not self.keep_root:
             # Overlay mounts left by a killed daemon would make rmtree fail: unmount what is under the root.
             for line in reversed(Path("/proc/mounts").read_text().splitlines()):
@@ -180,6 +185,25 @@ class DockerHost:
     def image_mb(self, tag: str) -> float:
         size = int(self.docker("image", "inspect", "--format", "{{.Size}}", tag, timeout=60).stdout)
         return round(size / 1e6, 1)
+
+
+def _save_firewall() -> dict[str, bytes]:
+    """The host's iptables rules (IPv4 and IPv6) as ``iptables-save`` prints them, to restore later."""
+    saved = {}
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(f"{tool}-save"):
+            r = subprocess.run([f"{tool}-save"], capture_output=True, timeout=60)
+            if r.returncode == 0:
+                saved[tool] = r.stdout
+    return saved
+
+
+def _restore_firewall(saved: dict[str, bytes]) -> None:
+    """Put back the rules :func:`_save_firewall` saved (dockerd leaves its chains and a DROP policy)."""
+    for tool, rules in saved.items():
+        r = subprocess.run([f"{tool}-restore"], input=rules, capture_output=True, timeout=60)
+        if r.returncode != 0:
+            log.warning("could not restore the %s rules: %s", tool, r.stderr.decode(errors="replace")[-300:])
 
 
 # -- base images ---------------------------------------------------------------------------------
@@ -295,8 +319,8 @@ class Stack:
         self.secrets = secrets_env()
         self.http_port, self.grpc_port = free_port(), free_port()
         self.env = {**host.env, **self.secrets, "COMPOSE_PROJECT_NAME": self.project,
-                    "FACESERVER_HTTP_PUBLISH": f"127.0.0.1:{self.http_port}",
-                    "FACESERVER_GRPC_PUBLISH": f"127.0.0.1:{self.grpc_port}"}
+                    "HTTP_PUBLISH": f"127.0.0.1:{self.http_port}",
+                    "GRPC_PUBLISH": f"127.0.0.1:{self.grpc_port}"}
         self.api_key = self.secrets["FACESERVER_API_KEYS"].split(",")[0]
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True, files: tuple[str, ...] | None = None):

@@ -100,7 +100,7 @@ def start_agent(system: dict) -> subprocess.Popen:
         [sys.executable, "-m", "edge_agent", "--server", f"127.0.0.1:{system['grpc']}", "--data-dir",
          str(folder / "edge"), "--source", str(system["clip"]), "--camera-id", "front-door", "--sample-fps", "4",
          "--interval", "60"], cwd=ROOT, stdout=open(folder / "edge.log", "w"), stderr=subprocess.STDOUT,
-        env=_env(EDGE_TOKEN=TOKEN, EDGE_TRACK_TTL_S="0.5", EDGE_STATUS_INTERVAL_S="1"))
+        env=_env(EDGE_TOKEN=TOKEN, EDGE_TRACKING__TTL_S="0.5", EDGE_STATUS_INTERVAL_S="1"))
     system["agent"] = agent
     return agent
 

@@ -22,7 +22,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = {"FACESERVER_API_KEYS": "compose-key-0001", "ENTRANCE_TOKEN": "entrance-token-01",
            "LOBBY_TOKEN": "lobby-token-0001", "REDIS_PASSWORD": "redis-password-01",
-           "FACESERVER_STORAGE_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}
+           "FACESERVER_STORAGE_KEY": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+           "EDGE_STORAGE_KEY": "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="}
 HEALTHCHECK = ROOT / "deploy" / "healthcheck.py"
 
 
@@ -65,7 +66,7 @@ def test_compose_file_is_valid_and_has_the_four_services(config):
 def test_redis_persists_needs_a_password_and_is_reachable_from_the_server_only(config):
     redis = config["services"]["redis"]
     cmd = " ".join(redis["command"])
-    assert "--appendonly yes" in cmd and "--save" in cmd and "--requirepass" in cmd
+    assert "--appendonly yes" in cmd and "--requirepass" in cmd
     assert redis["environment"]["REDISCLI_AUTH"] == SECRETS["REDIS_PASSWORD"]
     assert any(v.startswith("redis-data:/data") for v in _volumes(redis))
     assert "redis-cli" in redis["healthcheck"]["test"]
@@ -95,8 +96,13 @@ def test_each_camera_has_its_own_token_and_no_wildcard(config):
     assert "EDGE_TOKEN" not in s["edge"]["environment"]
 
 
-def test_faces_are_encrypted_at_rest(config):
+def test_faces_are_encrypted_at_rest_on_both_sides_each_with_its_own_key(config):
     assert config["services"]["analysis"]["environment"]["FACESERVER_STORAGE_KEY"] == SECRETS["FACESERVER_STORAGE_KEY"]
+    assert config["services"]["edge"]["environment"]["EDGE_STORAGE_KEY"] == SECRETS["EDGE_STORAGE_KEY"]
+
+
+def test_redis_writes_its_files_private(config):
+    assert "umask 077" in " ".join(config["services"]["redis"]["command"])
 
 
 def test_ports_are_published_on_loopback_unless_told_otherwise(config):

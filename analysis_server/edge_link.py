@@ -27,7 +27,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from analysis_server.errors import EdgeFailed, EdgeOffline, EdgeTimeout, ServerError
+from analysis_server.errors import EdgeFailed, EdgeOffline, EdgeTimeout, LayerUnsupported, ServerError
 from analysis_server.replicas import NoOwner, ReplicaRouter
 from analysis_server.store import now_ms
 from facewire.v1 import ingest_pb2 as pb
@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 
 
 EVICTED = object()  # put on a session's outbound queue: its stream must end (another replica holds the camera)
+FACE, CONTEXT = "face", "context"  # the layers an edge holds: the face's texture, the frame around it
+
+
+@dataclass(frozen=True)
+class LayerRequest:
+    """A request for a layer other than the face's enhancement layer (which travels as a v1
+    ``EnhancementRequest``), put on the outbound queue of a stream that announced it can serve it;
+    :func:`analysis_server.grpc_v2.to_v2` writes it on the wire."""
+
+    request_id: str
+    face_id: str
+    layer: str
 
 
 @dataclass(eq=False)
@@ -51,6 +63,7 @@ class CameraSession:
     evicted: bool = False
     wire: object = None  # facewire.v2 streams: what their Hello fixed (analysis_server.grpc_v2.StreamState)
     requested: dict[str, str] = field(default_factory=dict)  # facewire.v2: request id -> face id, until answered
+    layers: frozenset = frozenset({FACE})  # the layers its edge can serve (facewire.v2 Hello's `layers`)
 
     async def send(self, msg: pb.ServerMessage) -> None:
         await self.outbound.put(msg)
@@ -125,30 +138,40 @@ class EdgeLink:
 
     # -- enhancement round trip --------------------------------------------------------------
     async def request_enhancement(self, camera_id: str, face_id: str, codec: str, quality: int,
-                                  timeout_s: float, forward: bool = True) -> pb.EnhancementUpload:
-        """Ask the edge for a face's enhancement layer and wait for its upload (any status).
+                                  timeout_s: float, forward: bool = True, layer: str = FACE) -> pb.EnhancementUpload:
+        """Ask the edge for a face's enhancement layer (or, with ``layer``, another layer it holds: its
+        context picture) and wait for its upload (any status).
 
         A camera whose stream is open on another replica is asked through that replica (unless
         ``forward`` is false). Raises :class:`EdgeOffline` when the camera has no stream anywhere
-        (or loses it while we wait) and :class:`EdgeTimeout` when no upload comes within ``timeout_s``.
+        (or loses it while we wait), :class:`EdgeTimeout` when no upload comes within ``timeout_s``
+        and :class:`LayerUnsupported` when the camera's edge cannot serve ``layer`` (asked nothing).
         """
-        key = (face_id, codec, quality)
+        key = (face_id, codec, quality, layer)
         shared = self._inflight.get(key)
         if shared is not None:
             return await self._wait(shared, camera_id, face_id, timeout_s)
         session = self._sessions.get(camera_id)
         if session is None and self.router is not None and forward:
-            return await self._forward(key, camera_id, face_id, codec, quality, timeout_s)
+            return await self._forward(key, camera_id, face_id, codec, quality, timeout_s, layer)
         if session is None:
-            raise EdgeOffline(f"camera {camera_id!r}, which holds the enhancement layer of face {face_id!r}, "
+            raise EdgeOffline(f"camera {camera_id!r}, which holds the {layer} layer of face {face_id!r}, "
                               "is offline (no open stream)")
+        if layer not in session.layers:
+            raise LayerUnsupported(f"the edge of camera {camera_id!r} (agent {session.agent_version or 'unknown'}, "
+                                   f"{'facewire.v2' if session.wire is not None else 'facewire.v1'}) cannot serve the "
+                                   f"{layer} layer; upgrade it to an agent that keeps context pictures")
         request_id = secrets.token_hex(12)
         fut = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (fut, camera_id, face_id)
         self._inflight[key] = fut
         try:
-            req = pb.EnhancementRequest(request_id=request_id, face_id=face_id, codec=codec, quality=quality)
-            await asyncio.wait_for(session.send(pb.ServerMessage(enhancement_request=req)), timeout_s)
+            if layer == FACE:
+                req = pb.EnhancementRequest(request_id=request_id, face_id=face_id, codec=codec, quality=quality)
+                msg = pb.ServerMessage(enhancement_request=req)
+            else:
+                msg = LayerRequest(request_id, face_id, layer)
+            await asyncio.wait_for(session.send(msg), timeout_s)
             return await self._wait(fut, camera_id, face_id, timeout_s)
         finally:
             self._pending.pop(request_id, None)
@@ -159,15 +182,15 @@ class EdgeLink:
                                               f"face {face_id!r} within {timeout_s:g} s"))
                 fut.exception()  # retrieved here; requests sharing it re-raise it
 
-    async def _forward(self, key: tuple[str, str, int], camera_id: str, face_id: str, codec: str, quality: int,
-                       timeout_s: float) -> pb.EnhancementUpload:
+    async def _forward(self, key: tuple[str, str, int, str], camera_id: str, face_id: str, codec: str, quality: int,
+                       timeout_s: float, layer: str = FACE) -> pb.EnhancementUpload:
         """The round trip through the replica that holds the camera's stream (shared like a local one)."""
         assert self.router is not None
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:
             body = {"camera_id": camera_id, "face_id": face_id, "codec": codec, "quality": quality,
-                    "timeout_s": timeout_s}
+                    "timeout_s": timeout_s, "layer": layer}
             try:
                 # The owner waits timeout_s for the edge; allow a little more for the two hops.
                 reply = await self.router.call(camera_id, "enhance", body, timeout_s + 2.0)
@@ -193,8 +216,9 @@ class EdgeLink:
         """Another replica's request for a camera whose stream is open here."""
         try:
             upload = await self.request_enhancement(str(body["camera_id"]), str(body["face_id"]), str(body["codec"]),
-                                                    int(body["quality"]), float(body["timeout_s"]), forward=False)
-        except (EdgeOffline, EdgeTimeout, EdgeFailed) as e:
+                                                    int(body["quality"]), float(body["timeout_s"]), forward=False,
+                                                    layer=str(body.get("layer", FACE)))
+        except (EdgeOffline, EdgeTimeout, EdgeFailed, LayerUnsupported) as e:
             return {"error": type(e).__name__, "message": str(e)}
         return {"upload": base64.b64encode(upload.SerializeToString()).decode()}
 
@@ -263,5 +287,6 @@ def _upload_from_reply(reply: dict) -> pb.EnhancementUpload:
             return pb.EnhancementUpload.FromString(base64.b64decode(reply["upload"]))
         except Exception as e:  # a corrupt reply is the other replica's failure, reported as such
             raise EdgeFailed(f"another server replica sent an unreadable enhancement upload: {e!r}") from None
-    error = {"EdgeOffline": EdgeOffline, "EdgeTimeout": EdgeTimeout}.get(reply.get("error", ""), EdgeFailed)
+    error = {"EdgeOffline": EdgeOffline, "EdgeTimeout": EdgeTimeout,
+             "LayerUnsupported": LayerUnsupported}.get(reply.get("error", ""), EdgeFailed)
     raise error(reply.get("message") or "another server replica could not fetch the enhancement layer")

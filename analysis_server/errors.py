@@ -59,3 +59,10 @@ class ModelUnavailable(ServerError):
     """A model the request needs (e.g. the reconstruction network) is not installed."""
 
     status = 503
+
+
+class LayerUnsupported(ServerError):
+    """The edge that holds a face cannot serve the layer asked for (a facewire.v1 edge, or a v2 edge of a
+    release before the context layer: its Hello does not name it)."""
+
+    status = 501

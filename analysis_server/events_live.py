@@ -25,6 +25,7 @@ import re
 
 import redis.asyncio as aioredis
 
+from analysis_server.at_rest import plain_size
 from analysis_server.errors import ServerError
 from analysis_server.gallery import Gallery
 
@@ -52,8 +53,10 @@ class EventHub:
     """Follows the events stream and fans each event out to the subscribers of this process."""
 
     def __init__(self, redis: aioredis.Redis, stream_key: str, gallery: Gallery, queue_size: int = 512,
-                 block_ms: int = 2000, per_caller: int = 8, max_total: int = 64, backlog_max: int = 500):
+                 block_ms: int = 2000, per_caller: int = 8, max_total: int = 64, backlog_max: int = 500,
+                 face_key=None):
         self.redis = redis
+        self.face_key = face_key  # face id -> its record's key (Keys.face): the live cards' base-layer sizes
         self.key = stream_key
         self.gallery = gallery
         self.queue_size = queue_size
@@ -70,12 +73,27 @@ class EventHub:
         return len(self._subscribers)
 
     def enrich(self, event_id: str, fields: dict[str, str]) -> dict:
-        """An event as the dashboard shows it: the identity's current name added."""
-        out: dict = {"id": event_id, **fields}
-        ident = fields.get("identity_id")
+        """An event as the API and the dashboard show it (:func:`typed_event`): the identity's current name added."""
+        out = typed_event(event_id, fields)
+        ident = out.get("identity_id")
         if ident:
             out["name"] = self.gallery.name(ident)
         return out
+
+    async def enrich_many(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[dict]:
+        """:meth:`enrich` of raw stream entries; observations also get their base layer's size (one
+        pipelined read for all of them), which the live view shows on each card."""
+        events = [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in entries]
+        seen = [e for e in events if e["type"] == "observation" and e.get("face_id")]
+        if seen and self.face_key is not None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for e in seen:
+                    pipe.hget(self.face_key(e["face_id"]), "base")
+                sizes = await pipe.execute()
+            for e, raw in zip(seen, sizes):
+                if raw is not None:
+                    e["base_layer_bytes"] = plain_size(raw)
+        return events
 
     async def subscribe(self, caller: str = "", timeout_s: float = 10.0) -> asyncio.Queue:
         """A queue of every event added to the stream after this returns (and maybe a few before);
@@ -110,7 +128,7 @@ class EventHub:
         if self.backlog_max <= 0:
             return []
         raw = await self.redis.xrevrange(self.key, min=f"({after}", count=self.backlog_max)
-        return [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in reversed(raw)]
+        return await self.enrich_many(list(reversed(raw)))
 
     async def latest_id(self) -> str:
         raw = await self.redis.xrevrange(self.key, count=1)
@@ -141,9 +159,16 @@ class EventHub:
                 backoff = min(backoff * 2, 5.0)
                 continue
             for _, entries in got or ():
-                for i, f in entries:
-                    last = i.decode()
-                    event = self.enrich(last, {k.decode(): v.decode() for k, v in f.items()})
+                try:
+                    events = await self.enrich_many(entries)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # Redis went away between the two reads: the events, without sizes
+                    log.warning("live events: reading base-layer sizes failed: %r", e)
+                    events = [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()})
+                              for i, f in entries]
+                for event in events:
+                    last = event["id"]
                     for q in list(self._subscribers):
                         try:
                             q.put_nowait(event)
@@ -163,6 +188,26 @@ class EventHub:
         self._slots.clear()
         if self._task is not None:
             self._task.cancel()
+
+
+_INT_FIELDS = ("capture_time_ms", "hits")
+_FLOAT_FIELDS = ("distance",)
+
+
+def typed_event(event_id: str, fields: dict[str, str]) -> dict:
+    """An events-stream entry with its numbers as numbers and its empty values as null (the stream
+    holds strings; ``analysis_server.api.schemas.EventOut`` is its schema)."""
+    out: dict = {"id": event_id}
+    for k, v in fields.items():
+        if v == "":
+            out[k] = None
+        elif k in _INT_FIELDS:
+            out[k] = int(v)
+        elif k in _FLOAT_FIELDS:
+            out[k] = float(v)
+        else:
+            out[k] = v
+    return out
 
 
 def sse(event: dict) -> bytes:

@@ -1,4 +1,5 @@
-"""Rebuilding a face's image: from the base layer alone (paper 3.2) or with its enhancement layer (3.3).
+"""Rebuilding a face's image: from the base layer alone (paper 3.2) or with its enhancement layer (3.3); and
+the context picture around it (:mod:`facecodec.context`).
 
 CPU-bound (PyTorch, image codecs): callers run these in a worker thread.
 """
@@ -37,6 +38,17 @@ def full_image(enh_payload: bytes, base_payload: bytes) -> np.ndarray:
         if isinstance(e, UnknownModelError):
             raise ModelUnavailable(f"the enhancement layer needs a model that is not installed: {e}") from e
         raise EdgeFailed(f"the enhancement layer does not decode: {e}") from e
+
+
+def context_image(payload: bytes):
+    """(RGB picture, header) of a context payload (:mod:`facecodec.context`)."""
+    from facecodec import context
+
+    try:
+        picture, header = context.decode(payload)
+    except PayloadError as e:
+        raise EdgeFailed(f"the context picture does not decode: {e}") from e
+    return picture.image, header
 
 
 def png(image: np.ndarray) -> bytes:

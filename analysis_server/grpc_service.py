@@ -125,19 +125,20 @@ class Rejections:
         self.ack, self.left = ack, max_bytes
         self.unnamed = 0
 
-    def add(self, face_id: str, reason: str) -> None:
+    def add(self, face_id: str, reason: str, field: str) -> None:
         face_id, reason = face_id[:128], reason[: self.REASON_MAX]
-        size = len(face_id.encode()) + len(reason.encode()) + 8  # the two fields and their framing
+        size = len(face_id.encode()) + len(reason.encode()) + len(field) + 12  # the three fields and their framing
         if self.unnamed or size > self.left:
             self.unnamed += 1
             return
         self.left -= size
-        self.ack.rejected.add(face_id=face_id, reason=reason)
+        self.ack.rejected.add(face_id=face_id, reason=reason, field=field)
 
     def close(self) -> None:
         if self.unnamed:
-            self.ack.rejected.add(face_id="", reason=f"batch: {self.unnamed} more observations were rejected; their "
-                                                      "ids are left out to keep this Ack under the message size limit")
+            self.ack.rejected.add(face_id="", field="batch",
+                                  reason=f"batch: {self.unnamed} more observations were rejected; their "
+                                         "ids are left out to keep this Ack under the message size limit")
 
 
 class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
@@ -299,7 +300,7 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
             these = list(batch.observations)
             if len(these) > limit:
                 for o in these[limit:]:
-                    room[k].add(o.face_id, f"batch: more than {limit} observations in one batch")
+                    room[k].add(o.face_id, f"batch: more than {limit} observations in one batch", "batch")
                     m.rejected("batch")
                 these = these[:limit]
             obs += these
@@ -310,7 +311,7 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
         seen: set[tuple[int, str]] = set()
         for o, k, v in zip(obs, owner, await self.validator.validate(obs, session.camera_id, now, retention)):
             if isinstance(v, ValidationFailure):
-                room[k].add(o.face_id, str(v))
+                room[k].add(o.face_id, str(v), v.field)
                 m.rejected(v.field)
                 continue
             if (k, v.face_id) in seen:  # the same face twice in one batch: store it once, name it once

@@ -12,10 +12,9 @@ requests and texture drops name faces by sequence number.
 
 from __future__ import annotations
 
-import binascii
 import logging
 
-from analysis_server.edge_link import CameraSession
+from analysis_server.edge_link import CONTEXT, FACE, CameraSession, LayerRequest
 from analysis_server.grpc_service import IngestServicer
 from analysis_server.validation import ValidationFailure
 from facecodec import base_layer
@@ -30,7 +29,9 @@ log = logging.getLogger(__name__)
 MAX_BODY = 4 * (128 + 2) * 4  # bytes: longer than any base-layer body of the registered models
 V1_TO_V2_STATUS = {pb1.UPLOAD_STATUS_OK: pb2.UPLOAD_STATUS_OK, pb1.UPLOAD_STATUS_EXPIRED: pb2.UPLOAD_STATUS_EXPIRED,
                    pb1.UPLOAD_STATUS_UNKNOWN_FACE: pb2.UPLOAD_STATUS_UNKNOWN_FACE,
-                   pb1.UPLOAD_STATUS_ERROR: pb2.UPLOAD_STATUS_ERROR}
+                   pb1.UPLOAD_STATUS_ERROR: pb2.UPLOAD_STATUS_ERROR, pb1.UPLOAD_STATUS_NO_LAYER: pb2.UPLOAD_STATUS_NO_LAYER}
+LAYERS = {pb2.LAYER_CONTEXT: CONTEXT}  # the layers an edge may announce in Hello, besides the face's
+LAYER_CODES = {CONTEXT: pb2.LAYER_CONTEXT}
 V2_TO_V1_STATUS = {v: k for k, v in V1_TO_V2_STATUS.items()}
 
 
@@ -58,8 +59,8 @@ class StreamState:
         return ids.face_id(self.agent_id, seq)
 
     def payload(self, body: bytes) -> bytes:
-        """The base-layer payload of ``body`` (the header from Hello, its checksum computed)."""
-        return self.header + binascii.crc_hqx(self.header + body, 0xFFFF).to_bytes(2, "big") + body
+        """The base-layer payload of ``body`` (the header from Hello; format 1's checksum computed)."""
+        return base_layer.from_wire(self.header, body)
 
 
 class CompactIngestServicer(IngestServicer):
@@ -72,6 +73,7 @@ class CompactIngestServicer(IngestServicer):
         if kind == "hello":
             session.wire = StreamState(msg.hello, session.camera_id)
             session.agent_version = msg.hello.agent_version[:64]
+            session.layers = frozenset({FACE, *(LAYERS[x] for x in msg.hello.layers if x in LAYERS)})
             from analysis_server.store import now_ms
 
             await self.s.store.touch_camera(session.camera_id, agent_version=session.agent_version,
@@ -100,8 +102,8 @@ class CompactIngestServicer(IngestServicer):
         for ack in acks:
             for r in ack.rejected:
                 seq = state.seq_of.get(r.face_id, 0)
-                field, _, reason = r.reason.partition(": ")
-                out.rejected.add(seq=seq, field=field if reason else "", reason=reason or r.reason)
+                reason = r.reason.removeprefix(f"{r.field}: ") if r.field else r.reason
+                out.rejected.add(seq=seq, field=r.field, reason=reason)
         state.seq_of.clear()
         await session.send(pb2.ServerMessage(ack=out))
 
@@ -116,6 +118,15 @@ def to_v2(msg, state: StreamState | None, requested: dict[str, str]) -> pb2.Serv
     request id -> face id until the answer comes (a v2 upload names only the request)."""
     if isinstance(msg, pb2.ServerMessage):
         return msg
+    if isinstance(msg, LayerRequest):
+        out = pb2.EnhancementRequest(request_id=msg.request_id, layer=LAYER_CODES[msg.layer])
+        seq = seq_of(msg.face_id, state)
+        if seq:
+            out.seq = seq
+        else:
+            out.face_id = msg.face_id
+        _remember(requested, msg.request_id, msg.face_id)
+        return pb2.ServerMessage(enhancement_request=out)
     kind = msg.WhichOneof("kind")
     if kind == "enhancement_request":
         req = msg.enhancement_request
@@ -125,9 +136,7 @@ def to_v2(msg, state: StreamState | None, requested: dict[str, str]) -> pb2.Serv
             out.seq = seq
         else:
             out.face_id = req.face_id
-        requested[req.request_id] = req.face_id
-        if len(requested) > 4096:  # answers that never came: forget the oldest
-            requested.pop(next(iter(requested)))
+        _remember(requested, req.request_id, req.face_id)
         return pb2.ServerMessage(enhancement_request=out)
     if kind == "drop_texture":
         out = pb2.DropTexture()
@@ -139,6 +148,12 @@ def to_v2(msg, state: StreamState | None, requested: dict[str, str]) -> pb2.Serv
                 out.face_id.append(f)
         return pb2.ServerMessage(drop_texture=out)
     raise TypeError(f"no facewire.v2 form for a {kind} message")
+
+
+def _remember(requested: dict[str, str], request_id: str, face_id: str) -> None:
+    requested[request_id] = face_id
+    if len(requested) > 4096:  # answers that never came: forget the oldest
+        requested.pop(next(iter(requested)))
 
 
 def from_v2_upload(up: pb2.EnhancementUpload, requested: dict[str, str]) -> pb1.EnhancementUpload:

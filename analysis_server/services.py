@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from analysis_server.at_rest import Sealer
 from analysis_server.auth import Credentials
 from analysis_server.compaction import Compactor
-from analysis_server.edge_link import EdgeLink
+from analysis_server.edge_link import CONTEXT, FACE, EdgeLink
 from analysis_server.errors import EdgeFailed, Gone, NotFound
 from analysis_server.events_live import EventHub
 from analysis_server.gallery import Gallery
@@ -73,7 +73,8 @@ class Services:
         services = cls(settings, redis, store, gallery, EdgeLink(router),
                        Credentials(settings.api_key_list, settings.camera_tokens), metrics, router,
                        EventHub(redis, keys.events, gallery, per_caller=settings.events_live_per_caller,
-                                max_total=settings.events_live_max, backlog_max=settings.events_backlog_max),
+                                max_total=settings.events_live_max, backlog_max=settings.events_backlog_max,
+                                face_key=keys.face),
                        SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list),
                        Compactor(redis, settings.compact_after_erase_s, settings.compact_interval_s,
                                  settings.redis_compact))
@@ -130,27 +131,48 @@ class Services:
                     return cached, "cache"
             except PayloadError:
                 log.warning("cached enhancement layer of a face does not validate; asking the edge again")
+        payload = await self._fetch_layer(face, FACE, codec, quality)
+        try:
+            enhancement.read_header(payload)
+        except PayloadError as e:
+            raise EdgeFailed(f"camera {face.camera_id!r} uploaded an enhancement layer that does not validate: {e}") from e
+        await self.store.put_enhancement(face, payload)
+        return payload, "edge"
+
+    async def context_layer(self, face: FaceRecord) -> bytes:
+        """The face's context payload (:mod:`facecodec.context`), always from the edge: a picture of the
+        scene is not kept at the server (it leaves the edge for the operator who asked, like a live view)."""
+        from facecodec import context
+
+        payload = await self._fetch_layer(face, CONTEXT)
+        try:
+            context.read_header(payload)
+        except PayloadError as e:
+            raise EdgeFailed(f"camera {face.camera_id!r} uploaded a context picture that does not validate: {e}") from e
+        return payload
+
+    async def _fetch_layer(self, face: FaceRecord, layer: str, codec: str = "", quality: int = 0) -> bytes:
+        """One layer's payload from the edge that holds the face; the upload's status as our error."""
         try:
             upload = await self.link.request_enhancement(face.camera_id, face.face_id, codec, quality,
-                                                         self.settings.enhancement_timeout_s)
+                                                         self.settings.enhancement_timeout_s, layer=layer)
         except Exception as e:
             self.metrics.enhancement.labels(type(e).__name__).inc()
             raise
         status = upload.status
-        self.metrics.enhancement.labels(pb.UploadStatus.Name(status)).inc()
+        self.metrics.enhancement.labels(pb.UploadStatus.Name(status) if status in pb.UploadStatus.values()
+                                        else str(status)).inc()
         detail = f" ({upload.message})" if upload.message else ""
+        what = "texture" if layer == FACE else f"{layer} picture"
         if status == pb.UPLOAD_STATUS_OK:
-            try:
-                enhancement.read_header(upload.payload)
-            except PayloadError as e:
-                raise EdgeFailed(f"camera {face.camera_id!r} uploaded an enhancement layer that does not validate: {e}") from e
-            await self.store.put_enhancement(face, upload.payload)
-            return upload.payload, "edge"
+            return upload.payload
         if status == pb.UPLOAD_STATUS_EXPIRED:
-            raise Gone(f"camera {face.camera_id!r} no longer holds the texture of face {face.face_id!r}{detail}")
+            raise Gone(f"camera {face.camera_id!r} no longer holds the {what} of face {face.face_id!r}{detail}")
         if status == pb.UPLOAD_STATUS_UNKNOWN_FACE:
             raise NotFound(f"camera {face.camera_id!r} does not know face {face.face_id!r}{detail}")
-        raise EdgeFailed(f"camera {face.camera_id!r} could not upload the enhancement layer{detail}")
+        if status == pb.UPLOAD_STATUS_NO_LAYER:
+            raise NotFound(f"camera {face.camera_id!r} kept no {what} of face {face.face_id!r}{detail}")
+        raise EdgeFailed(f"camera {face.camera_id!r} could not upload the {layer} layer{detail}")
 
     async def _send_pending_drops(self, body: dict) -> dict:
         """Another replica erased faces of a camera whose stream is open here: send their drops."""

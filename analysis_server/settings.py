@@ -66,6 +66,10 @@ class ServerSettings(BaseSettings):
     events_live_per_caller: int = Field(default=8, ge=1)
     events_live_max: int = Field(default=64, ge=1)
     events_backlog_max: int = Field(default=500, ge=0, le=10_000)
+    # Watchlist hits of one identity with no longer pause than this between two are one alert (a hit group),
+    # read from the newest watchlist_scan events.
+    watchlist_gap_s: float = Field(default=300.0, gt=0)
+    watchlist_scan: int = Field(default=10_000, ge=100, le=1_000_000)
     max_upload_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     events_max: int = Field(default=100_000, ge=100)
     audit_max: int = Field(default=1_000_000, ge=100)

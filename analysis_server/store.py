@@ -75,6 +75,18 @@ return table.concat(out)
 """
 
 
+# An after-the-fact match (FaceStore.assign_match). KEYS: face, matched, new identity's faces, old identity's
+# faces. ARGV: identity id, distance, capture ms, face id.
+_ASSIGN_MATCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'identity', ARGV[1], 'distance', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+if KEYS[4] ~= KEYS[3] then redis.call('ZREM', KEYS[4], ARGV[4]) end
+return 1
+"""
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -323,6 +335,21 @@ class FaceStore:
                 pipe.zcard(self.keys.camera_faces(c))
             out = await pipe.execute()
         return dict(zip(ids, out))
+
+    async def assign_match(self, face_id: str, identity_id: str, distance: float) -> FaceRecord | None:
+        """Match a stored face to ``identity_id`` after the fact (an operator enrolled it, or added it to
+        the identity): its record and the time indexes of matched faces and identities say so, as an
+        ingest match would. ``None`` when the face is gone (expired, erased)."""
+        key = self.keys.face(face_id)
+        t, old = await self.redis.hmget(key, ["t", "identity"])
+        if t is None:
+            return None
+        old_identity = (old or b"").decode() or identity_id
+        # One script: a record that expired meanwhile is not brought back as a hash without a TTL.
+        done = await self.redis.eval(_ASSIGN_MATCH, 4, key, self.keys.matched, self.keys.identity_faces(identity_id),
+                                     self.keys.identity_faces(old_identity), identity_id, repr(float(distance)),
+                                     int(t), face_id)
+        return await self.get(face_id) if done else None
 
     # -- enhancement layers ------------------------------------------------------------------
     async def put_enhancement(self, face: FaceRecord, payload: bytes) -> bool:

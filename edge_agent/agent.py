@@ -119,12 +119,43 @@ class CameraWorker:
                 return
             self.counters.inc("frames_analysed")
             self.counters.inc("faces", len(faces))
-            candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s, (f, frame.wall_ms))
+            candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s,
+                                    (f, frame.wall_ms, self._context_picture(image, f.detection.box)))
                           for f in faces]
             t = time.perf_counter()
             emissions = self.tracker.update(candidates, frame.time_s, looked=lambda box: covers(regions, box))
             clock.add("track", t)
         self._emit_all(emissions)
+
+    def _context_picture(self, image, box):
+        """The frame around a face, cut and downscaled now (the frame is gone once the track sends its
+        best face); coded only for the face that is sent. ``None`` when the context layer is off."""
+        from facecodec import context
+        from facecodec.errors import FaceCodecError
+
+        c = self.config.context
+        if not c.enabled:
+            return None
+        try:
+            return context.cut(image, box, c.scale, c.size)
+        except (FaceCodecError, ValueError) as e:
+            log.warning("camera %s: no context picture for a face: %s", self.camera.id, e)
+            return None
+
+    def _context_payload(self, picture) -> bytes | None:
+        from facecodec import context
+        from facecodec.errors import FaceCodecError
+
+        if picture is None:
+            return None
+        t = time.perf_counter()
+        try:
+            return context.encode(picture, self.config.context.codec, self.config.context.quality)
+        except (FaceCodecError, ValueError, OSError) as e:
+            log.warning("camera %s: the context picture of a face could not be coded: %s", self.camera.id, e)
+            return None
+        finally:
+            self.pipeline.clock.add("context", t)
 
     def _emit_all(self, emissions: list[Emission]) -> None:
         for e in emissions:
@@ -134,7 +165,7 @@ class CameraWorker:
         from facecodec.crop import face_crop
         from facecodec.errors import FaceCodecError
 
-        face, wall_ms = emission.candidate.payload
+        face, wall_ms, picture = emission.candidate.payload
         t = time.perf_counter()
         try:
             base = self.pipeline.encode_base(face.feature, face.backend)
@@ -153,7 +184,7 @@ class CameraWorker:
         track_seq = self._track_seq.setdefault(emission.track_id, seq)
         data = spooled_face(face, base, wall_ms, track_seq)
         try:
-            self.texture.put(face_id, face_crop(face.chip), base, wall_ms)
+            self.texture.put(face_id, face_crop(face.chip), base, wall_ms, context=self._context_payload(picture))
         except StoreError as e:
             self.counters.inc("store_errors")
             log.error("camera %s: texture of face %s not kept: %s", self.camera.id, face_id, e)

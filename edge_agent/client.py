@@ -34,6 +34,7 @@ from edge_agent.sources import Backoff
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import Lookup, TextureStore
+from facecodec import base_layer
 from facecodec.errors import FaceCodecError
 from facewire.v1 import ingest_pb2 as pb
 from facewire.v2 import ingest_pb2 as pb2
@@ -120,6 +121,29 @@ def answer_enhancement(req: pb.EnhancementRequest, texture: TextureStore, defaul
     except Exception as e:  # the server must always get an answer, whatever went wrong here
         log.exception("enhancement request %s for face %s failed", req.request_id, req.face_id)
         out.status, out.message = pb.UPLOAD_STATUS_ERROR, f"{type(e).__name__}: {e}"
+    return out
+
+
+def answer_context(request_id: str, face_id: str, texture: TextureStore) -> pb2.EnhancementUpload:
+    """The upload answering a request for a face's context picture (kept, coded, when the face was
+    sent): OK with the context payload, NO_LAYER when none was kept, EXPIRED, UNKNOWN_FACE or ERROR.
+    Never raises."""
+    out = pb2.EnhancementUpload(request_id=request_id)
+    try:
+        tex = texture.get(face_id, context=True)
+        if tex.status is Lookup.UNKNOWN:
+            out.status, out.message = pb2.UPLOAD_STATUS_UNKNOWN_FACE, tex.reason
+        elif tex.status is Lookup.EXPIRED:
+            out.status, out.message = pb2.UPLOAD_STATUS_EXPIRED, tex.reason
+        elif tex.context is None:
+            out.status, out.message = pb2.UPLOAD_STATUS_NO_LAYER, (
+                "this edge kept no context picture of the face (EDGE_CONTEXT__ENABLED was off, or an older "
+                "agent stored it)")
+        else:
+            out.status, out.payload = pb2.UPLOAD_STATUS_OK, tex.context
+    except Exception as e:  # the server must always get an answer, whatever went wrong here
+        log.exception("context request %s for face %s failed", request_id, face_id)
+        out.status, out.message = pb2.UPLOAD_STATUS_ERROR, f"{type(e).__name__}: {e}"
     return out
 
 
@@ -215,7 +239,7 @@ class CameraStream:
         head = c.base_header
         return pb2.Hello(camera_id=c.camera_id, agent_version=AGENT_VERSION, agent_id=self.spool.agent_id,
                          feature_backend=c.feature_backend, base_format=head[0] & 0x0F, base_model_tag=head[2],
-                         base_step=head[1] & 0x0F)
+                         base_step=head[1] & 0x0F, layers=[pb2.LAYER_CONTEXT])
 
     def _requests(self, session: _Session):
         """What the session sends: Hello, then spooled observations and enhancement uploads."""
@@ -296,9 +320,13 @@ class CameraStream:
 
     def _answer(self, session: _Session, req: pb2.EnhancementRequest) -> None:
         face_id = self.spool.face_id(req.seq) if req.seq else req.face_id
-        v1 = pb.EnhancementRequest(request_id=req.request_id, face_id=face_id, codec=req.codec, quality=req.quality)
-        up = answer_enhancement(v1, self.texture, self.config.enhancement_codec, self.config.enhancement_quality)
-        name = pb.UploadStatus.Name(up.status).removeprefix("UPLOAD_STATUS_").lower()
+        if req.layer == pb2.LAYER_CONTEXT:
+            up = answer_context(req.request_id, face_id, self.texture)
+        else:
+            v1 = pb.EnhancementRequest(request_id=req.request_id, face_id=face_id, codec=req.codec,
+                                       quality=req.quality)
+            up = answer_enhancement(v1, self.texture, self.config.enhancement_codec, self.config.enhancement_quality)
+        name = pb2.UploadStatus.Name(up.status).removeprefix("UPLOAD_STATUS_").lower()
         self.counters.inc(f"uploads_{'unknown' if name == 'unknown_face' else name}")
         if session.closed.is_set():
             log.info("camera %s: stream closed before the answer to request %s could be sent",
@@ -329,7 +357,7 @@ def pack(rows, base_header: bytes, camera_id: str, face_id) -> pb2.ObservationBa
                 last_box = box
                 batch.probability.append(f.probability)
                 batch.track.append(r.seq - f.track_seq)
-                body = f.base_layer[5:]
+                body = base_layer.wire_body(f.base_layer)
                 bodies.append(body)
                 batch.body_length.append(len(body))
                 last_seq, last_ms = r.seq, f.capture_ms

@@ -68,10 +68,25 @@ class TrackingConfig(BaseModel):
     min_hits: int = Field(2, ge=1, description="a track seen in fewer frames is not sent (false detections)")
 
 
+class ContextConfig(BaseModel):
+    """The context layer (``EDGE_CONTEXT``, a camera's ``context``): a picture of the frame around each
+    face sent, kept with its texture (same retention, erasure and encryption) until an operator asks."""
+
+    model_config = {"extra": "forbid", "frozen": True}
+
+    enabled: bool = Field(True, description="keep a context picture of every face sent")
+    scale: float = Field(3.0, ge=1, le=20, description="width of the frame region kept, in face sizes (4:3 "
+                                                       "portrait, the face in its upper third)")
+    size: int = Field(320, ge=16, le=4096, description="longer side of the kept picture in pixels (larger regions "
+                                                       "are downscaled, never enlarged)")
+    codec: Literal["avif", "webp", "jpeg", "jpeg2000", "png"] = Field("avif", description="image codec of the picture")
+    quality: int = Field(50, ge=0, le=100, description="its quality")
+
+
 class CameraConfig(BaseModel):
     """One camera: its id (as the server knows it), where frames come from, its token, and what it
     does differently from the agent's defaults (any field of ``detection``, ``motion``, ``tracking``,
-    and ``sample_fps``; the rest is inherited)."""
+    ``context``, and ``sample_fps``; the rest is inherited)."""
 
     model_config = {"extra": "forbid", "frozen": True}
 
@@ -82,6 +97,7 @@ class CameraConfig(BaseModel):
     detection: dict[str, object] = Field(default_factory=dict)
     motion: dict[str, object] = Field(default_factory=dict)
     tracking: dict[str, object] = Field(default_factory=dict)
+    context: dict[str, object] = Field(default_factory=dict)
 
     @field_validator("id")
     @classmethod
@@ -99,6 +115,7 @@ class CameraSettings:
     detection: DetectionConfig
     motion: MotionConfig
     tracking: TrackingConfig
+    context: ContextConfig = ContextConfig()
 
 
 # Settings that moved into a concern: an old name in the environment is an error that names the new one.
@@ -138,6 +155,8 @@ class EdgeSettings(BaseSettings):
     detection: DetectionConfig = Field(default_factory=DetectionConfig, description="which faces are looked for and sent")
     motion: MotionConfig = Field(default_factory=MotionConfig, description="where the detector looks (motion gating)")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="tracks, and what is sent of them")
+    context: ContextConfig = Field(default_factory=ContextConfig, description="the frame around each face sent, "
+                                                                             "kept for operators (the context layer)")
     cores: int | None = Field(None, ge=1, description="cores the analysis may use at once (default: one per camera, "
                                                       "at most the machine's)")
 
@@ -176,7 +195,7 @@ class EdgeSettings(BaseSettings):
         from facecodec.settings import CodecSettings
 
         known = {f"EDGE_{name.upper()}" for name in cls.model_fields}
-        for concern in ("detection", "motion", "tracking"):  # EDGE_DETECTION__MIN_FACE_SIZE and the like
+        for concern in ("detection", "motion", "tracking", "context"):  # EDGE_DETECTION__MIN_FACE_SIZE and the like
             model = cls.model_fields[concern].annotation
             known |= {f"EDGE_{concern.upper()}__{name.upper()}" for name in model.model_fields}
         renamed = sorted(k for k in os.environ if k.upper() in RENAMED)
@@ -231,7 +250,8 @@ class EdgeSettings(BaseSettings):
                 raise ValueError(f"camera {camera.id!r}: {e}") from None
 
         return CameraSettings(camera.sample_fps or self.sample_fps, merged(self.detection, camera.detection),
-                              merged(self.motion, camera.motion), merged(self.tracking, camera.tracking))
+                              merged(self.motion, camera.motion), merged(self.tracking, camera.tracking),
+                              merged(self.context, camera.context))
 
     @property
     def core_budget(self) -> int:

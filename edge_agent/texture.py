@@ -3,7 +3,9 @@
 For every observation sent, the 112x112 face crop (``facecodec.crop``; lossless PNG) and the
 base-layer payload it predicts from are kept, so the enhancement layer can be coded on
 request with whatever codec and quality the server asks for (paper 3.3: the texture stays
-near the camera until someone needs it).
+near the camera until someone needs it). Beside them, in the same row, the face's context
+picture (:mod:`facecodec.context`, coded once when the face was sent): it is kept, sealed,
+evicted, expired and dropped with the crop, under the same rules.
 
 Bounded twice: ``max_bytes`` (the oldest faces are evicted to make room) and
 ``retention_s`` (older faces are deleted by :meth:`sweep` and refused by :meth:`get`). A
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS tombstone (
 );
 CREATE INDEX IF NOT EXISTS tombstone_gone ON tombstone (gone_ms);
 """
+CONTEXT_COLUMN = "ALTER TABLE texture ADD COLUMN context BLOB"  # stores made before the context layer
 
 TOMBSTONE_S = 30 * 24 * 3600.0
 
@@ -68,6 +71,7 @@ class Texture:
     crop: np.ndarray | None = None
     base: bytes | None = None
     reason: str = ""
+    context: bytes | None = None  # the context payload, when asked for and kept
 
 
 def _now_ms() -> int:
@@ -103,6 +107,8 @@ class TextureStore:
         self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
         self._conn = open_db(self.path, SCHEMA)
+        if "context" not in {r[1] for r in self._conn.execute("PRAGMA table_info(texture)")}:
+            self._conn.execute(CONTEXT_COLUMN)
         self._wiper = Wiper(self._conn, self._lock, wipe_delay_s, f"texture store {self.path}")
         count, size = self._conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM texture").fetchone()
         self._count, self._bytes = int(count), int(size)
@@ -135,11 +141,15 @@ class TextureStore:
                 self._count, self._bytes = int(count), int(size)
                 raise StoreError(f"cannot write the texture store {self.path}: {e}") from e
 
-    def put(self, face_id: str, crop: np.ndarray, base: bytes, created_ms: int | None = None) -> int:
-        """Keep the crop of ``face_id``; returns how many older faces were evicted for room."""
+    def put(self, face_id: str, crop: np.ndarray, base: bytes, created_ms: int | None = None,
+            context: bytes | None = None) -> int:
+        """Keep the crop of ``face_id`` (and its context payload); returns how many older faces were
+        evicted for room."""
         data = self.sealer.seal(encode_crop(crop), f"texture:{face_id}:crop")
         base = self.sealer.seal(base, f"texture:{face_id}:base")
-        size = len(data) + len(base)
+        if context is not None:
+            context = self.sealer.seal(context, f"texture:{face_id}:context")
+        size = len(data) + len(base) + len(context or b"")
         if size > self.max_bytes:
             raise StoreError(f"a texture of {size} bytes is larger than the whole store ({self.max_bytes} bytes)")
         created = _now_ms() if created_ms is None else created_ms
@@ -155,8 +165,9 @@ class TextureStore:
                 self._bytes -= fsize
             self._bury(evicted, "evicted to keep the texture store under its size cap", _now_ms())
             cur = self._conn.execute(
-                "INSERT OR IGNORE INTO texture (face_id, created_ms, size, base, crop) VALUES (?, ?, ?, ?, ?)",
-                (face_id, created, size, sqlite3.Binary(base), sqlite3.Binary(data)))
+                "INSERT OR IGNORE INTO texture (face_id, created_ms, size, base, crop, context) VALUES (?, ?, ?, ?, ?, ?)",
+                (face_id, created, size, sqlite3.Binary(base), sqlite3.Binary(data),
+                 None if context is None else sqlite3.Binary(context)))
             if cur.rowcount:
                 self._count += 1
                 self._bytes += size
@@ -168,22 +179,26 @@ class TextureStore:
             self._wiper.deleted()
         return n
 
-    def get(self, face_id: str, now_ms: int | None = None) -> Texture:
-        """The crop and base layer of ``face_id``, or why there is none."""
+    def get(self, face_id: str, now_ms: int | None = None, context: bool = False) -> Texture:
+        """The crop and base layer of ``face_id`` (with ``context``: its context payload instead,
+        ``None`` when none was kept), or why there is none."""
         now = _now_ms() if now_ms is None else now_ms
+        columns = "created_ms, NULL, NULL, context" if context else "created_ms, base, crop, NULL"
         with self._lock:
-            row = self._conn.execute("SELECT created_ms, base, crop FROM texture WHERE face_id = ?",
-                                     (face_id,)).fetchone()
+            row = self._conn.execute(f"SELECT {columns} FROM texture WHERE face_id = ?", (face_id,)).fetchone()
             gone = None if row else self._conn.execute("SELECT reason FROM tombstone WHERE face_id = ?",
                                                        (face_id,)).fetchone()
         if row is None:
             if gone is not None:
                 return Texture(Lookup.EXPIRED, reason=gone[0])
             return Texture(Lookup.UNKNOWN, reason="this edge never stored this face")
-        created, base, crop = row
+        created, base, crop, ctx = row
         if now - created > self.retention_s * 1000:
             self.sweep(now)
             return Texture(Lookup.EXPIRED, reason=f"older than the retention time of {self.retention_s:g} s")
+        if context:
+            return Texture(Lookup.OK, context=None if ctx is None else
+                           self.sealer.open(bytes(ctx), f"texture:{face_id}:context"))
         return Texture(Lookup.OK, decode_crop(self.sealer.open(bytes(crop), f"texture:{face_id}:crop")),
                        self.sealer.open(bytes(base), f"texture:{face_id}:base"))
 

@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from analysis_server import dashboard
-from analysis_server.api import faces, identities, live_events, matching, system
+from analysis_server.api import faces, identities, live_events, matching, system, watchlist
 from analysis_server.api.deps import require_caller
 from analysis_server.api.guards import RequestGuard
 from analysis_server.auth import FailureLimiter
@@ -50,6 +50,55 @@ def warm_models(settings: ServerSettings) -> None:
         log.info("no reconstruction model is installed: layer=base images answer 503")
 
 
+OPEN_PATHS = {"/healthz", "/readyz"}
+_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+# Statuses any route may answer besides its own, written into the OpenAPI document by document_statuses.
+AUTH_STATUSES = {
+    401: "no valid credentials: send X-API-Key: <key> or Authorization: Bearer <key> (or the dashboard's session "
+         "cookie)",
+    403: "a dashboard-cookie request from another origin (Sec-Fetch-Site), or one that changes something "
+         "without the session's X-CSRF-Token",
+    429: "a wrong key from a client past FACESERVER_AUTH_FAIL_LIMIT failures (Retry-After says for how long)",
+}
+BODY_STATUSES = {413: "the body is larger than FACESERVER_MAX_UPLOAD_BYTES",
+                 415: "the body is not JSON, a multipart form or a URL-encoded form"}
+STORE_STATUS = {503: "the store (Redis) is unreachable (Retry-After: 5)"}
+PATH_STATUS = {404: "no such resource (unknown, expired or erased)"}
+
+
+def document_statuses(app: FastAPI, metrics_public: bool) -> None:
+    """Every route's OpenAPI entry lists every status it can answer: its own (declared on the route), the
+    credential checks' (every route but /healthz and /readyz), the request guard's (routes with a body),
+    Redis being unreachable (every route but /healthz), and 404 for a path naming a resource."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["ErrorOut"] = {
+            "title": "ErrorOut", "type": "object", "required": ["detail"],
+            "properties": {"detail": {"title": "Detail", "type": "string", "description": "what went wrong"}}}
+        for path, operations in schema["paths"].items():
+            for op in operations.values():
+                responses = op.setdefault("responses", {})
+                extra: dict[int, str] = {}
+                if path not in OPEN_PATHS and not (path == "/metrics" and metrics_public):
+                    extra |= AUTH_STATUSES
+                if "requestBody" in op:
+                    extra |= BODY_STATUSES
+                if path != "/healthz":
+                    extra |= STORE_STATUS
+                if "{" in path:
+                    extra |= PATH_STATUS
+                for code, text in extra.items():
+                    responses.setdefault(str(code), {"description": text, "content": _ERROR})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
 def create_app(settings: ServerSettings, services: Services) -> FastAPI:
     """The REST app over ``services`` (whose lifetime the caller owns); models load in the lifespan."""
 
@@ -81,10 +130,11 @@ def create_app(settings: ServerSettings, services: Services) -> FastAPI:
 
     app.include_router(system.health_router)
     secured = [Depends(require_caller)]
-    for r in (faces.router, identities.router, matching.router, system.router, live_events.router):
+    for r in (faces.router, identities.router, matching.router, watchlist.router, system.router, live_events.router):
         app.include_router(r, dependencies=secured)
     app.include_router(system.metrics_router, dependencies=[] if settings.metrics_public else secured)
     dashboard.mount(app)  # its pages check the session themselves (the login form, not a 401 JSON)
+    document_statuses(app, settings.metrics_public)
     limiter = app.state.auth_limiter = FailureLimiter(settings.auth_fail_limit, settings.auth_fail_window_s,
                                                       settings.auth_lockout_s, settings.auth_fail_delay_s)
     app.add_middleware(RequestGuard, limiter=limiter, max_body=settings.max_upload_bytes + MULTIPART_OVERHEAD)

@@ -25,6 +25,7 @@ from analysis_server.api.schemas import (
 )
 from analysis_server.errors import InvalidInput, PayloadTooLarge
 from analysis_server.gallery import Identity
+from analysis_server.services import Services
 from facecodec.errors import ImageError, NoFaceError
 
 router = APIRouter(prefix="/identities", tags=["identities"])
@@ -38,13 +39,32 @@ def identity_out(i: Identity) -> IdentityOut:
                        created_ms=i.created_ms, updated_ms=i.updated_ms, feature_ids=i.feature_ids)
 
 
-@router.post("", response_model=IdentityOut, status_code=201, summary="Create an identity (optionally with features)")
+async def match_enrolled_face(s: Services, face_id: str | None, identity_id: str) -> None:
+    """A stored face enrolled into an identity is that identity's: its record, the identity's faces and
+    the live view say so at once (``face_matched``), as if it had matched at ingest (distance 0: its own
+    feature is now enrolled)."""
+    if not face_id:
+        return
+    face = await s.store.assign_match(face_id, identity_id, 0.0)
+    if face is not None:
+        await s.store.event("face_matched", face_id=face_id, camera_id=face.camera_id,
+                            capture_time_ms=str(face.capture_time_ms), identity_id=identity_id, distance="0.0")
+
+
+@router.post("", response_model=IdentityOut, status_code=201, summary="Create an identity (optionally with features)",
+             responses={404: {"description": "a feature's face_id names no stored face"},
+                        422: {"description": "a feature or base layer is not usable"}})
 async def create_identity(body: IdentityCreate, s: ServicesDep, caller: Caller) -> IdentityOut:
     feats = [await source_feature(s, f) for f in body.features]  # all checked before anything is written
     ident = await s.gallery.create(body.name, body.watchlist, body.notes)
     for f in feats:
         await s.gallery.add_feature(ident.identity_id, f)
-    await s.store.audit(caller, "create_identity", identity_id=ident.identity_id, features=len(feats))
+    faces = [f.face_id for f in body.features if f.face_id]
+    await s.store.audit(caller, "create_identity", identity_id=ident.identity_id, features=len(feats),
+                        face_id=faces[0] if len(faces) == 1 else "")
+    for face_id in dict.fromkeys(faces):
+        await match_enrolled_face(s, face_id, ident.identity_id)
+    await s.store.event("identity_updated", identity_id=ident.identity_id)
     return identity_out(await s.gallery.get(ident.identity_id))
 
 
@@ -66,6 +86,7 @@ async def update_identity(identity_id: Id, body: IdentityUpdate, s: ServicesDep,
     if body.name is not None or body.notes is not None:
         s.compactor.erased()  # the old name and notes leave Redis's files too
     await s.store.audit(caller, "update_identity", identity_id=identity_id)
+    await s.store.event("identity_updated", identity_id=identity_id)  # live views show the new name at once
     return identity_out(ident)
 
 
@@ -86,6 +107,7 @@ async def enrol_feature(identity_id: Id, body: FeatureSource, s: ServicesDep, ca
     feature = await source_feature(s, body)
     fid = await s.gallery.add_feature(identity_id, feature)
     await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, face_id=body.face_id or "")
+    await match_enrolled_face(s, body.face_id, identity_id)
     return EnrolledOut(identity_id=identity_id, feature_id=fid)
 
 
@@ -139,7 +161,7 @@ async def enrol_image(identity_id: Id, image: UploadFile, request: Request, s: S
         log.warning("enrolment photo could not be analysed: %r", e)
         raise InvalidInput(f"no face can be found in this image ({e})") from None
     fid = await s.gallery.add_feature(identity_id, face.feature)
-    await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, source="image")
+    await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, origin="image")
     q = face.quality
     return EnrolledOut(identity_id=identity_id, feature_id=fid,
                        quality=QualityOut(probability=q.probability, face_size=q.face_size, fallback=q.fallback))

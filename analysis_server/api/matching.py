@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter
 
 from analysis_server.api.deps import ServicesDep, probe_features
+from analysis_server.api.faces import check_cameras
 from analysis_server.api.schemas import (
     CandidateOut,
     IdentifyIn,
@@ -32,11 +33,16 @@ def _min_distances(probes: np.ndarray, feats: np.ndarray) -> np.ndarray:
 
 
 @router.post("/search", response_model=SearchOut,
-             summary="Retrospective search: stored observations (camera and time filters) near a probe")
+             summary="Retrospective search: stored observations (camera and time filters) near a probe",
+             responses={404: {"description": "the probe's face or identity does not exist, or a camera id never "
+                                            "streamed to this server"},
+                        422: {"description": "bad probe or parameters, or an identity with no enrolled feature"}})
 async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
     t0 = time.perf_counter()
     if body.since_ms is not None and body.until_ms is not None and body.since_ms > body.until_ms:
         raise InvalidInput("since_ms is after until_ms")
+    if body.camera_ids:
+        await check_cameras(s, body.camera_ids)
     probes = await probe_features(s, body.probe)
     threshold = body.threshold or s.settings.match_threshold
     keys = [s.store.keys.camera_faces(c) for c in dict.fromkeys(body.camera_ids)] if body.camera_ids \
@@ -72,7 +78,8 @@ async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
     return SearchOut(hits=hits[: body.limit], scanned=scanned, truncated=truncated, threshold=threshold)
 
 
-@router.post("/identify", response_model=IdentifyOut, summary="1:N identification against the enrolled gallery")
+@router.post("/identify", response_model=IdentifyOut, summary="1:N identification against the enrolled gallery",
+             responses={404: {"description": "the probe's face or identity does not exist"}})
 async def identify(body: IdentifyIn, s: ServicesDep) -> IdentifyOut:
     probes = await probe_features(s, body.probe)
     threshold = body.threshold or s.settings.match_threshold
@@ -87,7 +94,8 @@ async def identify(body: IdentifyIn, s: ServicesDep) -> IdentifyOut:
                        index=s.gallery.index.kind)
 
 
-@router.post("/verify", response_model=VerifyOut, summary="1:1 verification: are two probes the same person?")
+@router.post("/verify", response_model=VerifyOut, summary="1:1 verification: are two probes the same person?",
+             responses={404: {"description": "a probe's face or identity does not exist"}})
 async def verify(body: VerifyIn, s: ServicesDep) -> VerifyOut:
     a = await probe_features(s, body.a)
     b = await probe_features(s, body.b)

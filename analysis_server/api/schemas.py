@@ -263,3 +263,77 @@ class StatsOut(BaseModel):
     retention_s: int
     observations: dict[str, float]
     watchlist_hits: float
+
+
+# -- events and audit ----------------------------------------------------------------------------
+EventType = Literal["observation", "watchlist_hit", "face_deleted", "identity_deleted", "identity_updated",
+                    "face_matched", "watchlist_ack"]
+
+
+class EventOut(BaseModel):
+    """One entry of the events stream (``GET /events``; ``/events/live`` sends the same, as JSON)."""
+
+    id: str = Field(description="the stream id, <ms>-<seq>: pass as `after` (or Last-Event-ID) to resume")
+    type: EventType
+    face_id: str | None = None
+    camera_id: str | None = None
+    capture_time_ms: int | None = None
+    identity_id: str | None = Field(default=None, description="observation: the ingest match (null: none)")
+    distance: float | None = Field(default=None, description="distance of the match (null: none)")
+    name: str | None = Field(default=None, description="the identity's current name (never stored in the stream)")
+    base_layer_bytes: int | None = Field(default=None, description="observation, live stream only: the base "
+                                                                    "layer's size")
+    group: str | None = Field(default=None, description="watchlist_ack: the hit group (its first hit's event id)")
+    action: Literal["acknowledge", "dismiss"] | None = None
+    who: str | None = Field(default=None, description="watchlist_ack: the caller's audit name")
+    hits: int | None = Field(default=None, description="watchlist_ack: hits in the group when it was handled")
+
+
+class AuditEntryOut(BaseModel):
+    """One entry of the audit log: who did what, when, to which face or identity, with what outcome."""
+
+    id: str
+    who: str = Field(description="key:<fingerprint> of the API key (a dashboard session names its key)")
+    action: Literal["image", "thumbnail", "erase_face", "create_identity", "update_identity", "erase_identity",
+                    "enrol", "remove_feature", "dashboard_login", "acknowledge_hits", "dismiss_hits"]
+    time_ms: int
+    face_id: str | None = None
+    identity_id: str | None = None
+    feature_id: str | None = None
+    layer: Literal["base", "full", "context"] | None = None
+    status: int | None = Field(default=None, description="image: the HTTP status answered")
+    source: Literal["cache", "edge"] | None = Field(default=None, description="image: where the layer came from")
+    codec: str | None = Field(default=None, description="image: the codec of the layer shown (or asked for)")
+    quality: int | None = Field(default=None, description="image: its quality")
+    features: int | None = Field(default=None, description="create_identity: features enrolled with it")
+    faces: int | None = Field(default=None, description="erase_identity: faces erased with it")
+    group: str | None = Field(default=None, description="acknowledge_hits, dismiss_hits: the hit group")
+    hits: int | None = Field(default=None, description="acknowledge_hits, dismiss_hits: hits in the group")
+    origin: Literal["image"] | None = Field(default=None, description="enrol: from an uploaded photo")
+
+
+# -- watchlist ------------------------------------------------------------------------------------
+class HitGroupOut(BaseModel):
+    """The watchlist hits of one identity with no pause longer than FACESERVER_WATCHLIST_GAP_S between two of
+    them (one alert for a person who stays or comes back soon), until an operator handles them."""
+
+    group_id: str = Field(description="the event id of its first hit")
+    identity_id: str
+    name: str | None
+    state: Literal["open", "acknowledged", "dismissed"]
+    hits: int
+    tracks: int = Field(description="distinct tracks among the hits (a track: one pass in front of one camera)")
+    cameras: list[str]
+    first_ms: int
+    last_ms: int
+    best_face_id: str = Field(description="the closest hit (its thumbnail)")
+    best_distance: float
+    latest_face_id: str
+    handled_by: str | None = None
+    handled_ms: int | None = None
+
+
+class HitGroupPageOut(BaseModel):
+    items: list[HitGroupOut]
+    gap_s: float = Field(description="FACESERVER_WATCHLIST_GAP_S")
+    scanned: int = Field(description="events read (the newest FACESERVER_WATCHLIST_SCAN)")

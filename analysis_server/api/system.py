@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from analysis_server.api.deps import ServicesDep
-from analysis_server.api.schemas import CameraOut, Id, StatsOut, StreamId
+from analysis_server.api.schemas import AuditEntryOut, CameraOut, EventOut, Id, StatsOut, StreamId
 
 health_router = APIRouter(tags=["health"])
 router = APIRouter(tags=["system"])
@@ -85,16 +85,34 @@ async def metrics(s: ServicesDep) -> Response:
     return Response(s.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/events", summary="Recent events (observations, watchlist hits, deletions), oldest first")
-async def events(s: ServicesDep, after: Annotated[StreamId, Query(pattern=r"^\d+-\d+$")] = None,
-                 count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
-    return [{"id": i, **f} for i, f in await s.store.events(count, after)]
+@router.get("/events", response_model=list[EventOut],
+            summary="Recent events (observations, watchlist hits and acknowledgements, identity changes, deletions), "
+                    "oldest first")
+async def events(s: ServicesDep, after: Annotated[StreamId, Query(pattern=r"^\d+-\d+$", description="only events "
+                                                                   "after this id (else the newest `count`)")] = None,
+                 count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[EventOut]:
+    return [EventOut(**s.live.enrich(i, f)) for i, f in await s.store.events(count, after)]
 
 
-@router.get("/audit", summary="The audit log, newest first (who asked for which image, who erased what)")
-async def audit(s: ServicesDep, face_id: Id | None = None,
-                count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
-    return await s.store.audit_entries(count, face_id)
+_AUDIT_INT = ("time_ms", "status", "quality", "features", "faces", "hits")
+
+
+def audit_out(raw: dict[str, str]) -> AuditEntryOut:
+    """An audit-log entry (strings in Redis) typed: numbers as numbers, empty values left out."""
+    e = {k: v for k, v in raw.items() if v != "" and k in AuditEntryOut.model_fields}
+    if e.get("action") == "enrol" and e.get("source") == "image":  # entries written before `origin`
+        e["origin"] = e.pop("source")
+    for k in _AUDIT_INT:
+        if k in e:
+            e[k] = int(e[k])
+    return AuditEntryOut(**e)
+
+
+@router.get("/audit", response_model=list[AuditEntryOut],
+            summary="The audit log, newest first (who asked for which image, who erased or enrolled what)")
+async def audit(s: ServicesDep, face_id: Annotated[Id | None, Query(description="only entries about this face")] = None,
+                count: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditEntryOut]:
+    return [audit_out(e) for e in await s.store.audit_entries(count, face_id)]
 
 
 @router.get("/openapi.json", include_in_schema=False)

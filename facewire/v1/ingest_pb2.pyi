@@ -14,11 +14,13 @@ class UploadStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPLOAD_STATUS_EXPIRED: _ClassVar[UploadStatus]
     UPLOAD_STATUS_UNKNOWN_FACE: _ClassVar[UploadStatus]
     UPLOAD_STATUS_ERROR: _ClassVar[UploadStatus]
+    UPLOAD_STATUS_NO_LAYER: _ClassVar[UploadStatus]
 UPLOAD_STATUS_UNSPECIFIED: UploadStatus
 UPLOAD_STATUS_OK: UploadStatus
 UPLOAD_STATUS_EXPIRED: UploadStatus
 UPLOAD_STATUS_UNKNOWN_FACE: UploadStatus
 UPLOAD_STATUS_ERROR: UploadStatus
+UPLOAD_STATUS_NO_LAYER: UploadStatus
 
 class Box(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2")
@@ -103,12 +105,14 @@ class EdgeMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., observations: _Optional[_Union[ObservationBatch, _Mapping]] = ..., enhancement: _Optional[_Union[EnhancementUpload, _Mapping]] = ...) -> None: ...
 
 class Rejection(_message.Message):
-    __slots__ = ("face_id", "reason")
+    __slots__ = ("face_id", "reason", "field")
     FACE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
     face_id: str
     reason: str
-    def __init__(self, face_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    field: str
+    def __init__(self, face_id: _Optional[str] = ..., reason: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("face_ids", "rejected")

@@ -25,35 +25,37 @@ _sym_db = _symbol_database.Default()
 from facewire.v1 import ingest_pb2 as facewire_dot_v1_dot_ingest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65wire/v2/ingest.proto\x12\x0b\x66\x61\x63\x65wire.v2\x1a\x18\x66\x61\x63\x65wire/v1/ingest.proto\"\x9c\x01\n\x05Hello\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\x0c\x12\x17\n\x0f\x66\x65\x61ture_backend\x18\x04 \x01(\t\x12\x13\n\x0b\x62\x61se_format\x18\x05 \x01(\r\x12\x16\n\x0e\x62\x61se_model_tag\x18\x06 \x01(\r\x12\x11\n\tbase_step\x18\x07 \x01(\r\"\xcb\x01\n\x10ObservationBatch\x12\x0b\n\x03seq\x18\x01 \x03(\x04\x12\x12\n\ncapture_ms\x18\x02 \x03(\x12\x12\x0b\n\x03\x62ox\x18\x03 \x03(\x11\x12\x13\n\x0bprobability\x18\x04 \x03(\r\x12\r\n\x05track\x18\x05 \x03(\x04\x12\x0e\n\x06\x62odies\x18\x06 \x01(\x0c\x12\x13\n\x0b\x62ody_length\x18\x07 \x03(\r\x12,\n\x06legacy\x18\x08 \x03(\x0b\x32\x1c.facewire.v1.FaceObservation\x12\x12\n\nlegacy_seq\x18\t \x03(\x04\"t\n\x11\x45nhancementUpload\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.facewire.v2.UploadStatus\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xa8\x01\n\x0b\x45\x64geMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.facewire.v2.HelloH\x00\x12\x35\n\x0cobservations\x18\x02 \x01(\x0b\x32\x1d.facewire.v2.ObservationBatchH\x00\x12\x35\n\x0b\x65nhancement\x18\x03 \x01(\x0b\x32\x1e.facewire.v2.EnhancementUploadH\x00\x42\x06\n\x04kind\"7\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x03\x41\x63k\x12\x0f\n\x07through\x18\x01 \x01(\x04\x12(\n\x08rejected\x18\x02 \x03(\x0b\x32\x16.facewire.v2.Rejection\"f\n\x12\x45nhancementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x0f\n\x07quality\x18\x04 \x01(\x05\x12\x0f\n\x07\x66\x61\x63\x65_id\x18\x05 \x01(\t\"+\n\x0b\x44ropTexture\x12\x0b\n\x03seq\x18\x01 \x03(\x04\x12\x0f\n\x07\x66\x61\x63\x65_id\x18\x02 \x03(\t\"\xaa\x01\n\rServerMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.facewire.v2.AckH\x00\x12>\n\x13\x65nhancement_request\x18\x02 \x01(\x0b\x32\x1f.facewire.v2.EnhancementRequestH\x00\x12\x30\n\x0c\x64rop_texture\x18\x03 \x01(\x0b\x32\x18.facewire.v2.DropTextureH\x00\x42\x06\n\x04kind\"\x92\x01\n\x0bSpooledFace\x12\x12\n\ncapture_ms\x18\x01 \x01(\x03\x12\t\n\x01x\x18\x02 \x01(\r\x12\t\n\x01y\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x13\n\x0bprobability\x18\x06 \x01(\r\x12\x11\n\ttrack_seq\x18\x07 \x01(\x04\x12\x12\n\nbase_layer\x18\x08 \x01(\x0c*\x97\x01\n\x0cUploadStatus\x12\x1d\n\x19UPLOAD_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10UPLOAD_STATUS_OK\x10\x01\x12\x19\n\x15UPLOAD_STATUS_EXPIRED\x10\x02\x12\x1e\n\x1aUPLOAD_STATUS_UNKNOWN_FACE\x10\x03\x12\x17\n\x13UPLOAD_STATUS_ERROR\x10\x04\x32P\n\nFaceIngest\x12\x42\n\x06Stream\x12\x18.facewire.v2.EdgeMessage\x1a\x1a.facewire.v2.ServerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x61\x63\x65wire/v2/ingest.proto\x12\x0b\x66\x61\x63\x65wire.v2\x1a\x18\x66\x61\x63\x65wire/v1/ingest.proto\"\xc0\x01\n\x05Hello\x12\x11\n\tcamera_id\x18\x01 \x01(\t\x12\x15\n\ragent_version\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\x0c\x12\x17\n\x0f\x66\x65\x61ture_backend\x18\x04 \x01(\t\x12\x13\n\x0b\x62\x61se_format\x18\x05 \x01(\r\x12\x16\n\x0e\x62\x61se_model_tag\x18\x06 \x01(\r\x12\x11\n\tbase_step\x18\x07 \x01(\r\x12\"\n\x06layers\x18\x08 \x03(\x0e\x32\x12.facewire.v2.Layer\"\xcb\x01\n\x10ObservationBatch\x12\x0b\n\x03seq\x18\x01 \x03(\x04\x12\x12\n\ncapture_ms\x18\x02 \x03(\x12\x12\x0b\n\x03\x62ox\x18\x03 \x03(\x11\x12\x13\n\x0bprobability\x18\x04 \x03(\r\x12\r\n\x05track\x18\x05 \x03(\x04\x12\x0e\n\x06\x62odies\x18\x06 \x01(\x0c\x12\x13\n\x0b\x62ody_length\x18\x07 \x03(\r\x12,\n\x06legacy\x18\x08 \x03(\x0b\x32\x1c.facewire.v1.FaceObservation\x12\x12\n\nlegacy_seq\x18\t \x03(\x04\"t\n\x11\x45nhancementUpload\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.facewire.v2.UploadStatus\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"\xa8\x01\n\x0b\x45\x64geMessage\x12#\n\x05hello\x18\x01 \x01(\x0b\x32\x12.facewire.v2.HelloH\x00\x12\x35\n\x0cobservations\x18\x02 \x01(\x0b\x32\x1d.facewire.v2.ObservationBatchH\x00\x12\x35\n\x0b\x65nhancement\x18\x03 \x01(\x0b\x32\x1e.facewire.v2.EnhancementUploadH\x00\x42\x06\n\x04kind\"7\n\tRejection\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x03\x41\x63k\x12\x0f\n\x07through\x18\x01 \x01(\x04\x12(\n\x08rejected\x18\x02 \x03(\x0b\x32\x16.facewire.v2.Rejection\"\x89\x01\n\x12\x45nhancementRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x63odec\x18\x03 \x01(\t\x12\x0f\n\x07quality\x18\x04 \x01(\x05\x12\x0f\n\x07\x66\x61\x63\x65_id\x18\x05 \x01(\t\x12!\n\x05layer\x18\x06 \x01(\x0e\x32\x12.facewire.v2.Layer\"+\n\x0b\x44ropTexture\x12\x0b\n\x03seq\x18\x01 \x03(\x04\x12\x0f\n\x07\x66\x61\x63\x65_id\x18\x02 \x03(\t\"\xaa\x01\n\rServerMessage\x12\x1f\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x10.facewire.v2.AckH\x00\x12>\n\x13\x65nhancement_request\x18\x02 \x01(\x0b\x32\x1f.facewire.v2.EnhancementRequestH\x00\x12\x30\n\x0c\x64rop_texture\x18\x03 \x01(\x0b\x32\x18.facewire.v2.DropTextureH\x00\x42\x06\n\x04kind\"\x92\x01\n\x0bSpooledFace\x12\x12\n\ncapture_ms\x18\x01 \x01(\x03\x12\t\n\x01x\x18\x02 \x01(\r\x12\t\n\x01y\x18\x03 \x01(\r\x12\r\n\x05width\x18\x04 \x01(\r\x12\x0e\n\x06height\x18\x05 \x01(\r\x12\x13\n\x0bprobability\x18\x06 \x01(\r\x12\x11\n\ttrack_seq\x18\x07 \x01(\x04\x12\x12\n\nbase_layer\x18\x08 \x01(\x0c*\xb3\x01\n\x0cUploadStatus\x12\x1d\n\x19UPLOAD_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10UPLOAD_STATUS_OK\x10\x01\x12\x19\n\x15UPLOAD_STATUS_EXPIRED\x10\x02\x12\x1e\n\x1aUPLOAD_STATUS_UNKNOWN_FACE\x10\x03\x12\x17\n\x13UPLOAD_STATUS_ERROR\x10\x04\x12\x1a\n\x16UPLOAD_STATUS_NO_LAYER\x10\x05**\n\x05Layer\x12\x0e\n\nLAYER_FACE\x10\x00\x12\x11\n\rLAYER_CONTEXT\x10\x01\x32P\n\nFaceIngest\x12\x42\n\x06Stream\x12\x18.facewire.v2.EdgeMessage\x1a\x1a.facewire.v2.ServerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'facewire.v2.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_UPLOADSTATUS']._serialized_start=1316
-  _globals['_UPLOADSTATUS']._serialized_end=1467
+  _globals['_UPLOADSTATUS']._serialized_start=1388
+  _globals['_UPLOADSTATUS']._serialized_end=1567
+  _globals['_LAYER']._serialized_start=1569
+  _globals['_LAYER']._serialized_end=1611
   _globals['_HELLO']._serialized_start=68
-  _globals['_HELLO']._serialized_end=224
-  _globals['_OBSERVATIONBATCH']._serialized_start=227
-  _globals['_OBSERVATIONBATCH']._serialized_end=430
-  _globals['_ENHANCEMENTUPLOAD']._serialized_start=432
-  _globals['_ENHANCEMENTUPLOAD']._serialized_end=548
-  _globals['_EDGEMESSAGE']._serialized_start=551
-  _globals['_EDGEMESSAGE']._serialized_end=719
-  _globals['_REJECTION']._serialized_start=721
-  _globals['_REJECTION']._serialized_end=776
-  _globals['_ACK']._serialized_start=778
-  _globals['_ACK']._serialized_end=842
-  _globals['_ENHANCEMENTREQUEST']._serialized_start=844
-  _globals['_ENHANCEMENTREQUEST']._serialized_end=946
-  _globals['_DROPTEXTURE']._serialized_start=948
-  _globals['_DROPTEXTURE']._serialized_end=991
-  _globals['_SERVERMESSAGE']._serialized_start=994
-  _globals['_SERVERMESSAGE']._serialized_end=1164
-  _globals['_SPOOLEDFACE']._serialized_start=1167
-  _globals['_SPOOLEDFACE']._serialized_end=1313
-  _globals['_FACEINGEST']._serialized_start=1469
-  _globals['_FACEINGEST']._serialized_end=1549
+  _globals['_HELLO']._serialized_end=260
+  _globals['_OBSERVATIONBATCH']._serialized_start=263
+  _globals['_OBSERVATIONBATCH']._serialized_end=466
+  _globals['_ENHANCEMENTUPLOAD']._serialized_start=468
+  _globals['_ENHANCEMENTUPLOAD']._serialized_end=584
+  _globals['_EDGEMESSAGE']._serialized_start=587
+  _globals['_EDGEMESSAGE']._serialized_end=755
+  _globals['_REJECTION']._serialized_start=757
+  _globals['_REJECTION']._serialized_end=812
+  _globals['_ACK']._serialized_start=814
+  _globals['_ACK']._serialized_end=878
+  _globals['_ENHANCEMENTREQUEST']._serialized_start=881
+  _globals['_ENHANCEMENTREQUEST']._serialized_end=1018
+  _globals['_DROPTEXTURE']._serialized_start=1020
+  _globals['_DROPTEXTURE']._serialized_end=1063
+  _globals['_SERVERMESSAGE']._serialized_start=1066
+  _globals['_SERVERMESSAGE']._serialized_end=1236
+  _globals['_SPOOLEDFACE']._serialized_start=1239
+  _globals['_SPOOLEDFACE']._serialized_end=1385
+  _globals['_FACEINGEST']._serialized_start=1613
+  _globals['_FACEINGEST']._serialized_end=1693
 # @@protoc_insertion_point(module_scope)

@@ -15,14 +15,23 @@ class UploadStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     UPLOAD_STATUS_EXPIRED: _ClassVar[UploadStatus]
     UPLOAD_STATUS_UNKNOWN_FACE: _ClassVar[UploadStatus]
     UPLOAD_STATUS_ERROR: _ClassVar[UploadStatus]
+    UPLOAD_STATUS_NO_LAYER: _ClassVar[UploadStatus]
+
+class Layer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LAYER_FACE: _ClassVar[Layer]
+    LAYER_CONTEXT: _ClassVar[Layer]
 UPLOAD_STATUS_UNSPECIFIED: UploadStatus
 UPLOAD_STATUS_OK: UploadStatus
 UPLOAD_STATUS_EXPIRED: UploadStatus
 UPLOAD_STATUS_UNKNOWN_FACE: UploadStatus
 UPLOAD_STATUS_ERROR: UploadStatus
+UPLOAD_STATUS_NO_LAYER: UploadStatus
+LAYER_FACE: Layer
+LAYER_CONTEXT: Layer
 
 class Hello(_message.Message):
-    __slots__ = ("camera_id", "agent_version", "agent_id", "feature_backend", "base_format", "base_model_tag", "base_step")
+    __slots__ = ("camera_id", "agent_version", "agent_id", "feature_backend", "base_format", "base_model_tag", "base_step", "layers")
     CAMERA_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +39,7 @@ class Hello(_message.Message):
     BASE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_TAG_FIELD_NUMBER: _ClassVar[int]
     BASE_STEP_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
     camera_id: str
     agent_version: str
     agent_id: bytes
@@ -37,7 +47,8 @@ class Hello(_message.Message):
     base_format: int
     base_model_tag: int
     base_step: int
-    def __init__(self, camera_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_id: _Optional[bytes] = ..., feature_backend: _Optional[str] = ..., base_format: _Optional[int] = ..., base_model_tag: _Optional[int] = ..., base_step: _Optional[int] = ...) -> None: ...
+    layers: _containers.RepeatedScalarFieldContainer[Layer]
+    def __init__(self, camera_id: _Optional[str] = ..., agent_version: _Optional[str] = ..., agent_id: _Optional[bytes] = ..., feature_backend: _Optional[str] = ..., base_format: _Optional[int] = ..., base_model_tag: _Optional[int] = ..., base_step: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[Layer, str]]] = ...) -> None: ...
 
 class ObservationBatch(_message.Message):
     __slots__ = ("seq", "capture_ms", "box", "probability", "track", "bodies", "body_length", "legacy", "legacy_seq")
@@ -102,18 +113,20 @@ class Ack(_message.Message):
     def __init__(self, through: _Optional[int] = ..., rejected: _Optional[_Iterable[_Union[Rejection, _Mapping]]] = ...) -> None: ...
 
 class EnhancementRequest(_message.Message):
-    __slots__ = ("request_id", "seq", "codec", "quality", "face_id")
+    __slots__ = ("request_id", "seq", "codec", "quality", "face_id", "layer")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     CODEC_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     FACE_ID_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     seq: int
     codec: str
     quality: int
     face_id: str
-    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., codec: _Optional[str] = ..., quality: _Optional[int] = ..., face_id: _Optional[str] = ...) -> None: ...
+    layer: Layer
+    def __init__(self, request_id: _Optional[str] = ..., seq: _Optional[int] = ..., codec: _Optional[str] = ..., quality: _Optional[int] = ..., face_id: _Optional[str] = ..., layer: _Optional[_Union[Layer, str]] = ...) -> None: ...
 
 class DropTexture(_message.Message):
     __slots__ = ("seq", "face_id")

@@ -147,3 +147,55 @@ def test_real_front_end_on_a_video(tmp_path, peer):
     assert all(d.feature.shape == (128,) for d in decoded)
     d = np.linalg.norm(decoded[0].feature - decoded[1].feature)
     assert d > 0.6  # different people stay apart after coding
+
+
+def test_context_picture_is_kept_with_the_texture_and_answered_on_request(tmp_path, short_video, peer):
+    """The context layer: the frame around each face sent is cut, coded (AVIF) and kept beside its
+    crop; a LAYER_CONTEXT request gets it, the face where the payload says; after a drop, EXPIRED."""
+    from analysis_server.edge_link import LayerRequest
+    from facecodec import context
+    from facewire.v2 import ingest_pb2 as pb2
+
+    agent = EdgeAgent(settings(tmp_path, peer.port, short_video, exit_when_done=False,
+                               context={"scale": 2.0, "size": 160}),
+                      FacePipeline(PhotoDetector(), encode_base=fake_base))
+    t, _ = run_in_thread(agent)
+    try:
+        wait_until(lambda: len(peer.stored) == 2 and len(agent.spool) == 0, what="two acked faces")
+        assert list(peer.hellos[0].layers) == [pb2.LAYER_CONTEXT]
+        fid = sorted(peer.stored)[0]
+        box = peer.stored[fid].box
+        peer.outbox.put(LayerRequest("c1", fid, "context"))
+        up = peer.uploads.get(timeout=15)
+        assert up.request_id == "c1" and up.status == pb.UPLOAD_STATUS_OK
+        picture, header = context.decode(up.payload)
+        assert header.codec == "avif" and max(picture.image.shape[:2]) == 160  # downscaled to the setting
+        x, y, w, h = header.region  # 2 face widths wide, the face inside it
+        assert x <= box.x1 and box.x2 <= x + w and y <= box.y1 and box.y2 <= y + h
+        assert w == pytest.approx(2 * max(box.x2 - box.x1, box.y2 - box.y1), abs=2)
+        fx, fy, fw, fh = header.face_box
+        face = picture.image[fy:fy + fh, fx:fx + fw].astype(int)
+        assert np.abs(face - 90).mean() > 20  # the photo, not the grey background around it
+        peer.outbox.put(pb.ServerMessage(drop_texture=pb.DropTexture(face_ids=[fid])))
+        peer.outbox.put(LayerRequest("c2", fid, "context"))
+        up = peer.uploads.get(timeout=15)
+        assert up.request_id == "c2" and up.status == pb.UPLOAD_STATUS_EXPIRED
+    finally:
+        agent.request_stop()
+        t.join(15)
+
+
+def test_context_layer_off_answers_no_layer(tmp_path, short_video, peer):
+    from analysis_server.edge_link import LayerRequest
+
+    agent = EdgeAgent(settings(tmp_path, peer.port, short_video, exit_when_done=False, context={"enabled": False}),
+                      FacePipeline(PhotoDetector(), encode_base=fake_base))
+    t, _ = run_in_thread(agent)
+    try:
+        wait_until(lambda: len(peer.stored) == 2 and len(agent.spool) == 0, what="two acked faces")
+        peer.outbox.put(LayerRequest("c1", sorted(peer.stored)[0], "context"))
+        up = peer.uploads.get(timeout=15)
+        assert up.status == pb.UPLOAD_STATUS_NO_LAYER and "EDGE_CONTEXT__ENABLED" in up.message
+    finally:
+        agent.request_stop()
+        t.join(15)

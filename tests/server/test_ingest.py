@@ -90,9 +90,14 @@ def test_invalid_observations_are_rejected_and_the_stream_stays_up(server, edges
     assert list(ack.face_ids) == ["ok-1"]
     reasons = {r.face_id: r.reason for r in ack.rejected}
     assert set(reasons) == {o.face_id for o in bad}
-    assert reasons["bad-crc"].startswith("base_layer:") and "checksum" in reasons["bad-crc"]
+    assert reasons["bad-crc"].startswith("base_layer:") and "corrupted" in reasons["bad-crc"]
     assert reasons["bad-box"].startswith("box:") and reasons["bad-cam"].startswith("camera_id:")
     assert reasons["bad-time"].startswith("capture_time_ms:") and reasons["bad/id"].startswith("face_id:")
+    fields = {r.face_id: r.field for r in ack.rejected}  # machine-readable: the field at fault, beside the text
+    assert fields == {"bad-crc": "base_layer", "bad-trunc": "base_layer", "bad-box": "box",
+                      "bad-prob": "quality.probability", "bad-cam": "camera_id", "bad-time": "capture_time_ms",
+                      "bad/id": "face_id", "bad-version": "format_version", "bad-backend": "feature_backend"}
+    assert all(r.reason.startswith(f"{r.field}: ") for r in ack.rejected)
     keys = Keys(server.settings.key_prefix)
     assert redis_client.zrange(keys.faces, 0, -1) == [b"ok-1"]
     # the same stream still works after the bad messages

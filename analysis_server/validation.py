@@ -195,9 +195,9 @@ def _check_fields(obs: ingest_pb2.FaceObservation, stream_camera: str, now_ms: i
     track_id = obs.track_id
     if track_id:
         check_id("track_id", track_id)
-    if obs.format_version and obs.format_version != base_layer.VERSION:
-        raise ValidationFailure("format_version", f"{obs.format_version} is not the base-layer format this server "
-                                                  f"reads ({base_layer.VERSION})")
+    if obs.format_version and obs.format_version not in base_layer.VERSIONS:
+        raise ValidationFailure("format_version", f"{obs.format_version} is not a base-layer format this server "
+                                                  f"reads {base_layer.VERSIONS}")
     return (face_id, camera_id, t, box, probability, face_size, q.fallback, track_id, obs.base_layer,
             obs.feature_backend)
 

@@ -1,7 +1,8 @@
-"""The base layer's own rANS coder against CompressAI's (the reference; a development dependency):
-``rans_encode`` writes CompressAI's bytes, ``rans_decode_many`` reads them back bit-exactly and marks
-what no encoder writes (escape symbols, wild states) as out of range; ``decode_many`` gives what
-``decode`` gives, payload by payload, errors included."""
+"""Batch decoding. Format 1: the base layer's own rANS coder against CompressAI's (the reference; a
+development dependency): ``rans_encode`` writes CompressAI's bytes, ``rans_decode_many`` reads them back
+bit-exactly and marks what no encoder writes (escape symbols, wild states) as out of range. Format 2:
+the compiled range decoder gives what the Python one gives, bodies and damaged bodies alike. Both:
+``decode_many`` gives what ``decode`` gives, payload by payload, errors included."""
 
 from __future__ import annotations
 
@@ -10,15 +11,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from facecodec import base_layer
+from facecodec import base_layer, zoo
 from facecodec.errors import PayloadError
 
 ENGINES = ["numpy", "compiled"]
 
 
+def newest_of_format(fmt: int) -> base_layer.BaseLayerModel:
+    models = [base_layer.load_model(e.name) for e in zoo.entries(base_layer.KIND) if e.backend == "dlib-resnet-128"]
+    return max((m for m in models if m.format == fmt), key=lambda m: m.tag)
+
+
 @pytest.fixture(scope="module")
 def model() -> base_layer.BaseLayerModel:
-    return base_layer.get_codec("dlib-resnet-128").model
+    """Format 1's model (CompressAI's rANS)."""
+    return newest_of_format(1)
+
+
+@pytest.fixture(scope="module")
+def model2() -> base_layer.BaseLayerModel:
+    """Format 2's model (the range coder)."""
+    return newest_of_format(2)
 
 
 def features(model, rng, n, scale=1.0):
@@ -122,9 +135,50 @@ def test_escape_coded_symbols_are_out_of_range(model, engine):
     assert (np.abs(got) > half).any(1).tolist() == escaped.tolist()
 
 
-def test_decode_many_gives_what_decode_gives_payload_by_payload(model):
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), scale=st.floats(0.05, 6.0), step=st.integers(0, 15), n=st.integers(1, 80))
+def test_property_compiled_range_decoder_gives_the_symbols(model2, seed, scale, step, n):
+    step %= len(model2.steps)
+    rng = np.random.default_rng(seed)
+    codec = base_layer.BaseLayerCodec(model2, step)
+    feats = features(model2, rng, n, scale)
+    bodies = [base_layer.wire_body(codec.compress(f)) for f in feats]
+    want = np.stack([model2.quantize(f, step) for f in feats])
+    for engine in ENGINES:
+        assert np.array_equal(base_layer.range_decode_many(model2, step, bodies, engine), want)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), step=st.integers(0, 15))
+def test_property_damaged_range_bodies_decode_alike_in_both_engines(model2, seed, step):
+    """Random bytes, truncations, flipped bits and appended bytes: both engines give the same rows, and a
+    row inside the model's range is one the encoder writes those very bytes for."""
+    step %= len(model2.steps)
+    rng = np.random.default_rng(seed)
+    codec = base_layer.BaseLayerCodec(model2, step)
+    good = [base_layer.wire_body(codec.compress(f)) for f in features(model2, rng, 20)]
+    bodies = [rng.bytes(int(k)) for k in rng.integers(0, 2 * model2.components, size=20)]
+    for b in good:
+        flipped = bytearray(b)
+        if flipped:
+            i = int(rng.integers(8 * len(b)))
+            flipped[i // 8] ^= 1 << (i % 8)
+        bodies += [b[: int(rng.integers(0, len(b) + 1))], bytes(flipped), b + rng.bytes(1)]
+    half = model2.tables(step)[3]
+    numpy_rows = base_layer.range_decode_many(model2, step, bodies, "numpy")
+    compiled_rows = base_layer.range_decode_many(model2, step, bodies, "compiled")
+    assert np.array_equal(numpy_rows, compiled_rows)
+    for body, q in zip(bodies, numpy_rows):
+        if not (np.abs(q) > half).any():
+            cdfs, _, offsets, _ = model2.tables(step)
+            assert base_layer.range_encode(q.tolist(), cdfs, offsets) == body
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_decode_many_gives_what_decode_gives_payload_by_payload(fmt):
+    model = newest_of_format(fmt)
     rng = np.random.default_rng(3)
-    good = [base_layer.encode(f, "dlib-resnet-128", s) for s in (model.default_step, 2)
+    good = [base_layer.BaseLayerCodec(model, s).compress(f) for s in (model.default_step, 2)
             for f in features(model, rng, 29)]
     bad = [b"", b"\x00" * 3, good[0][:-4], good[1][:3] + b"\x00\x00" + good[1][5:],
            bytes([0xB2]) + good[2][1:],  # unknown version
@@ -132,6 +186,14 @@ def test_decode_many_gives_what_decode_gives_payload_by_payload(model):
            with_crc(good[4][:3], rng.bytes(4 * (model.dim + 3))),  # longer than any stream
            with_crc(bytes([good[5][0], (good[5][1] & 0xF0) | 15, good[5][2]]), good[5][5:])]  # step off the ladder
     bad += [with_crc(good[6][:3], rng.bytes(4 * int(k))) for k in rng.integers(2, model.dim + 3, size=60)]
+    if fmt == 2:  # damaged bodies with their CRC-8 recomputed reach the range decoder
+        wire = base_layer.from_wire
+        bad += [wire(good[7][:3], base_layer.wire_body(good[7]) + b"\0"),
+                wire(good[8][:3], rng.bytes(2 * model.components + 9))]
+        bad += [wire(good[9][:3], rng.bytes(int(k))) for k in rng.integers(0, 2 * model.components, size=60)]
+        bad += [wire(g[:3], base_layer.wire_body(g)[: int(rng.integers(0, len(g) - 4))]) for g in good[10:30]]
+        other = base_layer.BaseLayerCodec(newest_of_format(1))
+        bad += [other.compress(f) for f in features(model, rng, 5)]  # the other format in the same call
     payloads = good + bad
     order = rng.permutation(len(payloads))
     payloads = [payloads[i] for i in order]
@@ -151,8 +213,8 @@ def test_decode_many_gives_what_decode_gives_payload_by_payload(model):
     assert sum(not isinstance(r, Exception) for r in out) >= len(good)
 
 
-def test_decode_many_of_nothing_and_of_one(model):
+def test_decode_many_of_nothing_and_of_one(model2):
     assert base_layer.decode_many([]) == []
-    p = base_layer.encode(features(model, np.random.default_rng(1), 1)[0], "dlib-resnet-128")
+    p = base_layer.encode(features(model2, np.random.default_rng(1), 1)[0], "dlib-resnet-128")
     (one,) = base_layer.decode_many([p])
     assert np.array_equal(one.feature, base_layer.decode(p).feature)

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--vgg-weights", type=Path, default=None, help="local VGG-19 state dict for the paper's loss")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--export", action="store_true", help="register the final weights in facecodec/models")
-    b = sub.add_parser("base-layer", help="PCA transform + per-dimension probability model (paper 3.1)")
-    b.add_argument("--default-step", type=int, default=7)
+    b = sub.add_parser("base-layer", help="transform + per-component probability model (paper 3.1)")
+    b.add_argument("--format", type=int, choices=(1, 2), default=2,
+                   help="2: discriminant basis, range coder (the default); 1: PCA over 128 dimensions, rANS")
+    b.add_argument("--default-step", type=int, default=None, help="step index until rate-accuracy sets it")
     h = sub.add_parser("header-dictionary", help="typical image headers, deflated away in enhancement layers")
     h.add_argument("--samples", type=int, default=24, help="train-people crops to sample")
     c = sub.add_parser("learned-codec", help="learned enhancement-layer codecs (paper 3.3): factorized prior, GDN")

@@ -66,24 +66,27 @@ async def hit_groups(s: Services) -> tuple[list[HitGroup], int]:
     raw = await s.redis.xrevrange(s.store.keys.events, count=s.settings.watchlist_scan)
     gap_ms = s.settings.watchlist_gap_s * 1000
     groups: dict[str, HitGroup] = {}
-    open_by_identity: dict[str, HitGroup] = {}
+    open_by_identity: dict[str, list[HitGroup]] = {}  # groups not yet handled, newest last
     for i, f in reversed(raw):
         e = {k.decode(): v.decode() for k, v in f.items()}
         kind = e.get("type")
         if kind == "watchlist_hit" and e.get("identity_id") and e.get("face_id"):
             ident, t = e["identity_id"], int(e.get("capture_time_ms") or 0)
             distance = float(e.get("distance") or 0.0)
-            g = open_by_identity.get(ident)
-            if g is None or t - g.last_ms > gap_ms:
+            # By capture time, not arrival: a replayed or late observation joins the alert it was part of.
+            candidates = open_by_identity.setdefault(ident, [])
+            g = next((c for c in reversed(candidates) if c.first_ms - gap_ms <= t <= c.last_ms + gap_ms), None)
+            if g is None:
                 g = HitGroup(i.decode(), ident, t, t, e["face_id"], distance, e["face_id"], i.decode())
-                groups[g.group_id] = open_by_identity[ident] = g
+                groups[g.group_id] = g
+                candidates.append(g)
             g.add(e["face_id"], e.get("camera_id", ""), t, distance, i.decode())
         elif kind == "watchlist_ack" and e.get("group") in groups:
             g = groups[e["group"]]
             g.state = ACTIONS.get(e.get("action", ""), "acknowledged")
             g.handled_by, g.handled_ms = e.get("who") or None, int(i.decode().split("-")[0])
-            if open_by_identity.get(g.identity_id) is g:
-                del open_by_identity[g.identity_id]
+            if g in open_by_identity.get(g.identity_id, []):
+                open_by_identity[g.identity_id].remove(g)
     out = list(groups.values())
     ids = [f for g in out for f in g.face_ids]
     metas = await s.store.get_many(ids, fields=("meta",)) if ids else []

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from analysis_server.dashboard.pages import (
     STATIC_DIR,
     LoginRequired,
+    api_docs,
     login_required_handler,
     router,
 )
@@ -23,6 +24,10 @@ def mount(app: FastAPI) -> None:
     from fastapi.staticfiles import StaticFiles
 
     app.add_api_route("/", lambda: RedirectResponse("/ui"), include_in_schema=False)
+    # The interactive API documentation is a dashboard page (a session, like every page): FastAPI's Swagger UI
+    # loads its script from a CDN and runs inline script, which this dashboard's CSP (and a site without
+    # Internet access) does not allow.
+    app.add_api_route("/docs", api_docs, include_in_schema=False)
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.add_exception_handler(LoginRequired, login_required_handler)

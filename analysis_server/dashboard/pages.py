@@ -21,13 +21,14 @@ from fastapi.templating import Jinja2Templates
 from analysis_server.api import faces as faces_api
 from analysis_server.api import matching as matching_api
 from analysis_server.api import system as system_api
+from analysis_server.api import watchlist as watchlist_api
 from analysis_server.api.deps import ServicesDep
 from analysis_server.api.schemas import FaceDetailOut, FaceOut, Probe, SearchIn
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.face_images import reconstruction_installed
 from analysis_server.services import Services
 from analysis_server.sessions import COOKIE, Session, csrf_ok, fetch_site_ok
-from facecodec.image_codecs import CODECS
+from facecodec.image_codecs import CODECS, LearnedCodec
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -35,6 +36,10 @@ ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 RAW_CHIP_BYTES = 112 * 112 * 3  # the uncompressed RGB face both layers rebuild
 PER_CAMERA = 12
 HITS_SHOWN = 20
+AUDIT_SCAN = 500  # a face's newest audit entries read for its page (thumbnails among them are summed up)
+# The codecs an operator may pick: the learned ones are experiments (facecodec/learned.py) that code worse
+# than JPEG (eval/results), so they stay off the menu; the REST API still takes them by name.
+OFFERED_CODECS = sorted(name for name, c in CODECS.items() if not isinstance(c, LearnedCodec))
 
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -153,26 +158,21 @@ async def recent_faces(s: Services, camera_id: str | None = None, limit: int = P
     return [faces_api.face_out(s, f) for f in await s.store.get_many(ids) if f is not None]
 
 
-async def watchlist_hits(s: Services, limit: int = HITS_SHOWN, scan: int = 5000) -> list[dict]:
-    """The newest watchlist hits among the last ``scan`` events."""
-    raw = await s.redis.xrevrange(s.store.keys.events, count=scan)
-    out = []
-    for i, f in raw:
-        fields = {k.decode(): v.decode() for k, v in f.items()}
-        if fields.get("type") == "watchlist_hit":
-            out.append(s.live.enrich(i.decode(), fields))
-            if len(out) >= limit:
-                break
-    return out
-
-
 @router.get("")
 async def live(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
     cameras = await camera_rows(s)
     recent = {c["camera_id"]: await recent_faces(s, c["camera_id"]) for c in cameras}
+    groups = await watchlist_api.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
     return _page(request, s, session, "live.html", "live", cameras=cameras, recent=recent,
-                 hits=await watchlist_hits(s), stats=await system_api.stats(s),
+                 groups=groups.items, gap_s=groups.gap_s, stats=await system_api.stats(s),
                  last_event_id=await s.live.latest_id())
+
+
+@router.get("/hits")
+async def hits(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    """The live view's watchlist alerts, rendered again (the page asks after each hit or acknowledgement)."""
+    groups = await watchlist_api.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
+    return render(request, "_hits.html", groups=groups.items, reconstruction=reconstruction_installed())
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -248,13 +248,35 @@ async def face(face_id: str, request: Request, s: ServicesDep, session: SessionD
     watchlist = False
     if detail.match:
         watchlist = any(i.watchlist for i in identities if i.identity_id == detail.match.identity_id)
-    online = s.link.session(record.camera_id) is not None or bool(await s.router.owner(record.camera_id))
+    session_link = s.link.session(record.camera_id)
+    online = session_link is not None or bool(await s.router.owner(record.camera_id))
     return _page(request, s, session, "face.html", "", face=detail, identities=identities, watchlist=watchlist,
-                 audit=await s.store.audit_entries(50, face_id), codecs=sorted(CODECS), raw_bytes=RAW_CHIP_BYTES,
-                 camera_online=online, quoted_id=quote(face_id))
+                 codecs=OFFERED_CODECS, raw_bytes=RAW_CHIP_BYTES, camera_online=online, quoted_id=quote(face_id),
+                 **await face_audit_context(s, face_id))
+
+
+async def face_audit_context(s: Services, face_id: str) -> dict:
+    """A face's audit trail as its page shows it: deliberate actions one per row (newest 50), the
+    thumbnails shown in lists summed up in one line (how many, by whom, when last)."""
+    entries = [system_api.audit_out(e) for e in await s.store.audit_entries(AUDIT_SCAN, face_id)] \
+        if ID.match(face_id) else []
+    thumbs = [e for e in entries if e.action == "thumbnail"]
+    summary = {"count": len(thumbs), "last_ms": thumbs[0].time_ms, "who": sorted({e.who for e in thumbs})} \
+        if thumbs else None
+    return {"audit": [e for e in entries if e.action != "thumbnail"][:50], "thumbnails": summary}
 
 
 @router.get("/faces/{face_id}/audit")
 async def face_audit(face_id: str, request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
-    entries = await s.store.audit_entries(50, face_id) if ID.match(face_id) else []
-    return render(request, "_audit.html", audit=entries)
+    return render(request, "_audit.html", **await face_audit_context(s, face_id))
+
+
+# -- API documentation -----------------------------------------------------------------------------
+@router.get("/docs")
+async def api_docs(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
+    """The OpenAPI document as a page with a form per operation (sent with the session: "try it")."""
+    doc = request.app.openapi()
+    operations = [{"method": m.upper(), "path": path, **op} for path, ops in doc["paths"].items()
+                  for m, op in ops.items()]
+    return _page(request, s, session, "docs.html", "docs", operations=operations, schemas=doc["components"]["schemas"],
+                 info=doc["info"])

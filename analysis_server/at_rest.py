@@ -29,7 +29,6 @@ MARKER = b"\xfeFS1"
 KEY_BYTES = 32
 _ID_BYTES, _NONCE_BYTES = 4, 12
 _HEAD = len(MARKER) + _ID_BYTES + _NONCE_BYTES
-_TAG_BYTES = 16  # AES-GCM's authentication tag, after the ciphertext
 
 
 class StorageKeyError(ServerError):
@@ -57,11 +56,6 @@ def key_id(key: bytes) -> bytes:
 
 def is_sealed(value: bytes | None) -> bool:
     return value is not None and value[:4] == MARKER
-
-
-def plain_size(value: bytes) -> int:
-    """The size of ``value``'s plaintext, sealed or not (without opening it)."""
-    return len(value) - (_HEAD + _TAG_BYTES) if is_sealed(value) else len(value)
 
 
 class Sealer:

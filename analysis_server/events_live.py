@@ -25,7 +25,6 @@ import re
 
 import redis.asyncio as aioredis
 
-from analysis_server.at_rest import plain_size
 from analysis_server.errors import ServerError
 from analysis_server.gallery import Gallery
 
@@ -54,9 +53,9 @@ class EventHub:
 
     def __init__(self, redis: aioredis.Redis, stream_key: str, gallery: Gallery, queue_size: int = 512,
                  block_ms: int = 2000, per_caller: int = 8, max_total: int = 64, backlog_max: int = 500,
-                 face_key=None):
+                 base_sizes=None):
         self.redis = redis
-        self.face_key = face_key  # face id -> its record's key (Keys.face): the live cards' base-layer sizes
+        self.base_sizes = base_sizes  # async: face ids -> their base layers' sizes (None: gone), for the live cards
         self.key = stream_key
         self.gallery = gallery
         self.queue_size = queue_size
@@ -81,18 +80,14 @@ class EventHub:
         return out
 
     async def enrich_many(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[dict]:
-        """:meth:`enrich` of raw stream entries; observations also get their base layer's size (one
-        pipelined read for all of them), which the live view shows on each card."""
+        """:meth:`enrich` of raw stream entries; observations also get their base layer's size (one read
+        of their records for all of them), which the live view shows on each card."""
         events = [self.enrich(i.decode(), {k.decode(): v.decode() for k, v in f.items()}) for i, f in entries]
         seen = [e for e in events if e["type"] == "observation" and e.get("face_id")]
-        if seen and self.face_key is not None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for e in seen:
-                    pipe.hget(self.face_key(e["face_id"]), "base")
-                sizes = await pipe.execute()
-            for e, raw in zip(seen, sizes):
-                if raw is not None:
-                    e["base_layer_bytes"] = plain_size(raw)
+        if seen and self.base_sizes is not None:
+            for e, size in zip(seen, await self.base_sizes([e["face_id"] for e in seen])):
+                if size is not None:
+                    e["base_layer_bytes"] = size
         return events
 
     async def subscribe(self, caller: str = "", timeout_s: float = 10.0) -> asyncio.Queue:

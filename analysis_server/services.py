@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 DROP_CHUNK = 256  # face ids per DropTexture: well under the smallest gRPC message cap
 
 
+async def base_sizes(store: FaceStore, face_ids: list[str]) -> list[int | None]:
+    """The base layers' sizes of stored faces (``None``: gone), for the live view's cards."""
+    return [None if r is None else len(r.base_layer) for r in await store.get_many(face_ids)]
+
+
 @dataclass
 class Services:
     settings: ServerSettings
@@ -74,7 +79,7 @@ class Services:
                        Credentials(settings.api_key_list, settings.camera_tokens), metrics, router,
                        EventHub(redis, keys.events, gallery, per_caller=settings.events_live_per_caller,
                                 max_total=settings.events_live_max, backlog_max=settings.events_backlog_max,
-                                face_key=keys.face),
+                                base_sizes=lambda ids: base_sizes(store, ids)),
                        SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list),
                        Compactor(redis, settings.compact_after_erase_s, settings.compact_interval_s,
                                  settings.redis_compact))

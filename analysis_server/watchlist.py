@@ -15,7 +15,6 @@ and they go with them (events are trimmed after ``FACESERVER_RETENTION_S``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from analysis_server.errors import NotFound
@@ -88,10 +87,9 @@ async def hit_groups(s: Services) -> tuple[list[HitGroup], int]:
             if g in open_by_identity.get(g.identity_id, []):
                 open_by_identity[g.identity_id].remove(g)
     out = list(groups.values())
-    ids = [f for g in out for f in g.face_ids]
-    metas = await s.store.get_many(ids, fields=("meta",)) if ids else []
-    track_of = {f: (json.loads(m[0]).get("track") or f) if m is not None and m[0] else None
-                for f, m in zip(ids, metas)}
+    ids = list(dict.fromkeys(f for g in out for f in g.face_ids))
+    records = await s.store.get_many(ids) if ids else []
+    track_of = {f: (r.track_id or f) if r is not None else None for f, r in zip(ids, records)}
     kept = []
     for g in out:
         live = [f for f in g.face_ids if track_of.get(f) is not None]

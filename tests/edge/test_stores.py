@@ -106,3 +106,39 @@ def test_drop_texture_deletes_and_answers_expired(tmp_path):
     assert st.get("b").status is Lookup.OK and len(st) == 1
     st.close()
     assert TextureStore(tmp_path / "t.sqlite3", 10 << 20, 3600).get("a").status is Lookup.EXPIRED
+
+
+def test_context_pictures_are_kept_sealed_counted_and_dropped_with_the_crop(tmp_path):
+    """The context layer lives in the crop's row: sealed with the same key, counted in the size cap, gone
+    with the crop (the bytes leave the files), and a store made before it gains the column."""
+    import base64
+    import os
+    import sqlite3
+
+    from edge_agent.at_rest import Sealer, parse_key
+
+    path = tmp_path / "t.sqlite3"
+    old = sqlite3.connect(path)  # a texture store of an earlier release: no context column
+    old.executescript("CREATE TABLE texture (face_id TEXT PRIMARY KEY, created_ms INTEGER NOT NULL, "
+                      "size INTEGER NOT NULL, base BLOB NOT NULL, crop BLOB NOT NULL);")
+    old.close()
+    sealer = Sealer(parse_key(base64.b64encode(os.urandom(32)).decode()))
+    st = TextureStore(path, 10 << 20, 3600, sealer)
+    picture = b"\xd1context-picture-" + os.urandom(64)
+    st.put("a", crop(1), b"\xb1base", context=picture)
+    st.put("b", crop(2), b"\xb1base")
+    assert st.get("a", context=True).context == picture and st.get("b", context=True).context is None
+    assert st.get("a").crop is not None and st.get("a").context is None  # the face's layer reads no picture
+    without = TextureStore(tmp_path / "plain.sqlite3", 10 << 20, 3600, sealer)
+    without.put("a", crop(1), b"\xb1base")
+    assert st.nbytes - without.nbytes > len(picture)  # in the size cap
+    st.close()
+    assert picture[1:] not in b"".join(p.read_bytes() for p in tmp_path.glob("t.sqlite3*"))  # sealed
+    st = TextureStore(path, 10 << 20, 3600, sealer)
+    assert st.get("a", context=True).context == picture
+    sealed = sqlite3.connect(path).execute("SELECT context FROM texture WHERE face_id = 'a'").fetchone()[0]
+    st.drop(["a"])
+    assert st.get("a", context=True).status is Lookup.EXPIRED
+    st.close()
+    files = b"".join(p.read_bytes() for p in tmp_path.glob("t.sqlite3*"))
+    assert sealed[8:40] not in files  # the sealed picture's bytes left the database and its WAL

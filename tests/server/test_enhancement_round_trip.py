@@ -80,7 +80,7 @@ def test_every_image_request_is_written_to_the_audit_log(api, edges, samples):
     log = api.get("/audit", params={"count": 10}).json()
     images = [e for e in log if e["action"] == "image"]
     assert [(e["face_id"], e["layer"]) for e in images] == [("zzz", "full"), ("a-1", "base"), ("a-1", "full")]
-    assert images[2]["status"] == "200" and images[0]["status"] == "404"
+    assert images[2]["status"] == 200 and images[0]["status"] == 404
     assert all(e["who"].startswith("key:") and "test-api-key" not in e["who"] and int(e["time_ms"]) > 0 for e in images)
     assert [e["face_id"] for e in api.get("/audit", params={"face_id": "a-1"}).json()] == ["a-1", "a-1"]
 

@@ -142,8 +142,8 @@ def test_full_layer_asked_on_replica_b_is_fetched_through_replica_a_that_holds_t
         with pytest.raises(queue.Empty):
             edge.requests.get(timeout=0.2)
         audit = b.api.get("/audit", params={"face_id": "so-1"}).json()
-        assert [(e["layer"], e["status"], e["source"]) for e in audit] == [("full", "200", "cache"),
-                                                                           ("full", "200", "edge")]
+        assert [(e["layer"], e["status"], e["source"]) for e in audit] == [("full", 200, "cache"),
+                                                                           ("full", 200, "edge")]
     finally:
         edge.close()
 

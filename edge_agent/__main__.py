@@ -79,20 +79,23 @@ def settings_from_args(args: argparse.Namespace):
     return settings
 
 
-def _fewer_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives every thread that allocates its own malloc arena (up to 8 per core), and each keeps
-    what it freed: with a worker thread per camera and the runtime's threads, resident memory grew by a
-    third with use (measured). Two arenas are enough for the agent's few threads. No-op off glibc."""
+def _tune_malloc(arenas: int = 2, mmap_threshold: int = 1 << 20) -> None:
+    """glibc's allocator, for an agent that handles megabyte frames in a few threads: two arenas (not one
+    per thread that allocates), and buffers of a megabyte or more always mapped on their own, so that
+    freeing a frame returns it (glibc otherwise raises that threshold after the first free, and frames then
+    come from the heap, which keeps what it grew to). No-op off glibc."""
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+        libc.mallopt(-3, mmap_threshold)  # M_MMAP_THRESHOLD (fixing it also stops the dynamic raise)
     except (OSError, AttributeError):
         pass
 
 
 def main(argv: list[str] | None = None) -> int:
-    _fewer_malloc_arenas()
+    _tune_malloc()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)

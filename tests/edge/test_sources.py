@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from edge_testkit import FACES, start_mjpeg_camera
+from edge_testkit import FACES, make_video, start_mjpeg_camera
 
 from bench.fleet import free_port, wait_until
 from edge_agent.errors import SourceError
@@ -16,6 +16,7 @@ from edge_agent.sources import (
     Backoff,
     ImageFolderSource,
     LiveSource,
+    MjpegSource,
     Tick,
     VideoFileSource,
     open_source,
@@ -107,13 +108,15 @@ def test_backoff_grows_with_jitter_and_resets():
 
 
 @pytest.mark.slow
-def test_live_stream_that_disappears_is_reopened(tmp_path):
+@pytest.mark.parametrize("source_class", ["LiveSource", "MjpegSource"])
+def test_live_stream_that_disappears_is_reopened(tmp_path, source_class):
     port = free_port()
     images = sorted(FACES.glob("*/*_0001.jpg"))[:3]
     cam = start_mjpeg_camera(port, images)
     states = []
-    src = LiveSource(f"http://127.0.0.1:{port}/stream.mjpg", sample_fps=5.0, reopen_initial_s=0.2,
-                     reopen_max_s=0.5, on_state=states.append)
+    cls = {"LiveSource": LiveSource, "MjpegSource": MjpegSource}[source_class]
+    src = cls(f"http://127.0.0.1:{port}/stream.mjpg", sample_fps=5.0, reopen_initial_s=0.2,
+              reopen_max_s=0.5, on_state=states.append)
     stop = threading.Event()
     frames, ticks = [], []
 
@@ -146,3 +149,60 @@ def test_live_stream_that_disappears_is_reopened(tmp_path):
     assert not t.is_alive()
     rate = 5 / (frames[-1].time_s - frames[-6].time_s)
     assert rate < 6.5  # sampled at about sample_fps, not the camera's 10 fps
+
+
+@pytest.mark.slow
+def test_an_mjpeg_camera_is_split_into_jpeg_frames_decoded_only_when_asked():
+    """The MJPEG reader never decodes: a frame holds the camera's JPEG bytes; the motion gate's 1/8-size
+    grey picture and the full pixels are decoded from them on demand, and agree with OpenCV's decode."""
+    import cv2
+
+    port = free_port()
+    image = sorted(FACES.glob("*/*_0001.jpg"))[0]
+    cam = start_mjpeg_camera(port, [image])
+    src = open_source(f"http://127.0.0.1:{port}/video.mjpg", 5.0)
+    stop = threading.Event()
+    try:
+        assert isinstance(src, MjpegSource)
+        frame = next(f for f in src.frames(stop) if not isinstance(f, Tick))
+        assert frame.jpeg == image.read_bytes()
+        small = frame.small_gray(8)  # the sampler checked it decodes: the small picture is already there
+        assert small.shape == (32, 32) and not frame.decoded
+        full = frame.image
+        assert frame.decoded and np.array_equal(full, cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB))
+    finally:
+        stop.set()
+        cam.kill()
+        cam.wait()
+
+
+def test_an_http_url_that_is_not_mjpeg_is_read_by_opencv(tmp_path):
+    """A URL answering a single image (no multipart) is handed to OpenCV's reader, which opens files too."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    video = (tmp_path / "v.avi")
+    make_video(video, ["Ashanti"], 0.5, 10.0)
+    data = video.read_bytes()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    states = []
+    src = open_source(f"http://127.0.0.1:{httpd.server_address[1]}/v.avi", 5.0, on_state=states.append)
+    stop = threading.Event()
+    try:
+        frame = next(f for f in src.frames(stop) if not isinstance(f, Tick))
+        assert frame.decoded and frame.image.shape == (360, 640, 3)
+    finally:
+        stop.set()
+        httpd.shutdown()

@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--set-default", action="store_true",
                    help="make the chosen default point the base-layer model's default step")
     r.add_argument("--no-anchors", action="store_true", help="base layer only (skip compress-then-analyze)")
+    r.add_argument("--no-quantizers", action="store_true", help="skip the PQ / OPQ / ITQ comparison (FAISS, minutes)")
     r.add_argument("--pairs-per-fold", type=int, default=30, help="pairs per fold for the anchors (dlib is slow)")
     r.add_argument("--workers", type=int, default=2)
     r.add_argument("--quick", action="store_true", help="a few pairs and qualities: checks the harness, not the codec")
@@ -49,10 +50,13 @@ def main(argv: list[str] | None = None) -> None:
         from eval.rate_accuracy import RESULTS
 
         result = run(FeatureCache(cache), out=args.out or RESULTS / "rate_accuracy.json", anchors=not args.no_anchors,
-                     per_fold=args.pairs_per_fold, workers=args.workers, quick=args.quick)
+                     per_fold=args.pairs_per_fold, workers=args.workers, quick=args.quick,
+                     quantizers=not args.no_quantizers)
         point = result["default_point"]
         print(f"float accuracy {result['float_accuracy']:.4f}; default point: step {point['step']} "
-              f"{point['bytes']:.1f} bytes, accuracy {point['accuracy']:.4f}")
+              f"{point['bytes']:.1f} bytes per person ({point['bytes_per_image']:.1f} per image, "
+              f"{point['stream_bytes']:.1f} on the stream), accuracy {point['accuracy']:.4f}, "
+              f"threshold {point['threshold']['value']:.6f}")
         if args.set_default:
             from train.base_layer import set_default_step
 

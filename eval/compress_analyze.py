@@ -3,8 +3,8 @@
 The aligned 150x150 chip (what dlib's descriptor reads) is compressed with a conventional codec,
 decoded, and the feature is extracted from the decoded chip. dlib takes 20-100 ms per chip,
 so the anchors use a fixed, balanced subset of pairs.txt: the first ``per_fold`` pairs of each
-fold (half matched, half mismatched), all 10 folds. Bytes per face are averaged over the test
-people's images in that subset (folds 9-10).
+fold (half matched, half mismatched), all 10 folds. Bytes per face are averaged per person over the
+test people's images in that subset (folds 9-10), beside the plain mean over those images.
 """
 
 from __future__ import annotations
@@ -99,7 +99,12 @@ def curves(cache, pairs: Pairs, codecs: dict[str, tuple[int, ...]], per_fold: in
         feats = np.stack([r[k][1] if r[k][1] is not None else np.full(128, 1e3, np.float32) for r in results])
         d = pair_distances(feats[li], feats[ri])
         acc = ten_fold_accuracy(d, same, fold).accuracy
-        out.setdefault(codec, []).append({"param": q, "bytes": float(sizes[is_test].mean()), "accuracy": acc,
+        people = [n.split("/")[0] for n, t in zip(names, is_test) if t]
+        per_person = {}
+        for who, b in zip(people, sizes[is_test]):
+            per_person.setdefault(who, []).append(b)
+        out.setdefault(codec, []).append({"param": q, "bytes": float(np.mean([np.mean(v) for v in per_person.values()])),
+                                          "bytes_per_image": float(sizes[is_test].mean()), "accuracy": acc,
                                           "failures": int(np.sum(failed))})
     # the same subset with float features, so the anchors can be compared with the full-set figures
     d = pair_distances(cache.features[cache.rows(left)], cache.features[cache.rows(right)])

@@ -22,11 +22,18 @@ def _load(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+QUANTIZERS = ("pq", "opq", "itq")
+
+
 def _style(name: str) -> dict:
     if name.endswith("-compact"):
         return {"marker": "x", "linestyle": ":", "markersize": 4, "linewidth": 0.8}
     if name == "base_layer":
         return {"color": "black", "marker": "*", "linestyle": "-", "linewidth": 2}
+    if name == "base_layer_format1":
+        return {"color": "grey", "marker": "*", "linestyle": "-", "linewidth": 1.2}
+    if name in QUANTIZERS:
+        return {"marker": "^", "linestyle": "-.", "markersize": 5}
     return {"marker": "o" if name.startswith("base+") else "s", "linestyle": "-" if name.startswith("base+") else "--",
             "markersize": 4}
 
@@ -37,13 +44,27 @@ def rate_accuracy_plot(ra: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1.3, 1]})
     for name, pts in ra["curves"].items():
-        pts = [p for p in pts if "bytes" in p]
-        ax.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts],
-                label=name if name == "base_layer" else f"{name} (anchor pairs)" if not name.startswith("base+") else name,
-                **_style(name))
+        pts = [p for p in pts if "bytes" in p and p["accuracy"] is not None]
+        plain = name.startswith("base") or name in QUANTIZERS
+        label = name if plain else f"{name} (anchor pairs)"
+        ax.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts], label=label, **_style(name))
+        if name in ("base_layer", "base_layer_format1") or name in QUANTIZERS:
+            zoom.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts], label=label, **_style(name))
     ax.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
+    zoom.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
+    zoom.axhline(100 * ra["float_accuracy"] - 0.3, color="red", linewidth=0.8, linestyle=":", label="float - 0.3 point")
+    p = ra["default_point"]
+    zoom.plot([p["bytes"]], [100 * p["accuracy"]], "o", color="red", markerfacecolor="none", markersize=12,
+              label=f"default: {p['bytes']:.1f} B, {100 * p['accuracy']:.2f}%")
+    zoom.set_xlim(6, 70)
+    zoom.set_ylim(94, 99.5)
+    zoom.set_xscale("log")
+    zoom.set_xlabel("bytes per face (per-person mean; PQ / OPQ / ITQ: code size, no header)")
+    zoom.set_title("Base layer against plain quantizers")
+    zoom.grid(True, which="both", alpha=0.3)
+    zoom.legend(fontsize=8, loc="lower right")
     sub = [p for p in ra["curves"]["base_layer"] if "accuracy_on_anchor_pairs" in p]
     meta = ra.get("compress_then_analyze") or {}
     if sub:  # anchors run on a subset of the pairs: show the base layer and float features there too
@@ -52,7 +73,7 @@ def rate_accuracy_plot(ra: dict, path: Path) -> Path:
         ax.axhline(100 * meta["float_accuracy_on_subset"], color="grey", linewidth=0.8, linestyle="-.",
                    label=f"float features on the anchors' {meta.get('pairs')} pairs")
     ax.set_xscale("log")
-    ax.set_xlabel("bytes per face (test people, headers included)")
+    ax.set_xlabel("bytes per face (per-person mean over test people, headers included)")
     ax.set_ylabel("LFW verification accuracy, 10-fold (%)")
     ax.set_ylim(50, 100)
     ax.set_title("Rate-accuracy: analyze-then-compress vs compress-then-analyze")
@@ -136,19 +157,52 @@ def readme(ra: dict | None, rd: dict | None, rec: dict | None) -> str:
         meta = ra.get("compress_then_analyze") or {}
         sub = meta.get("float_accuracy_on_subset")
         lines += ["## Rate-accuracy (`rate_accuracy.json`, `rate_accuracy.png`)", "",
-                  f"Float dlib features: {100 * ra['float_accuracy']:.2f}% on all 10 folds of pairs.txt. "
-                  f"Base layer at its default step {p['step']:.3g}: **{p['bytes']:.1f} bytes** per face, "
-                  f"{100 * p['accuracy']:.2f}%.", ""]
+                  f"Accounting: bytes per face are **per-person means** over the {ra.get('test_people', 'test')} "
+                  f"test people ({ra['test_images']} images; each person's mean, then the mean over people), "
+                  "headers and checksums included, unless a figure says otherwise; accuracy is 10-fold on all "
+                  "6,000 pairs of pairs.txt (threshold fitted on the other 9 folds).", "",
+                  f"Float dlib features: {100 * ra['float_accuracy']:.2f}%. Base layer ({p.get('model', '')}) at its "
+                  f"default step {p['step']:.3g}: **{p['bytes']:.1f} bytes** per face, "
+                  f"{100 * p['accuracy']:.2f}%" + (f" ({100 * (ra['float_accuracy'] - p['accuracy']):.2f} point "
+                  f"below float; {p['bytes_per_image']:.1f} bytes per image; {p['stream_bytes']:.1f} bytes per "
+                  "face on the facewire.v2 stream, whose Hello carries the header)." if "stream_bytes" in p else ".")]
+        o = ra.get("base_layer_format1_default_point")
+        if o:
+            lines[-1] += (f" The previous format-1 model ({ra.get('base_layer_format1_model')}) at its default step "
+                          f"{o['step']:.3g}: {o['bytes']:.1f} bytes per person ({o['bytes_per_image']:.1f} per image), "
+                          f"{100 * o['accuracy']:.2f}%.")
+        lines.append("")
+        steps = ra["curves"]["base_layer"]
+        lines += ["| step | bytes/face (per person) | per image | on the stream | accuracy |",
+                  "| --- | --- | --- | --- | --- |"]
+        for q in steps:
+            mark = "**" if q["step_index"] == p["step_index"] else ""
+            lines.append(f"| {mark}{q['step']:.3g}{mark} | {q['bytes']:.2f} | {q.get('bytes_per_image', q['bytes']):.2f} "
+                         f"| {q.get('stream_bytes', float('nan')):.2f} | {100 * q['accuracy']:.2f}% |")
+        lines.append("")
+        comp = ra.get("quantizer_comparison")
+        if comp:
+            cols = [("pq", "PQ"), ("opq", "OPQ"), ("itq", "ITQ"), ("base_layer_payload", "base layer (payload)"),
+                    ("base_layer_stream", "base layer (stream body)"), ("base_layer_format1_payload", "format 1 (payload)")]
+            cols = [(k, t) for k, t in cols if k in comp["accuracy"]]
+            lines += ["Plain quantizers of the same features, trained on the train people, same protocol (their bytes "
+                      "are the code size, with no header; the base layer's are interpolated along its curve, blank "
+                      "outside it):", "",
+                      "| bytes | " + " | ".join(t for _, t in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
+            for k, b in enumerate(comp["bytes"]):
+                vals = [comp["accuracy"][c][k] for c, _ in cols]
+                lines.append(f"| {b} | " + " | ".join("" if v is None else f"{100 * v:.2f}%" for v in vals) + " |")
+            lines.append("")
         if sub is not None:
             base_sub = meta.get("base_layer_default_accuracy_on_subset")
             lines += [f"Compress-then-analyze anchors code dlib's 150x150 chip and run dlib on the decoded chip, on "
                       f"{meta['pairs']} pairs ({meta['pairs_per_fold']} per fold) where float features score "
                       f"{100 * sub:.2f}% and the base layer at its default step {100 * base_sub:.2f}%. Smallest "
-                      "bytes per face (test people) within 0.5 point of float accuracy on those pairs:", "",
+                      "bytes per face (per person, test people) within 0.5 point of float accuracy on those pairs:", "",
                       "| codec | bytes/face | setting | vs base layer |", "| --- | --- | --- | --- |",
                       f"| base layer | {p['bytes']:.1f} | step {p['step']:.3g} | 1x |"]
             for name, pts in ra["curves"].items():
-                if name == "base_layer" or name.startswith("base+"):
+                if name.startswith("base") or name in QUANTIZERS:
                     continue
                 ok = [q for q in pts if "bytes" in q and q["accuracy"] >= sub - 0.005]
                 best = min(ok, key=lambda q: q["bytes"]) if ok else None

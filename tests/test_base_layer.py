@@ -273,3 +273,13 @@ def test_format_2_codes_an_all_minimum_feature_in_its_header_alone(codec):
     for short in (payload[:1], payload[:2], payload[:3]):
         with pytest.raises(TruncatedPayloadError):
             base_layer.decode(short)
+
+
+def test_comparable_features_are_what_the_default_codec_delivers(codec, sample_features):
+    feats = sample_features[1][:5]
+    got = base_layer.comparable(feats)
+    assert got.shape == feats.shape and got.dtype == np.float32
+    for f, g in zip(feats, got):
+        assert np.array_equal(g, codec.decompress(codec.compress(f)).feature)
+    assert np.array_equal(base_layer.comparable(got), got)  # decoded features stay as they are
+    assert base_layer.comparable(feats[0]).shape == (128,)

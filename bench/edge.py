@@ -164,7 +164,7 @@ class ClipRun:
         emit = self.worker._emit
 
         def recording(emission) -> None:
-            face, frame_index = emission.candidate.payload
+            face, frame_index = emission.candidate.payload[:2]
             self.emitted.append((emission.track_id, frame_index, face.detection.box))
             emit(emission)
 

@@ -160,7 +160,11 @@ async def enrol_image(identity_id: Id, image: UploadFile, request: Request, s: S
     except ValueError as e:  # the front end choked on a readable image: the image's fault, not the server's
         log.warning("enrolment photo could not be analysed: %r", e)
         raise InvalidInput(f"no face can be found in this image ({e})") from None
-    fid = await s.gallery.add_feature(identity_id, face.feature)
+    from facecodec import base_layer
+
+    # Matching runs on decoded base layers: enrol the photo's feature as its base layer decodes (format 2
+    # keeps only its coded components; a raw feature would be falsely rejected more often, see base_layer.comparable).
+    fid = await s.gallery.add_feature(identity_id, await asyncio.to_thread(base_layer.comparable, face.feature))
     await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, origin="image")
     q = face.quality
     return EnrolledOut(identity_id=identity_id, feature_id=fid,

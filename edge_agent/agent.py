@@ -29,7 +29,7 @@ from edge_agent.sources import BadFrame, Tick, open_source
 from edge_agent.spool import V2, Spool
 from edge_agent.status import Counters, status_line, write_status_file
 from edge_agent.texture import TextureStore
-from edge_agent.tracker import Candidate, Emission, Tracker
+from edge_agent.tracker import Emission, Sighting, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class CameraWorker:
                 return
             self.counters.inc("frames_analysed")
             self.counters.inc("faces", len(faces))
-            candidates = [Candidate(f.detection.box, f.feature, f.quality.score, frame.time_s,
+            candidates = [Sighting(f.detection.box, f.feature, f.quality.score, frame.time_s,
                                     (f, frame.wall_ms, self._context_picture(image, f.detection.box)))
                           for f in faces]
             t = time.perf_counter()
@@ -218,8 +218,7 @@ class EdgeAgent:
         runtime.set_parallelism(settings.core_budget)
         self.cores = threading.BoundedSemaphore(settings.core_budget)
         self.pipelines = [pipeline or FacePipeline(backend=settings.feature_backend,
-                                                   detection=settings.for_camera(c).detection,
-                                                   descriptor_engine=settings.descriptor_engine)
+                                                   detection=settings.for_camera(c).detection)
                           for c in settings.cameras]
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancement")
         self.workers = [CameraWorker(c, settings, p, self.spool, self.texture, self.counters, self.cores)

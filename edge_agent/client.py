@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# A refused token will not become right by itself: after one, the backoff jumps to this attempt (its
+# delay is then backoff_max_s), so a misconfigured camera asks about twice a minute, not ten times a second.
+AUTH_BACKOFF_ATTEMPT = 30
 
 
 @dataclass
@@ -189,7 +192,7 @@ class CameraStream:
             if self._stop.is_set():
                 break
             if code in AUTH_CODES:
-                self.backoff.attempt = max(self.backoff.attempt, 30)  # wrong token: retry, but slowly
+                self.backoff.attempt = max(self.backoff.attempt, AUTH_BACKOFF_ATTEMPT)
             delay = self.backoff.next_delay()
             log.info("camera %s: reconnecting in %.1f s", self.config.camera_id, delay)
             self._stop.wait(delay)

@@ -47,10 +47,9 @@ class FacePipeline:
     """
 
     def __init__(self, frontend=None, backend: str | None = None, encode_base: BaseEncoder | None = None,
-                 detection: DetectionConfig | None = None, descriptor_engine: str = "runtime"):
+                 detection: DetectionConfig | None = None):
         self._frontend = frontend
         self._backend_name = backend
-        self.descriptor_engine = descriptor_engine
         self.encode_base = encode_base or default_base_encoder
         self.detection = detection or DetectionConfig()
         self._detector = None
@@ -71,14 +70,12 @@ class FacePipeline:
 
     @property
     def backend(self):
-        """The feature backend; dlib's network is run converted by the runtime unless told otherwise."""
+        """The feature backend (``FACECODEC_FEATURE_BACKEND`` unless told; dlib's network is run as
+        ``FACECODEC_DLIB_ENGINE`` says), shared by every camera."""
         if self._backend is None:
-            from facecodec.frontend.features import DlibResnet128, get_backend
-            from facecodec.settings import get_settings
+            from facecodec.frontend.features import get_backend
 
-            name = self._backend_name or get_settings().feature_backend
-            self._backend = DlibResnet128(engine=self.descriptor_engine) if name == "dlib-resnet-128" \
-                else get_backend(name)
+            self._backend = get_backend(self._backend_name)
         return self._backend
 
     def warm_up(self) -> None:

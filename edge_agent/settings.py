@@ -123,7 +123,8 @@ RENAMED = {"EDGE_MIN_FACE_SIZE": "EDGE_DETECTION__MIN_FACE_SIZE", "EDGE_MIN_PROB
            "EDGE_TRACK_INTERVAL_S": "EDGE_TRACKING__INTERVAL_S", "EDGE_TRACK_DISTANCE": "EDGE_TRACKING__DISTANCE",
            "EDGE_TRACK_TTL_S": "EDGE_TRACKING__TTL_S", "EDGE_TRACK_MIN_HITS": "EDGE_TRACKING__MIN_HITS",
            "EDGE_TRACK_IOU": "EDGE_TRACKING__MAX_SPEED (box overlap no longer joins tracks)",
-           "EDGE_TORCH_THREADS": "EDGE_CORES (the networks no longer run in PyTorch)"}
+           "EDGE_TORCH_THREADS": "EDGE_CORES (the networks no longer run in PyTorch)",
+           "EDGE_DESCRIPTOR_ENGINE": "FACECODEC_DLIB_ENGINE (one setting for the codec library and the agent)"}
 
 
 class EdgeSettings(BaseSettings):
@@ -183,9 +184,6 @@ class EdgeSettings(BaseSettings):
     status_interval_s: float = Field(10.0, gt=0, description="period of the status log line")
     status_file: Path | None = Field(None, description="also write the counters as JSON here")
     feature_backend: str | None = Field(None, description="facecodec feature backend (default: facecodec's)")
-    descriptor_engine: Literal["runtime", "dlib"] = Field(
-        "runtime", description="run dlib's descriptor network converted, by the runtime (same features, faster), "
-                               "or in dlib")
     log_level: str = Field("INFO", description="logging level")
 
     @model_validator(mode="before")

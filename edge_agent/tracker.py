@@ -39,7 +39,7 @@ Box = tuple[float, float, float, float]
 
 
 @dataclass
-class Candidate(Generic[T]):
+class Sighting(Generic[T]):
     """One face seen in a frame: what the tracker needs, plus ``payload`` carried through."""
 
     box: Box
@@ -54,7 +54,7 @@ class Emission(Generic[T]):
     """The best candidate of one track window."""
 
     track_id: str
-    candidate: Candidate[T]
+    candidate: Sighting[T]
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Track(Generic[T]):
     mean: np.ndarray = field(repr=False)  # running mean of every sighting
     last_seen_s: float
     window_start_s: float
-    best: Candidate[T] | None = None
+    best: Sighting[T] | None = None
     hits: int = 1
     missed: bool = False  # the detector looked where the track was and did not find it
 
@@ -100,7 +100,7 @@ class Tracker(Generic[T]):
         self.momentum = momentum
         self.tracks: list[Track[T]] = []
 
-    def _match(self, candidates: list[Candidate[T]]) -> list[tuple[int, int]]:
+    def _match(self, candidates: list[Sighting[T]]) -> list[tuple[int, int]]:
         """(track index, candidate index) pairs, greedy on feature distance, within both gates."""
         pairs = []
         for ti, t in enumerate(self.tracks):
@@ -119,7 +119,7 @@ class Tracker(Generic[T]):
             out.append((ti, ci))
         return out
 
-    def update(self, candidates: list[Candidate[T]], now_s: float,
+    def update(self, candidates: list[Sighting[T]], now_s: float,
                looked: Callable[[Box], bool] | None = None) -> list[Emission[T]]:
         """Feed the faces of one frame taken at ``now_s``; returns the observations to send now.
 

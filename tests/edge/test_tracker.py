@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_agent.tracker import Candidate, Tracker, iou
+from edge_agent.tracker import Sighting, Tracker, iou
 
 
 def feat(seed: int) -> np.ndarray:
@@ -14,8 +14,8 @@ def feat(seed: int) -> np.ndarray:
     return v / np.linalg.norm(v)  # unit vectors: two random ones are about 1.4 apart
 
 
-def cand(box, f, score, t, tag=None) -> Candidate:
-    return Candidate(tuple(float(v) for v in box), f, score, t, tag)
+def cand(box, f, score, t, tag=None) -> Sighting:
+    return Sighting(tuple(float(v) for v in box), f, score, t, tag)
 
 
 def test_iou():

@@ -223,7 +223,7 @@ class EdgeAgent:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="enhancement")
         self.workers = [CameraWorker(c, settings, p, self.spool, self.texture, self.counters, self.cores)
                         for c, p in zip(settings.cameras, self.pipelines)]
-        self.streams = [CameraStream(self._stream_config(c), self.spool, self.texture, self.counters, self.executor)
+        self.streams = [CameraStream(StreamConfig.for_camera(settings, c), self.spool, self.texture, self.counters, self.executor)
                         for c in settings.cameras]
         self.stop_requested = threading.Event()
         self.counters.gauge("spooled", lambda: len(self.spool))
@@ -235,32 +235,6 @@ class EdgeAgent:
         self.counters.gauge("texture_bytes", lambda: self.texture.nbytes)
         self.counters.gauge("connected", lambda: f"{sum(s.connected for s in self.streams)}/{len(self.streams)}")
         self.counters.gauge("sources_done", lambda: sum(w.done.is_set() for w in self.workers))
-
-    def _stream_config(self, camera: CameraConfig) -> StreamConfig:
-        s = self.settings
-        return StreamConfig(
-            target=s.server, camera_id=camera.id, token=s.token_for(camera), batch_size=s.batch_size,
-            batch_linger_s=s.batch_linger_ms / 1000, max_in_flight=s.max_in_flight, ack_timeout_s=s.ack_timeout_s,
-            backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
-            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality, tls=s.channel_tls(),
-            feature_backend=self._backend_name(), base_header=self._base_header())
-
-    def _backend_name(self) -> str:
-        from facecodec.settings import get_settings
-
-        return self.settings.feature_backend or get_settings().feature_backend
-
-    def _base_header(self) -> bytes:
-        """The header of the base layers this agent writes (the stream's Hello says it once); a made-up
-        one when no model is registered (every observation then travels whole, as a legacy one)."""
-        from facecodec import base_layer
-        from facecodec.errors import FaceCodecError
-
-        try:
-            codec = base_layer.get_codec(self._backend_name())
-            return base_layer.header_bytes(codec.model, codec.step_index)
-        except FaceCodecError:
-            return b"\xb1\x10\x00"
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to shut down (safe from a signal handler)."""

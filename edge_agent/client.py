@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from edge_agent.errors import StoreError
-from edge_agent.settings import TlsConfig
+from edge_agent.settings import CameraConfig, EdgeSettings, TlsConfig
 from edge_agent.sources import Backoff
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
@@ -51,20 +51,55 @@ AUTH_BACKOFF_ATTEMPT = 30
 
 @dataclass
 class StreamConfig:
+    """What one camera's stream needs to know: made from the agent's settings by :meth:`for_camera`
+    (the defaults are the settings' own, in edge_agent/settings.py, and nowhere else)."""
+
     target: str
     camera_id: str
     token: str
-    batch_size: int = 64
-    batch_linger_s: float = 2.0
-    max_in_flight: int = 512
-    ack_timeout_s: float = 30.0
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    enhancement_codec: str = "jpeg"
-    enhancement_quality: int = 75
-    tls: TlsConfig | None = None  # None: plaintext
-    feature_backend: str = "dlib-resnet-128"
-    base_header: bytes = b"\xb1\x10\x00"  # the 3 header bytes of this agent's base-layer payloads (see Hello)
+    batch_size: int
+    batch_linger_s: float
+    max_in_flight: int
+    ack_timeout_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    enhancement_codec: str
+    enhancement_quality: int
+    tls: TlsConfig | None  # None: plaintext
+    feature_backend: str
+    base_header: bytes  # the 3 header bytes of this agent's base-layer payloads (see Hello)
+
+    @classmethod
+    def for_camera(cls, settings: EdgeSettings, camera: CameraConfig, **overrides) -> StreamConfig:
+        """The stream of ``camera`` as ``settings`` say (``overrides``: fields set otherwise, for tests)."""
+        s = settings
+        backend = s.feature_backend or _codec_settings().feature_backend
+        config = dict(
+            target=s.server, camera_id=camera.id, token=s.token_for(camera), batch_size=s.batch_size,
+            batch_linger_s=s.batch_linger_ms / 1000, max_in_flight=s.max_in_flight, ack_timeout_s=s.ack_timeout_s,
+            backoff_initial_s=s.backoff_initial_s, backoff_max_s=s.backoff_max_s,
+            enhancement_codec=s.enhancement_codec, enhancement_quality=s.enhancement_quality, tls=s.channel_tls(),
+            feature_backend=backend, base_header=_base_header(backend))
+        return cls(**{**config, **overrides})
+
+
+def _codec_settings():
+    from facecodec.settings import get_settings
+
+    return get_settings()
+
+
+def _base_header(backend: str) -> bytes:
+    """The header of the base layers this agent writes (the stream's Hello says it once); a made-up one
+    when no model is registered (every observation then travels whole, as a legacy one)."""
+    from facecodec import base_layer
+    from facecodec.errors import FaceCodecError
+
+    try:
+        codec = base_layer.get_codec(backend)
+        return base_layer.header_bytes(codec.model, codec.step_index)
+    except FaceCodecError:
+        return b"\xb1\x10\x00"
 
 
 def open_channel(target: str, tls: TlsConfig | None, options: list | None = None) -> grpc.Channel:

@@ -11,6 +11,7 @@ import pytest
 
 from bench.fleet import free_port, wait_until
 from edge_agent.client import CameraStream, StreamConfig
+from edge_agent.settings import EdgeSettings
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
@@ -23,10 +24,11 @@ class Rig:
         self.texture = TextureStore(tmp_path / "texture.sqlite3", 1 << 24, 3600)
         self.counters = Counters()
         self.executor = ThreadPoolExecutor(1)
-        cfg = dict(target=f"127.0.0.1:{port}", camera_id="cam-1", token=token, batch_size=8, batch_linger_s=0.02,
-                   backoff_initial_s=0.05, backoff_max_s=0.3)
-        cfg.update(config)
-        self.stream = CameraStream(StreamConfig(**cfg), self.spool, self.texture, self.counters, self.executor)
+        settings = EdgeSettings(server=f"127.0.0.1:{port}", token=token, cameras=[{"id": "cam-1", "source": "0"}],
+                                data_dir=tmp_path / "edge", batch_size=8, batch_linger_ms=20, backoff_initial_s=0.05,
+                                backoff_max_s=0.3)
+        cfg = StreamConfig.for_camera(settings, settings.cameras[0], **config)
+        self.stream = CameraStream(cfg, self.spool, self.texture, self.counters, self.executor)
 
     def spool_faces(self, n: int, start: int = 0, camera: str = "cam-1") -> list[str]:
         ids = []

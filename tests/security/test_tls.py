@@ -18,7 +18,7 @@ from analysis_server.runtime import AnalysisServer
 from analysis_server.settings import ServerSettings
 from bench.fleet import wait_until
 from edge_agent.client import CameraStream, StreamConfig
-from edge_agent.settings import EdgeSettings
+from edge_agent.settings import CameraConfig, EdgeSettings
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
@@ -117,8 +117,8 @@ def test_edge_agent_streams_over_tls_with_its_root_ca_setting(tls_server, pki, t
 
     def stream(tls_config) -> tuple[CameraStream, Counters]:
         counters = Counters()
-        config = StreamConfig(target=settings.server, camera_id="cam-1", token=TOKENS["cam-1"],
-                              backoff_initial_s=0.05, backoff_max_s=0.2, tls=tls_config)
+        camera = CameraConfig(id="cam-1", source="0")
+        config = StreamConfig.for_camera(settings, camera, backoff_initial_s=0.05, backoff_max_s=0.2, tls=tls_config)
         return CameraStream(config, spool, texture, counters, executor), counters
 
     def spool_one(face_id: str) -> None:

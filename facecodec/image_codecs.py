@@ -75,6 +75,17 @@ def _png(im, buf, q):
     im.save(buf, "PNG", optimize=True)
 
 
+def _learned():
+    """:mod:`facecodec.learned`, or a clear error where PyTorch and CompressAI are not installed (the
+    services' images have neither: the learned codecs are experimental, see their model card)."""
+    try:
+        from facecodec import learned
+    except ImportError as e:
+        raise FaceCodecError(f"the learned codecs need PyTorch and CompressAI ({e}); install requirements-dev.txt "
+                             "(or the facecodec[train] extra)") from e
+    return learned
+
+
 class LearnedCodec:
     """A learned codec of the model zoo (:mod:`facecodec.learned`) behind the same contract.
 
@@ -88,23 +99,23 @@ class LearnedCodec:
 
     @property
     def qualities(self) -> tuple[int, ...]:
-        from facecodec import learned
+        learned = _learned()
 
         return learned.qualities(self.variant)
 
     def encode(self, image: np.ndarray, quality: int, context: np.ndarray | None = None) -> bytes:
-        from facecodec import learned
+        learned = _learned()
 
-        return learned.code_image(learned.load(self.variant, int(quality)), image, self._context(context, image))
+        return learned.encode_stream(learned.load(self.variant, int(quality)), image, self._context(context, image))
 
     def decode(self, data: bytes, shape: tuple[int, int] | None = None, context: np.ndarray | None = None,
                quality: int | None = None) -> np.ndarray:
-        from facecodec import learned
+        learned = _learned()
 
         if quality is None:
             raise CorruptPayloadError(f"a {self.name} stream needs the rate point it was coded at")
         shape = shape or (112, 112)
-        return learned.decode_image(learned.load(self.variant, int(quality)), data, self._context(context, shape),
+        return learned.decode_stream(learned.load(self.variant, int(quality)), data, self._context(context, shape),
                                     shape)
 
     def _context(self, context, like):

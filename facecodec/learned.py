@@ -21,11 +21,16 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import torch
+from compressai.layers import GDN
+from compressai.models import FactorizedPrior
+from compressai.models.utils import conv, deconv
+from torch import nn
 
 from facecodec.errors import CorruptPayloadError, ImageError, UnknownModelError
 
 CHANNELS = 128
-KIND = {"residual": "learned-codec", "conditional": "conditional-codec"}
+KINDS = {"residual": "learned-codec", "conditional": "conditional-codec"}  # variant -> registry kind
 PREFIX = {"residual": "learned-fp128", "conditional": "cond-fp128"}
 STRIDE = 16
 MAX_STREAM = 1 << 16  # bytes; a 112x112 face at the highest rate point needs a few KB
@@ -36,52 +41,44 @@ def is_table(name: str) -> bool:
     return "entropy_bottleneck" in name
 
 
+class ConditionalFactorizedPrior(FactorizedPrior):
+    """Factorized prior whose transforms both see the base layer's reconstruction."""
+
+    def __init__(self, n: int, m: int, fused: int = 32):
+        super().__init__(n, m)
+        self.g_a = nn.Sequential(conv(6, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
+        self.g_s = nn.Sequential(deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
+                                 deconv(n, n), GDN(n, inverse=True), deconv(n, fused))
+        self.fuse = nn.Sequential(nn.Conv2d(fused + 3, fused, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(fused, 3, 3, padding=1))
+
+    def _synth(self, y_hat, ctx):
+        return ctx + self.fuse(torch.cat([self.g_s(y_hat), ctx], 1))
+
+    def forward(self, x, ctx):
+        y = self.g_a(torch.cat([x, ctx], 1))
+        y_hat, y_likelihoods = self.entropy_bottleneck(y)
+        return {"x_hat": self._synth(y_hat, ctx), "likelihoods": {"y": y_likelihoods}}
+
+    def compress(self, x, ctx):
+        y = self.g_a(torch.cat([x, ctx], 1))
+        return {"strings": [self.entropy_bottleneck.compress(y)], "shape": y.size()[-2:]}
+
+    def decompress(self, strings, shape, ctx):
+        y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
+        return {"x_hat": self._synth(y_hat, ctx).clamp_(0, 1)}
+
+
 def build(variant: str):
     """An untrained network of ``variant`` (``residual`` or ``conditional``)."""
-    import torch
-    from compressai.layers import GDN
-    from compressai.models import FactorizedPrior
-    from compressai.models.utils import conv, deconv
-    from torch import nn
-
     if variant == "residual":
         return FactorizedPrior(CHANNELS, CHANNELS)
     if variant != "conditional":
         raise UnknownModelError(f"unknown learned codec variant {variant!r} (residual, conditional)")
-
-    class ConditionalFactorizedPrior(FactorizedPrior):
-        """Factorized prior whose transforms both see the base layer's reconstruction."""
-
-        def __init__(self, n: int, m: int, fused: int = 32):
-            super().__init__(n, m)
-            self.g_a = nn.Sequential(conv(6, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m))
-            self.g_s = nn.Sequential(deconv(m, n), GDN(n, inverse=True), deconv(n, n), GDN(n, inverse=True),
-                                     deconv(n, n), GDN(n, inverse=True), deconv(n, fused))
-            self.fuse = nn.Sequential(nn.Conv2d(fused + 3, fused, 3, padding=1), nn.ReLU(inplace=True),
-                                      nn.Conv2d(fused, 3, 3, padding=1))
-
-        def _synth(self, y_hat, ctx):
-            return ctx + self.fuse(torch.cat([self.g_s(y_hat), ctx], 1))
-
-        def forward(self, x, ctx):
-            y = self.g_a(torch.cat([x, ctx], 1))
-            y_hat, y_likelihoods = self.entropy_bottleneck(y)
-            return {"x_hat": self._synth(y_hat, ctx), "likelihoods": {"y": y_likelihoods}}
-
-        def compress(self, x, ctx):
-            y = self.g_a(torch.cat([x, ctx], 1))
-            return {"strings": [self.entropy_bottleneck.compress(y)], "shape": y.size()[-2:]}
-
-        def decompress(self, strings, shape, ctx):
-            y_hat = self.entropy_bottleneck.decompress(strings[0], shape)
-            return {"x_hat": self._synth(y_hat, ctx).clamp_(0, 1)}
-
     return ConditionalFactorizedPrior(CHANNELS, CHANNELS)
 
 
 def _tensor(image: np.ndarray):
-    import torch
-
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ImageError(f"expected an RGB uint8 image, got {getattr(image, 'shape', type(image))}")
     if image.shape[0] % STRIDE or image.shape[1] % STRIDE:
@@ -89,20 +86,16 @@ def _tensor(image: np.ndarray):
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
 
 
-def code_image(net, image: np.ndarray, context: np.ndarray | None = None) -> bytes:
+def encode_stream(net, image: np.ndarray, context: np.ndarray | None = None) -> bytes:
     """The entropy-coded latents of ``image`` (uint8 HxWx3) under ``net``."""
-    import torch
-
     with torch.no_grad():
         x = _tensor(image)
         out = net.compress(x) if context is None else net.compress(x, _tensor(context))
     return out["strings"][0][0]
 
 
-def decode_image(net, stream: bytes, context: np.ndarray | None = None, shape: tuple[int, int] = (112, 112)) -> np.ndarray:
+def decode_stream(net, stream: bytes, context: np.ndarray | None = None, shape: tuple[int, int] = (112, 112)) -> np.ndarray:
     """The uint8 HxWx3 image that ``stream`` codes; :class:`CorruptPayloadError` if it cannot."""
-    import torch
-
     latent = (shape[0] // STRIDE, shape[1] // STRIDE)
     if not stream:
         raise CorruptPayloadError("empty learned-codec stream")
@@ -131,17 +124,15 @@ def qualities(variant: str = "residual") -> tuple[int, ...]:
     """The registered rate points (1 = lowest rate) of ``variant``."""
     from facecodec import zoo
 
-    return tuple(sorted(e.tag for e in zoo.entries(KIND[variant]) if e.tag))
+    return tuple(sorted(e.tag for e in zoo.entries(KINDS[variant]) if e.tag))
 
 
 @lru_cache(maxsize=16)
 def load(variant: str, quality: int):
     """The network registered for ``variant`` at rate point ``quality`` (cached, eval mode)."""
-    import torch
-
     from facecodec import zoo
 
-    found = [e for e in zoo.entries(KIND[variant]) if e.tag == quality]
+    found = [e for e in zoo.entries(KINDS[variant]) if e.tag == quality]
     if not found:
         raise UnknownModelError(f"no {variant} learned codec at quality {quality} (registered: {list(qualities(variant))})")
     # weights_only: a model file (FACECODEC_MODEL_DIR may supply one) is data, never code to unpickle.

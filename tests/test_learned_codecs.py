@@ -62,7 +62,7 @@ def test_the_entropy_tables_ship_in_the_weights_files_at_full_precision():
     import torch
 
     for variant in ("residual", "conditional"):
-        for e in zoo.entries(learned.KIND[variant]):
+        for e in zoo.entries(learned.KINDS[variant]):
             state = torch.load(zoo.model_path(e.name), map_location="cpu", weights_only=False)["state"]
             cdf = state["entropy_bottleneck._quantized_cdf"]
             assert cdf.dtype == torch.int32 and cdf.numel() > 0
@@ -70,7 +70,7 @@ def test_the_entropy_tables_ship_in_the_weights_files_at_full_precision():
 
 
 def test_the_shipped_learned_codecs_fit_the_40_mb_budget():
-    total = sum(zoo.model_path(e.name).stat().st_size for v in learned.KIND.values() for e in zoo.entries(v))
+    total = sum(zoo.model_path(e.name).stat().st_size for v in learned.KINDS.values() for e in zoo.entries(v))
     assert 0 < total <= 40 * 2**20
 
 

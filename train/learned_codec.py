@@ -190,8 +190,8 @@ def export(variant: str, paths: list[Path], lambdas: tuple[float, ...]) -> list[
         buf = io.BytesIO()
         torch.save(blob, buf)
         quality = len(lambdas) - k  # trained from the highest rate down; quality 1 is the lowest rate
-        e = zoo.add(buf.getvalue(), f"{learned.PREFIX[variant]}-q{quality}", ".pt", learned.KIND[variant],
-                    f"{learned.KIND[variant]}.md", preferred_tag=quality)
+        e = zoo.add(buf.getvalue(), f"{learned.PREFIX[variant]}-q{quality}", ".pt", learned.KINDS[variant],
+                    f"{learned.KINDS[variant]}.md", preferred_tag=quality)
         names.append(e.name)
     return names
 

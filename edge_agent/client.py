@@ -128,9 +128,9 @@ class _Session:
 def _quality_for(codec: str, default_codec: str, default_quality: int) -> int:
     """The quality used when a request names none: the configured one for the configured codec;
     for a learned codec (whose qualities are its registered rate points) the middle rate point."""
-    from facecodec.image_codecs import LearnedCodec, get_codec
+    from facecodec.image_codecs import LearnedCodec, image_codec
 
-    c = get_codec(codec)
+    c = image_codec(codec)
     if isinstance(c, LearnedCodec) and codec != default_codec and c.qualities:
         return c.qualities[len(c.qualities) // 2]
     return default_quality

@@ -104,18 +104,18 @@ def cut(frame: np.ndarray, box: tuple[float, float, float, float], scale: float 
 def _save(codec: str, image: np.ndarray, quality: int) -> bytes:
     from PIL import Image
 
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     if codec == "avif":  # a faster encoder setting than the enhancement layer's: this runs for every face sent
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, "AVIF", quality=max(0, min(quality, 100)), speed=8)
         return buf.getvalue()
-    return get_codec(codec).encode(image, quality)
+    return image_codec(codec).encode(image, quality)
 
 
 def encode(picture: ContextPicture, codec: str = "avif", quality: int = 50) -> bytes:
     """The context payload of ``picture``."""
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     if codec not in CODECS:
         raise ValueError(f"a context picture is coded with one of {', '.join(CODECS)}, not {codec!r}")
@@ -125,7 +125,7 @@ def encode(picture: ContextPicture, codec: str = "avif", quality: int = 50) -> b
     if max(h, w) > MAX_SIDE or min(*picture.region, *picture.face_box) < 0 or max(*picture.region) > 65535:
         raise ValueError("a context picture larger than 4096 px, or a box out of range")
     body = _save(codec, np.ascontiguousarray(picture.image), quality)
-    head = HEADER.pack(MAGIC | VERSION, get_codec(codec).code, quality, w, h, *picture.face_box, *picture.region, 0)[:-2]
+    head = HEADER.pack(MAGIC | VERSION, image_codec(codec).code, quality, w, h, *picture.face_box, *picture.region, 0)[:-2]
     return head + binascii.crc_hqx(head + body, 0xFFFF).to_bytes(2, "big") + body
 
 
@@ -158,8 +158,8 @@ def read_header(payload: bytes) -> ContextHeader:
 
 def decode(payload: bytes) -> tuple[ContextPicture, ContextHeader]:
     """The picture a context payload holds, and its header."""
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     h = read_header(payload)
-    image = get_codec(h.codec).decode(bytes(payload)[HEADER.size:], (h.height, h.width))
+    image = image_codec(h.codec).decode(bytes(payload)[HEADER.size:], (h.height, h.width))
     return ContextPicture(image, h.face_box, h.region), h

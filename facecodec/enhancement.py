@@ -32,7 +32,7 @@ import numpy as np
 
 from facecodec.crop import CROP, face_crop
 from facecodec.errors import CorruptPayloadError, TruncatedPayloadError, UnknownFormatError, UnknownModelError
-from facecodec.image_codecs import BY_CODE, ImageCodec, LearnedCodec, get_codec
+from facecodec.image_codecs import BY_CODE, ImageCodec, LearnedCodec, image_codec
 
 MAGIC = 0xE0
 VERSION = 2
@@ -101,20 +101,20 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     from facecodec import headers
 
     x = face_crop(chip).astype(np.int16)
-    image_codec = get_codec(codec)
+    coder = image_codec(codec)
     if not 0 <= quality <= 100:
         raise ValueError(f"quality {quality} is outside 0-100")
     tag, pred = prediction(base_payload)
-    if image_codec.conditional:  # codes the crop itself, given x_fea
+    if coder.conditional:  # codes the crop itself, given x_fea
         lo, hi = 0, 255
-        body = image_codec.encode(x.astype(np.uint8), quality, context=pred)
+        body = coder.encode(x.astype(np.uint8), quality, context=pred)
     else:
         tex, lo, hi = normalise(x - pred)
-        body = image_codec.encode(tex, quality)
-    dtag = headers.default_tag() if compact and isinstance(image_codec, ImageCodec) else 0
+        body = coder.encode(tex, quality)
+    dtag = headers.default_tag() if compact and isinstance(coder, ImageCodec) else 0
     if dtag:
-        body = headers.compact(image_codec.name, body, headers.dictionary(dtag))
-    head = HEADER.pack(MAGIC | VERSION, image_codec.code, tag, quality, lo, hi, dtag, 0)[:-2]
+        body = headers.compact(coder.name, body, headers.dictionary(dtag))
+    head = HEADER.pack(MAGIC | VERSION, coder.code, tag, quality, lo, hi, dtag, 0)[:-2]
     return head + binascii.crc_hqx(head + body, 0xFFFF).to_bytes(2, "big") + body
 
 
@@ -157,14 +157,14 @@ def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
         from facecodec import headers
 
         body = headers.expand(body, headers.dictionary(h.dictionary_tag))
-    image_codec = get_codec(h.codec)
+    coder = image_codec(h.codec)
     pred = _prediction_for_tag(h.predictor_tag, base_payload)
-    if isinstance(image_codec, LearnedCodec):
-        out = image_codec.decode(body, (CROP, CROP), context=pred, quality=h.quality)
-        if image_codec.conditional:
+    if isinstance(coder, LearnedCodec):
+        out = coder.decode(body, (CROP, CROP), context=pred, quality=h.quality)
+        if coder.conditional:
             return out
         tex = out.astype(np.float64)
     else:
-        tex = image_codec.decode(body, (CROP, CROP)).astype(np.float64)
+        tex = coder.decode(body, (CROP, CROP)).astype(np.float64)
     resi = tex * (max(h.hi - h.lo, 1) / 255.0) + h.lo
     return np.clip(np.rint(pred + resi), 0, 255).astype(np.uint8)

@@ -139,7 +139,8 @@ CODECS: dict[str, ImageCodec | LearnedCodec] = {c.name: c for c in [
 BY_CODE = {c.code: c for c in CODECS.values()}
 
 
-def get_codec(name: str) -> ImageCodec | LearnedCodec:
+def image_codec(name: str) -> ImageCodec | LearnedCodec:
+    """The image codec called ``name`` (:class:`FaceCodecError` naming the others if there is none)."""
     try:
         return CODECS[name]
     except KeyError:

@@ -12,13 +12,13 @@ CODECS = ("jpeg", "jpeg2000", "webp", "avif")
 
 def build(chips: list[np.ndarray]) -> bytes:
     from facecodec import headers
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     files = []
     for chip in tqdm(chips, desc="header samples"):
         crop = face_crop(chip)
         for name in CODECS:
-            c = get_codec(name)
+            c = image_codec(name)
             files += [(name, c.encode(crop, q)) for q in c.qualities]
     return headers.build(files)
 

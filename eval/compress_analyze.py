@@ -32,13 +32,13 @@ def _init() -> None:
 
 def _features(job: tuple[np.ndarray, list[tuple[str, int]]]) -> list[tuple[int, np.ndarray | None]]:
     """(bytes, feature) of one chip for every (codec, quality); feature None when coding failed."""
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     chip, points = job
     out = []
     for name, q in points:
         try:
-            c = get_codec(name)
+            c = image_codec(name)
             data = c.encode(chip, q)
             dec = c.decode(data, chip.shape[:2])
             out.append((len(data), _dlib.embed([dec])[0]))

@@ -37,7 +37,7 @@ def _init() -> None:
 def _measure(job: tuple[np.ndarray, np.ndarray, list[tuple[str, str, int]]]) -> list[tuple[str, int, int, float, float, float, bool]]:
     """For one image: (config, param, bytes, psnr, psnr_y, ms_ssim, failed) for every config."""
     from facecodec import base_layer, enhancement, headers, reconstruction
-    from facecodec.image_codecs import get_codec
+    from facecodec.image_codecs import image_codec
 
     chip, feature, configs = job
     crop = face_crop(chip)
@@ -49,7 +49,7 @@ def _measure(job: tuple[np.ndarray, np.ndarray, list[tuple[str, str, int]]]) -> 
         try:
             if kind in ("anchor", "compact"):
                 # "compact": the same anchor file with its header deflated like the enhancement layer's
-                c = get_codec(codec)
+                c = image_codec(codec)
                 data = anchor_file.get((codec, q)) or c.encode(crop, q)
                 anchor_file[(codec, q)] = data
                 out, n = c.decode(data, (CROP, CROP)), len(data)

@@ -50,8 +50,8 @@ class ServerSettings(BaseSettings):
     enhancement_timeout_s: float = Field(default=10.0, gt=0, le=300)
     enhancement_ttl_s: int = Field(default=24 * 3600, gt=0)
     # LFW-calibrated on decoded base-layer features at the default step (eval/results/rate_accuracy.json,
-    # default_point.threshold: all 6000 pairs, FAR 1.20 %, FRR 1.27 %).
-    match_threshold: float = Field(default=0.641872, gt=0, le=4)
+    # default_point.threshold: all 6000 pairs, FAR 1.47 %, FRR 1.10 %; base-layer format 2, step 0.055).
+    match_threshold: float = Field(default=0.571577, gt=0, le=4)
     exact_search_max: int = Field(default=50_000, ge=0)
     faiss_nlist: int = Field(default=0, ge=0)
     faiss_nprobe: int = Field(default=64, ge=1)

@@ -40,6 +40,7 @@ def _style(name: str) -> dict:
 
 def rate_accuracy_plot(ra: dict, path: Path) -> Path:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -53,6 +54,10 @@ def rate_accuracy_plot(ra: dict, path: Path) -> Path:
         if name in ("base_layer", "base_layer_format1") or name in QUANTIZERS:
             zoom.plot([p["bytes"] for p in pts], [100 * p["accuracy"] for p in pts], label=label, **_style(name))
     ax.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
+    body = [q for q in ra["curves"]["base_layer"] if "stream_bytes" in q]
+    if body:  # what the compact wire carries per face: no header, no checksum, like the quantizers' codes
+        zoom.plot([q["stream_bytes"] for q in body], [100 * q["accuracy"] for q in body], color="black", marker="*",
+                  linestyle="--", linewidth=1, markersize=4, label="base_layer, stream body (no header)")
     zoom.axhline(100 * ra["float_accuracy"], color="grey", linewidth=0.8, linestyle=":", label="float features")
     zoom.axhline(100 * ra["float_accuracy"] - 0.3, color="red", linewidth=0.8, linestyle=":", label="float - 0.3 point")
     p = ra["default_point"]
@@ -61,6 +66,9 @@ def rate_accuracy_plot(ra: dict, path: Path) -> Path:
     zoom.set_xlim(6, 70)
     zoom.set_ylim(94, 99.5)
     zoom.set_xscale("log")
+    zoom.set_xticks([8, 12, 16, 20, 24, 32, 48, 64])
+    zoom.set_xticks([], minor=True)
+    zoom.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     zoom.set_xlabel("bytes per face (per-person mean; PQ / OPQ / ITQ: code size, no header)")
     zoom.set_title("Base layer against plain quantizers")
     zoom.grid(True, which="both", alpha=0.3)
@@ -190,9 +198,11 @@ def readme(ra: dict | None, rd: dict | None, rec: dict | None) -> str:
                       "outside it):", "",
                       "| bytes | " + " | ".join(t for _, t in cols) + " |", "| --- " * (len(cols) + 1) + "|"]
             for k, b in enumerate(comp["bytes"]):
-                vals = [comp["accuracy"][c][k] for c, _ in cols]
-                lines.append(f"| {b} | " + " | ".join("" if v is None else f"{100 * v:.2f}%" for v in vals) + " |")
-            lines.append("")
+                vals = [(c, comp["accuracy"][c][k]) for c, _ in cols]
+                lines.append(f"| {b} | " + " | ".join(("n/a" if c == "itq" else "") if v is None else f"{100 * v:.2f}%"
+                                                      for c, v in vals) + " |")
+            lines += ["", "ITQ has no code beyond one bit per PCA dimension (16 bytes for 128-D features). PQ and OPQ "
+                      "match on decoded vectors, ITQ on Hamming distance.", ""]
         if sub is not None:
             base_sub = meta.get("base_layer_default_accuracy_on_subset")
             lines += [f"Compress-then-analyze anchors code dlib's 150x150 chip and run dlib on the decoded chip, on "

@@ -112,6 +112,10 @@ def quantizer_curves(cache: FeatureCache, pairs, quick: bool = False) -> dict[st
     for nbytes in tqdm(sizes, desc="pq / opq / itq"):
         m, nbits = layouts[nbytes]
         for name, spec in (("pq", f"PQ{m}x{nbits}"), ("opq", f"OPQ{m},PQ{m}x{nbits}")):
+            if name == "opq" and len(train) < 256:  # OPQ's rotation is trained with 8-bit sub-quantizers
+                out[name].append({"param": spec, "bytes": float(nbytes), "accuracy": None,
+                                  "why": f"{len(train)} training vectors, fewer than OPQ's 256 centroids"})
+                continue
             index = faiss.index_factory(train.shape[1], spec)
             index.train(train)
             assert index.sa_code_size() == nbytes

@@ -206,7 +206,7 @@ def unpack(batch: pb2.ObservationBatch, state: StreamState, camera_id: str
             refused.append(pb2.Rejection(seq=seq, field="seq", reason="sequence numbers increase within a batch"))
             continue
         previous = seq
-        if not 0 < length <= MAX_BODY:
+        if not 0 <= length <= MAX_BODY:  # format 2 writes no byte for a feature at every lowest symbol
             refused.append(pb2.Rejection(seq=seq, field="base_layer", reason=f"a body of {length} bytes"))
             continue
         if min(x, y) < 0 or min(w, h) <= 0:

@@ -52,6 +52,11 @@ def with_crc(data: bytes, at: int, covered_after: int) -> bytes:
 
 # -- checksum fixers, one per payload kind -------------------------------------------------------
 def fix_base(data: bytes) -> bytes:
+    """Format 1: CRC-16 in bytes 3-4; format 2: CRC-8 in byte 3 (facecodec.base_layer)."""
+    if data and data[0] & 0x0F == 2 and len(data) >= 4:
+        from facecodec.base_layer import _crc8
+
+        return data[:3] + bytes([_crc8(data[:3] + data[4:])]) + data[4:]
     return with_crc(data, 3, 5)
 
 

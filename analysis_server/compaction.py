@@ -94,22 +94,35 @@ class Compactor:
             self.last_error = ""
             next_timer = time.monotonic() + self.interval_s
 
+    def _nodes(self) -> list:
+        """The servers whose files to rewrite: one Redis, or every primary of a cluster (``None``: the one)."""
+        from analysis_server.redis_batch import is_cluster
+
+        return self.redis.get_primaries() if is_cluster(self.redis) else [None]
+
+    def _on(self, node) -> dict:
+        return {} if node is None else {"target_nodes": node}
+
     async def compact(self) -> None:
-        """Rewrite the AOF (if on) and save the RDB snapshot, one after the other, each waited for;
-        :class:`CompactionFailed` if Redis refuses or a child fails."""
-        info = await self.redis.info("persistence")
-        if int(info.get("aof_enabled", 0)):
-            await self._run_child(self.redis.bgrewriteaof, "aof_rewrite_in_progress", "aof_last_bgrewrite_status",
-                                  "BGREWRITEAOF")
-        await self._run_child(self.redis.bgsave, "rdb_bgsave_in_progress", "rdb_last_bgsave_status", "BGSAVE")
+        """Rewrite the AOF (if on) and save the RDB snapshot, one after the other, each waited for, on
+        every server (each primary of a cluster in turn); :class:`CompactionFailed` if Redis refuses or
+        a child fails."""
+        for node in self._nodes():
+            on = self._on(node)
+            info = await self.redis.info("persistence", **on)
+            if int(info.get("aof_enabled", 0)):
+                await self._run_child(lambda: self.redis.bgrewriteaof(**on), node, "aof_rewrite_in_progress",
+                                      "aof_last_bgrewrite_status", "BGREWRITEAOF")
+            await self._run_child(lambda: self.redis.bgsave(**on), node, "rdb_bgsave_in_progress",
+                                  "rdb_last_bgsave_status", "BGSAVE")
         self.compactions += 1
         self.last_done = time.time()
         log.info("Redis files rewritten (compaction %d)", self.compactions)
 
-    async def _idle(self, deadline: float) -> dict:
+    async def _idle(self, node, deadline: float) -> dict:
         """Wait until Redis runs no rewrite or save (another replica's, or Redis's own); its persistence info."""
         while True:
-            info = await self.redis.info("persistence")
+            info = await self.redis.info("persistence", **self._on(node))
             busy = (int(info.get("aof_rewrite_in_progress", 0)) or int(info.get("aof_rewrite_scheduled", 0))
                     or int(info.get("rdb_bgsave_in_progress", 0)))
             if not busy:
@@ -119,10 +132,10 @@ class Compactor:
                                        f"{BUSY_TIMEOUT_S:.0f} s")
             await asyncio.sleep(POLL_S)
 
-    async def _run_child(self, command, running: str, status: str, name: str) -> None:
+    async def _run_child(self, command, node, running: str, status: str, name: str) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
-            await self._idle(deadline)
+            await self._idle(node, deadline)
             try:
                 await command()
                 break
@@ -130,6 +143,6 @@ class Compactor:
                 if "in progress" not in str(e) or time.monotonic() > deadline:  # another one started meanwhile
                     raise CompactionFailed(f"Redis refused {name}: {e}") from None
         await asyncio.sleep(POLL_S)
-        info = await self._idle(deadline)
+        info = await self._idle(node, deadline)
         if info.get(status) not in ("ok", b"ok"):
             raise CompactionFailed(f"{name} failed ({status}: {info.get(status)}); see Redis's log")

@@ -24,6 +24,7 @@ from analysis_server.at_rest import Sealer
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery_index import GalleryIndex
 from analysis_server.keys import Keys
+from analysis_server.redis_batch import is_cluster
 from analysis_server.store import Match, now_ms
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class Gallery:
     async def create(self, name: str, watchlist: bool = False, notes: str = "") -> Identity:
         identity_id = secrets.token_hex(8)
         t = now_ms()
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.hset(self.keys.identity(identity_id),
                       mapping={"name": name, "watchlist": int(watchlist), "notes": notes, "created": t, "updated": t})
             pipe.zadd(self.keys.identities, {identity_id: t})
@@ -186,7 +187,7 @@ class Gallery:
         if len(ident.feature_ids) >= MAX_FEATURES_PER_IDENTITY:
             raise InvalidInput(f"identity {identity_id} already holds {MAX_FEATURES_PER_IDENTITY} features")
         feature_id = secrets.token_hex(4)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=not is_cluster(self.redis)) as pipe:
             pipe.hset(self.keys.identity_features(identity_id), feature_id,
                       self.sealer.seal(f.tobytes(), feature_context(identity_id, feature_id)))
             pipe.hset(self.keys.identity(identity_id), "updated", now_ms())
@@ -201,17 +202,14 @@ class Gallery:
         await asyncio.to_thread(self.index.remove, [f"{identity_id}/{feature_id}"])
         await self._bump()
 
-    async def delete(self, identity_id: str) -> list[str]:
-        """Erase the identity and its features; returns the face ids that were matched to it."""
+    async def delete(self, identity_id: str) -> None:
+        """Erase the identity and its features (its matched faces are the store's: ``FaceStore.identity_face_ids``)."""
         ident = await self.get(identity_id)
-        faces = [f.decode() for f in await self.redis.zrange(self.keys.identity_faces(identity_id), 0, -1)]
-        await self.redis.delete(self.keys.identity(identity_id), self.keys.identity_features(identity_id),
-                                self.keys.identity_faces(identity_id))
+        await self.redis.delete(self.keys.identity(identity_id), self.keys.identity_features(identity_id))
         await self.redis.zrem(self.keys.identities, identity_id)
         await asyncio.to_thread(self.index.remove, [f"{identity_id}/{f}" for f in ident.feature_ids])
         self._meta.pop(identity_id, None)
         await self._bump()
-        return faces
 
     async def features(self, identity_id: str) -> np.ndarray:
         raw = await self.redis.hgetall(self.keys.identity_features(identity_id))

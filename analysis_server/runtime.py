@@ -67,14 +67,14 @@ class AnalysisServer:
 
     async def start(self) -> None:
         s = self.settings
-        url = s.redis_url
+        url, cluster = s.redis_target
         if not url:
             self.embedded = EmbeddedRedis(s.data_dir)
             # Started from this (the loop's) thread, not a worker: the child's parent-death signal
             # fires when the thread that forked it ends.
             url = self.embedded.start()
         try:
-            self.services = await Services.open(s, url)
+            self.services = await Services.open(s, url, cluster=cluster, embedded=self.embedded is not None)
             # HTTP first: its lifespan loads the models. gRPC opens only after that, so the first
             # stream never races the warm-up (importing PyTorch from two threads at once crashes).
             sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
@@ -107,13 +107,16 @@ class AnalysisServer:
             await set_serving(self._health, True)
             self.services.spawn(self._sweep_forever())
             self.services.spawn(self.services.compactor.run())
+            if self.services.history is not None:
+                self.services.spawn(self.services.history.run(self.settings.sweep_interval_s))
         except BaseException:
             await self.stop()
             raise
         for warning in self.services.warnings():
             log.warning("%s", warning)
         log.info("analysis server ready: grpc=%s:%d http=%s:%d redis=%s replica=%s tls=%s", s.host, self.grpc_port,
-                 s.host, self.http_port, "embedded" if self.embedded else "external", self.services.router.replica_id,
+                 s.host, self.http_port, "embedded" if self.embedded else ("cluster" if cluster else "external"),
+                 self.services.router.replica_id,
                  "on" if s.tls else "off")
 
     async def _sweep_forever(self) -> None:
@@ -150,6 +153,11 @@ class AnalysisServer:
             with contextlib.suppress(Exception):
                 await self._http_task
         if self.services is not None:
+            if self.services.history is not None and self.services.history.ready.is_set():
+                try:  # a restart then reads only the change log written after this
+                    await asyncio.wait_for(self.services.history.save(), 60)
+                except Exception as e:
+                    log.warning("search index not saved at shutdown: %r", e)
             await self.services.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)

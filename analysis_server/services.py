@@ -21,6 +21,7 @@ from analysis_server.errors import EdgeFailed, Gone, NotFound
 from analysis_server.events_live import EventHub
 from analysis_server.gallery import Gallery
 from analysis_server.gallery_index import GalleryIndex
+from analysis_server.history import History
 from analysis_server.keys import Keys
 from analysis_server.metrics import Metrics
 from analysis_server.replicas import ReplicaRouter
@@ -54,21 +55,28 @@ class Services:
     live: EventHub
     sessions: SessionStore
     compactor: Compactor
+    history: History | None = None
     grpc_serving: bool = False
+    redis_warning: str = ""
     _tasks: set = field(default_factory=set)
     _drop_locks: dict = field(default_factory=dict)
 
     @classmethod
-    async def open(cls, settings: ServerSettings, redis_url: str) -> Services:
-        """Connect to Redis and load the gallery (does not start any server)."""
-        from analysis_server.redis_server import async_client
+    async def open(cls, settings: ServerSettings, redis_url: str, cluster: bool = False,
+                   embedded: bool = False) -> Services:
+        """Connect to Redis (one server or a cluster), move faces of the previous storage layout into
+        this one, load the gallery (does not start any server)."""
+        from analysis_server.redis_server import apply_compact_encodings, async_client
 
-        redis = async_client(redis_url)
+        redis = async_client(redis_url, cluster=cluster)
         await redis.ping()
         keys = Keys(settings.key_prefix)
         store = FaceStore(redis, keys, settings.retention_s, settings.events_max, settings.audit_max,
                           settings.enhancement_ttl_s, Sealer(settings.storage_key_bytes),
                           audit_retention_s=settings.audit_retention_s)
+        redis_warning = "" if embedded else await apply_compact_encodings(redis)
+        await store.check_layout()
+        await store.migrate_legacy()
         index = GalleryIndex(128, settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
         gallery = Gallery(redis, keys, settings.match_threshold, index, sealer=Sealer(settings.storage_key_bytes))
         await gallery.load()
@@ -83,6 +91,14 @@ class Services:
                        SessionStore(redis, keys, settings.session_ttl_s, settings.api_key_list),
                        Compactor(redis, settings.compact_after_erase_s, settings.compact_interval_s,
                                  settings.redis_compact))
+        services.redis_warning = redis_warning
+        if settings.history_index:
+            services.history = History(store, settings.data_dir / "history" / settings.key_prefix,
+                                       settings.history_nlist, settings.history_pq_bytes, settings.history_nprobe,
+                                       settings.history_exhaustive_max, settings.history_rerank,
+                                       settings.history_snapshot_s, settings.compact_after_erase_s,
+                                       sealer=Sealer(settings.storage_key_bytes))
+            store.on_stored = services.history.note_stored
         router.handle("send_drops", services._send_pending_drops)
         try:
             await router.start()
@@ -105,10 +121,14 @@ class Services:
                        "files until Redis rewrites them (see the README, 'Erasure')")
         elif self.compactor.last_error:
             out.append(f"erased data may stay in Redis's files: {self.compactor.last_error}")
+        if self.redis_warning:
+            out.append(self.redis_warning)
         return out
 
     async def close(self) -> None:
         self.live.close()
+        if self.history is not None:
+            self.history.close()
         await self.router.stop()
         await self.redis.aclose()
 

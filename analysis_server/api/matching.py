@@ -21,6 +21,8 @@ from analysis_server.api.schemas import (
     VerifyOut,
 )
 from analysis_server.errors import InvalidInput
+from analysis_server.history import EXACT, KIND
+from facecodec import base_layer
 
 router = APIRouter(tags=["matching"])
 CHUNK = 4096
@@ -33,7 +35,7 @@ def _min_distances(probes: np.ndarray, feats: np.ndarray) -> np.ndarray:
 
 
 @router.post("/search", response_model=SearchOut,
-             summary="Retrospective search: stored observations (camera and time filters) near a probe",
+             summary="Retrospective search: stored observations (camera and time filters) nearest a probe, paged",
              responses={404: {"description": "the probe's face or identity does not exist, or a camera id never "
                                             "streamed to this server"},
                         422: {"description": "bad probe or parameters, or an identity with no enrolled feature"}})
@@ -41,41 +43,74 @@ async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
     t0 = time.perf_counter()
     if body.since_ms is not None and body.until_ms is not None and body.since_ms > body.until_ms:
         raise InvalidInput("since_ms is after until_ms")
-    if body.camera_ids:
-        await check_cameras(s, body.camera_ids)
+    cameras = list(dict.fromkeys(body.camera_ids)) if body.camera_ids else None
+    if cameras:
+        await check_cameras(s, cameras)
     probes = await probe_features(s, body.probe)
     threshold = body.threshold or s.settings.match_threshold
-    keys = [s.store.keys.camera_faces(c) for c in dict.fromkeys(body.camera_ids)] if body.camera_ids \
-        else [s.store.keys.faces]
+    want = body.offset + body.limit
+    history = s.history
+    if history is not None and history.ready.is_set():
+        # Candidates from the index (approximate), then each one's record read and its base layer
+        # decoded: distances, times and cameras are the stored ones, and a face that is gone is not answered.
+        await history.catch_up()  # every face stored before this request, by any replica
+        k = min(max(history.rerank, 2 * want), 20_000)
+        found = await asyncio.to_thread(history.index.search, probes, k, body.since_ms, body.until_ms, cameras)
+        records = [r for r in await s.store.records_by_hash([c.h for c in found]) if r is not None and
+                   _in_filter(r, body.since_ms, body.until_ms, cameras)]
+        hits = await _hits(probes, records, threshold)
+        scanned, truncated, index = len(found), False, KIND
+    else:
+        hits, scanned, truncated = await _scan(s, probes, threshold, body.since_ms, body.until_ms, cameras,
+                                               min(body.max_scan, s.settings.scan_max), t0 + s.settings.scan_time_s)
+        index = EXACT
+    hits.sort(key=lambda h: (h.distance, -h.capture_time_ms, h.face_id))
+    s.metrics.searches.observe(time.perf_counter() - t0)
+    return SearchOut(hits=hits[body.offset: want], scanned=scanned, truncated=truncated, threshold=threshold,
+                     next_offset=want if len(hits) > want else None, index=index)
+
+
+def _in_filter(r, since_ms: int | None, until_ms: int | None, cameras: list[str] | None) -> bool:
+    return ((since_ms is None or r.capture_time_ms >= since_ms) and (until_ms is None or r.capture_time_ms <= until_ms)
+            and (cameras is None or r.camera_id in cameras))
+
+
+async def _hits(probes: np.ndarray, records: list, threshold: float) -> list[SearchHit]:
+    """The records within ``threshold`` of a probe, with their exact distances (base layers decoded together)."""
+    records = list({r.face_id: r for r in records}.values())
+    if not records:
+        return []
+    decoded = await asyncio.to_thread(base_layer.decode_many, [r.base_layer for r in records])
+    live = [(r, d.feature) for r, d in zip(records, decoded) if not isinstance(d, Exception)]
+    if not live:
+        return []
+    dist = await asyncio.to_thread(_min_distances, probes, np.stack([f for _, f in live]))
+    return [SearchHit(face_id=r.face_id, camera_id=r.camera_id, capture_time_ms=r.capture_time_ms, distance=float(d))
+            for (r, _), d in zip(live, dist) if d <= threshold]
+
+
+async def _scan(s, probes: np.ndarray, threshold: float, since_ms: int | None, until_ms: int | None,
+                cameras: list[str] | None, max_scan: int, deadline: float) -> tuple[list[SearchHit], int, bool]:
+    """The exact search: every stored face of the window (and cameras) read from the time index and
+    compared, at most ``max_scan`` of them and until ``deadline`` (``time.perf_counter()``)."""
     hits: list[SearchHit] = []
     scanned, truncated = 0, False
-    max_scan = min(body.max_scan, s.settings.scan_max)  # bounded by the server, whatever the request asks
-    deadline = t0 + s.settings.scan_time_s
-    for key in keys:
-        offset = 0
+    for camera in cameras or [None]:
+        cursor = None
         while True:
-            budget = max_scan - scanned
-            if budget <= 0 or (scanned and time.perf_counter() > deadline):  # one chunk at least
-                truncated = bool(await s.store.scan_ids(key, body.since_ms, body.until_ms, offset, 1)) or truncated
+            if scanned >= max_scan or (scanned and time.perf_counter() > deadline):  # one chunk at least
+                truncated = True
                 break
-            ids = await s.store.scan_ids(key, body.since_ms, body.until_ms, offset, min(CHUNK, budget))
-            if not ids:
+            page = await s.store.page(camera=camera, since_ms=since_ms, until_ms=until_ms, cursor=cursor,
+                                      limit=min(CHUNK, max_scan - scanned))
+            scanned += len(page.records)
+            hits += await _hits(probes, page.records, threshold)
+            cursor = page.next_cursor
+            if cursor is None:
                 break
-            offset += len(ids)
-            rows = await s.store.get_many(ids, fields=("feat", "camera", "t"))
-            live = [(f, r) for f, r in zip(ids, rows) if r is not None and r[0] is not None]
-            scanned += len(ids)
-            if not live:
-                continue
-            feats = np.stack([np.frombuffer(r[0], np.float32) for _, r in live])
-            d = await asyncio.to_thread(_min_distances, probes, feats)
-            for (f, r), dist in zip(live, d):
-                if dist <= threshold:
-                    hits.append(SearchHit(face_id=f, camera_id=r[1].decode(), capture_time_ms=int(r[2]),
-                                          distance=float(dist)))
-    hits.sort(key=lambda h: (h.distance, -h.capture_time_ms))
-    s.metrics.searches.observe(time.perf_counter() - t0)
-    return SearchOut(hits=hits[: body.limit], scanned=scanned, truncated=truncated, threshold=threshold)
+        if truncated:
+            break
+    return hits, scanned, truncated
 
 
 @router.post("/identify", response_model=IdentifyOut, summary="1:N identification against the enrolled gallery",

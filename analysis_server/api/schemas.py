@@ -85,10 +85,13 @@ class FaceDetailOut(FaceOut):
 
 class FacePageOut(BaseModel):
     items: list[FaceOut]
-    next_offset: int | None = Field(description="pass as `offset` for the next page; null at the end")
+    next_cursor: str | None = Field(default=None, description="pass as `cursor` for the next page; null at the end")
+    next_offset: int | None = Field(default=None, description="pass as `offset` (without a cursor) for the next "
+                                                              "page; null at the end, when paging by cursor, and "
+                                                              "after a truncated page (go on from next_cursor)")
     truncated: bool = Field(default=False, description="true when the scan stopped at FACESERVER_SCAN_MAX entries or "
                                                        "FACESERVER_SCAN_TIME_S before filling the page: go on from "
-                                                       "next_offset")
+                                                       "next_cursor")
 
 
 class ErasedOut(BaseModel):
@@ -185,8 +188,11 @@ class SearchIn(_In):
     until_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
     threshold: float | None = Field(default=None, gt=0, le=4, description="default: the server's match threshold")
     limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=10_000, description="hits to skip: the page after `offset` hits "
+                                                                 "(a page's `next_offset`)")
     max_scan: int = Field(default=1_000_000, ge=1, le=10_000_000,
-                          description="observations to scan at most (the server's FACESERVER_SCAN_MAX caps it)")
+                          description="observations to scan at most when the search index is not ready (the "
+                                      "server's FACESERVER_SCAN_MAX caps it)")
 
 
 class SearchHit(BaseModel):
@@ -197,11 +203,17 @@ class SearchHit(BaseModel):
 
 
 class SearchOut(BaseModel):
-    hits: list[SearchHit]
-    scanned: int
+    hits: list[SearchHit] = Field(description="nearest first (ties: newest first), each with its capture time "
+                                              "and camera")
+    scanned: int = Field(description="stored faces compared exactly (candidates of the index, or the scan's)")
     truncated: bool = Field(description="true when max_scan (or the server's FACESERVER_SCAN_MAX or "
                                         "FACESERVER_SCAN_TIME_S) stopped the scan before the time range's end")
     threshold: float
+    next_offset: int | None = Field(default=None, description="pass as `offset` for the next page of hits; null "
+                                                              "at the end")
+    index: Literal["faiss-ivf-pq", "exact-scan"] = Field(
+        default="exact-scan", description="what answered: the search index (candidates re-ranked exactly) or a "
+                                          "scan of the time index (while the search index loads)")
 
 
 class IdentifyIn(_In):

@@ -69,7 +69,8 @@ async def stats(s: ServicesDep) -> StatsOut:
     known = await s.store.cameras()
     online = s.link.online()
     obs = {o: _counter(s.metrics.observations, outcome=o) for o in ("stored", "duplicate", "erased", "rejected")}
-    return StatsOut(faces_stored=await s.store.count(), faces_matched=await s.store.count(s.store.keys.matched),
+    stored, matched = await s.store.count_faces()
+    return StatsOut(faces_stored=stored, faces_matched=matched,
                     identities=s.gallery.identity_count, gallery_features=len(s.gallery.index),
                     gallery_index=s.gallery.index.kind, cameras_known=len(set(known) | set(online)),
                     cameras_online=len(online), match_threshold=s.settings.match_threshold,

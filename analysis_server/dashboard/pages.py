@@ -154,8 +154,8 @@ async def camera_rows(s: Services) -> list[dict]:
 
 
 async def recent_faces(s: Services, camera_id: str | None = None, limit: int = PER_CAMERA) -> list[FaceOut]:
-    ids = await s.store.scan_ids(s.store.index_key(camera_id), None, None, 0, limit)
-    return [faces_api.face_out(s, f) for f in await s.store.get_many(ids) if f is not None]
+    page = await s.store.page(camera=camera_id, limit=limit)
+    return [faces_api.face_out(s, f) for f in page.records]
 
 
 @router.get("")
@@ -231,7 +231,7 @@ async def search(request: Request, s: ServicesDep, session: SessionDep, identity
 @router.get("/gallery")
 async def gallery(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
     identities, total = await s.gallery.list(0, 1000)
-    matched = {i.identity_id: await s.store.count(s.store.keys.identity_faces(i.identity_id)) for i in identities}
+    matched = await s.store.identity_counts([i.identity_id for i in identities])
     return _page(request, s, session, "gallery.html", "gallery", identities=identities, total=total, matched=matched)
 
 

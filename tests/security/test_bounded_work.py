@@ -84,17 +84,21 @@ def test_the_events_replayed_on_connect_are_bounded(make_server, redis_url):
 
 @pytest.fixture
 def matched_index(make_server, samples):
-    """A server holding ``faces`` faces (1,200), every one matched to one identity (so ``matched=false``
-    must skip them all)."""
+    """A server holding ``faces`` faces (1,200) of camera cam-1, every one matched to one identity, and a
+    camera cam-2 that streamed none (so ``identity=<it>&camera=cam-2`` must skip them all); its
+    identity id is ``server.everyone``."""
     def start(faces: int = 1200, **settings):
         server = make_server(**settings)
         s = samples[0]
         with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
             enrol = {"name": "Everyone", "features": [{"base_layer": base64.b64encode(s.base).decode()}]}
-            assert api.post("/identities", json=enrol).status_code == 201
-        edge = Edge(server.grpc_target, "cam-1")
+            r = api.post("/identities", json=enrol)
+            assert r.status_code == 201
+            server.everyone = r.json()["identity_id"]
+        edge, other = Edge(server.grpc_target, "cam-1"), Edge(server.grpc_target, "cam-2")
         try:
             edge.hello()
+            other.hello()
             t = int(time.time() * 1000)
             for first in range(0, faces, 600):
                 n = min(600, faces - first)
@@ -102,28 +106,47 @@ def matched_index(make_server, samples):
                 assert len(ack.face_ids) == n
         finally:
             edge.close()
+            other.close()
         return server
     return start
 
 
 def test_a_filter_that_matches_nothing_stops_at_the_scan_bound(matched_index):
-    server = matched_index(scan_max=700)
+    server = matched_index(scan_max=700, history_index=False)  # /search scans (the index would not)
     with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
-        page = api.get("/faces", params={"matched": "false", "limit": 10}).json()
-        assert page["items"] == [] and page["truncated"] is True and page["next_offset"] == 700
-        rest = api.get("/faces", params={"matched": "false", "limit": 10, "offset": 700}).json()
-        assert rest == {"items": [], "next_offset": None, "truncated": False}  # the client can go on
+        # matched=false has its own time index: nothing to skip, whatever is stored
+        assert api.get("/faces", params={"matched": "false", "limit": 10}).json() == \
+            {"items": [], "next_cursor": None, "next_offset": None, "truncated": False}
+        # an identity's faces on another camera: its index is read and each face's camera checked
+        q = {"identity": server.everyone, "camera": "cam-2", "limit": 10}
+        page = api.get("/faces", params=q).json()
+        assert page["items"] == [] and page["truncated"] is True and page["next_cursor"]
+        rest = api.get("/faces", params={**q, "cursor": page["next_cursor"]}).json()
+        assert rest == {"items": [], "next_cursor": None, "next_offset": None, "truncated": False}  # it can go on
         found = api.post("/search", json={"probe": {"face_id": "m-00000"}, "max_scan": 10_000_000}).json()
-        assert found["scanned"] == 700 and found["truncated"] is True
+        assert found["scanned"] == 700 and found["truncated"] is True and found["index"] == "exact-scan"
 
 
 def test_scans_stop_at_the_time_bound(matched_index):
-    server = matched_index(faces=5000, scan_time_s=1e-6)  # past it after the first chunk (one at least)
+    server = matched_index(faces=5000, scan_time_s=1e-6, history_index=False)  # past it after the first chunk
     with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
-        page = api.get("/faces", params={"matched": "false", "limit": 10}).json()
-        assert page["truncated"] is True and 0 < page["next_offset"] < 5000
+        page = api.get("/faces", params={"identity": server.everyone, "camera": "cam-2", "limit": 10}).json()
+        assert page["truncated"] is True and page["next_cursor"]
         found = api.post("/search", json={"probe": {"face_id": "m-00000"}}).json()
         assert found["truncated"] is True and 0 < found["scanned"] < 5000
+
+
+def test_the_search_index_answers_without_a_scan(matched_index):
+    server = matched_index(scan_max=700)
+    server.call(server.services.history.ready.wait(), timeout=120)
+    with httpx.Client(base_url=server.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
+        found = api.post("/search", json={"probe": {"face_id": "m-00000"}, "limit": 1000}).json()
+        # 1,200 faces of one base layer: every one at distance 0, found by the index whatever scan_max says
+        assert found["index"] == "faiss-ivf-pq" and found["truncated"] is False and len(found["hits"]) == 1000
+        assert found["next_offset"] == 1000
+        rest = api.post("/search", json={"probe": {"face_id": "m-00000"}, "limit": 1000, "offset": 1000}).json()
+        assert len(rest["hits"]) == 200 and rest["next_offset"] is None
+        assert {h["face_id"] for h in found["hits"] + rest["hits"]} == {f"m-{i:05d}" for i in range(1200)}
 
 
 def test_a_batch_of_invalid_observations_gets_an_ack_under_the_message_cap(make_server):

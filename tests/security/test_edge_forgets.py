@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from server_testkit import API_KEY, TOKENS
+from server_testkit import API_KEY, TOKENS, stored_face
 
 from analysis_server.keys import Keys
 from bench.fleet import AgentProcess, CameraProcess, wait_until
@@ -91,12 +91,12 @@ def test_a_dropped_crop_and_acknowledged_base_layers_leave_the_edge_files(system
     server, agent, r = system()
     data = agent.folder / "data"
     keys = Keys(server.settings.key_prefix)
-    acked = [f for f in agent.face_ids() if r.exists(keys.face(f))]
+    acked = [f for f in agent.face_ids() if stored_face(r, keys.prefix, f)]
     assert len(acked) >= 2
     victim = acked[0]
     png = _crop(agent, victim)
     assert png.startswith(b"\x89PNG")  # no key: the crop is a plain PNG (what an attacker greps for)
-    bases = [r.hget(keys.face(f), "base") for f in acked]
+    bases = [stored_face(r, keys.prefix, f)["base"] for f in acked]
     # Acknowledged observations (their base layers) leave the spool's database and WAL (the texture
     # store keeps each face's base layer with its crop: the enhancement layer is predicted from it).
     assert _gone(data, bases, 10, "spool") == {}, "acknowledged base layers are still in the spool's files"
@@ -113,7 +113,7 @@ def test_with_a_storage_key_crops_are_sealed_and_the_files_private(system):
     server, agent, r = system(EDGE_STORAGE_KEY=KEY)
     data = agent.folder / "data"
     keys = Keys(server.settings.key_prefix)
-    acked = [f for f in agent.face_ids() if r.exists(keys.face(f))]
+    acked = [f for f in agent.face_ids() if stored_face(r, keys.prefix, f)]
     victim = acked[0]
     sealed = _crop(agent, victim)
     assert not sealed.startswith(b"\x89PNG")

@@ -9,8 +9,10 @@ rewrites that file only when it has doubled past 64 MB. The files were 0644 in a
 
 Here a real redis-server (the embedded one, its files on disk) takes real faces over a real gRPC
 stream; the test erases and lets one face expire, then reads every byte of every file in the data
-folder: none of the erased values may be found once the rewrite that follows an erasure
-(``FACESERVER_COMPACT_AFTER_ERASE_S``) and the sweep that follows expiry have run.
+folder and below it (the search index's files too: ``history/<prefix>/day-*.bin`` hold each face's
+product-quantization code, an approximation of its feature): none of the erased values may be found
+once the rewrite that follows an erasure (``FACESERVER_COMPACT_AFTER_ERASE_S``) and the sweep that
+follows expiry have run.
 """
 
 from __future__ import annotations
@@ -39,32 +41,38 @@ def chunks(value: bytes, size: int = 24) -> list[bytes]:
 
 
 def found_in(folder: Path, needles: dict[str, list[bytes]]) -> dict[str, list[str]]:
-    """file name -> which needles (by label) its bytes contain."""
+    """file (path under ``folder``) -> which needles (by label) its bytes contain."""
     out: dict[str, list[str]] = {}
-    for f in sorted(folder.iterdir()):
+    for f in sorted(folder.rglob("*")):
         if not f.is_file():
             continue
         data = f.read_bytes()
         hits = [label for label, pieces in needles.items() if any(p in data for p in pieces)]
         if hits:
-            out[f.name] = hits
+            out[str(f.relative_to(folder))] = hits
     return out
 
 
-def _face_needles(r: redis.Redis, keys: Keys, face_id: str) -> dict[str, list[bytes]]:
-    h = r.hgetall(keys.face(face_id))
-    enh = r.get(keys.enhancement(face_id))
-    assert h and enh, f"face {face_id} is not stored with a cached enhancement layer"
-    return {f"{face_id}:base": [h[b"base"]], f"{face_id}:feat": chunks(h[b"feat"]),
-            f"{face_id}:enh": chunks(enh, 48)}
+def _face_needles(server, r: redis.Redis, keys: Keys, face_id: str) -> dict[str, list[bytes]]:
+    from server_testkit import stored_face
+
+    from analysis_server import records as rec
+
+    stored = stored_face(r, keys.prefix, face_id)
+    enh = r.get(keys.enhancement(rec.bucket_of(rec.face_hash(face_id)), face_id))
+    codes = server.services.history.index.codes_of(rec.face_hash(face_id))
+    assert stored and enh and codes, f"face {face_id} is not stored with a cached enhancement layer and indexed"
+    return {f"{face_id}:base": [stored["base"]], f"{face_id}:enh": chunks(enh, 48), f"{face_id}:code": codes}
 
 
 @pytest.fixture
 def embedded(make_server, tmp_path):
-    """A server on its own embedded redis-server (files in ``folder``), compacting 0.5 s after an erasure."""
+    """A server on its own embedded redis-server (files in ``folder``), compacting 0.5 s after an erasure;
+    its search index (files under ``folder/history``) is rewritten as soon."""
     folder = tmp_path / "server-data"
     server = make_server(redis_url=None, data_dir=folder, retention_s=RETENTION_S, sweep_interval_s=0.5,
                          compact_after_erase_s=0.5)
+    server.call(server.services.history.ready.wait(), timeout=120)
     client = redis.Redis(unix_socket_path=server.server.embedded.socket_path)
     yield server, folder, client
     client.close()
@@ -95,19 +103,31 @@ def stored(embedded, samples):
                 sorted(faces)
             for f in faces:  # cache each face's enhancement layer (fetched from the edge)
                 assert api.get(f"/faces/{f}/image", params={"layer": "full"}).status_code == 200
-            assert r.hget(keys.face("idf-1"), "identity").decode() == iid
+            from server_testkit import stored_face
+
+            assert stored_face(r, keys.prefix, "idf-1")["identity"].decode() == iid
+            server.call(server.services.history.catch_up())
             needles = {}
             for f in ("del-1", "idf-1", "exp-1"):
-                needles |= _face_needles(r, keys, f)
+                needles |= _face_needles(server, r, keys, f)
             enrolled = next(iter(r.hgetall(keys.identity_features(iid)).values()))
             needles |= {"name": [name.encode()], "notes": [notes.encode()], "enrolled": chunks(enrolled)}
-            kept = b"\0".join([*r.hgetall(keys.face("keep-1")).values(), r.get(keys.enhancement("keep-1"))])
+            from analysis_server import records as rec
+
+            keep_h = rec.face_hash("keep-1")
+            kept = b"\0".join([r.hget(keys.records(rec.bucket_of(keep_h)), keep_h),
+                               r.get(keys.enhancement(rec.bucket_of(keep_h), "keep-1")),
+                               *server.services.history.index.codes_of(keep_h)])
             # Pieces every payload of a kind shares (a JPEG's tables) are not evidence of one face.
             needles = {k: [p for p in pieces if p not in kept] for k, pieces in needles.items()}
             assert all(needles.values())
-            control = {"keep-1": [r.hget(keys.face("keep-1"), "base")]}
+            control = {"keep-1": [stored_face(r, keys.prefix, "keep-1")["base"]]}
             wait_until(lambda: "appendonly.aof" in found_in(folder, control), 10, "the AOF to hold the faces")
-            assert "appendonly.aof" in found_in(folder, needles)  # what the test looks for is there to find
+            server.call(server.services.history.save())  # the search index's files, as a snapshot leaves them
+            where = found_in(folder, needles)
+            assert "appendonly.aof" in where  # what the test looks for is there to find
+            assert [f for f, labels in where.items() if f.startswith("history/") and
+                    any(x.endswith(":code") for x in labels)]
             yield server, folder, r, api, iid, needles, control
         finally:
             edge.close()
@@ -140,7 +160,9 @@ def test_expired_faces_leave_the_aof_and_rdb_files(stored):
     keys = Keys(server.settings.key_prefix)
     expired = {k: v for k, v in needles.items() if k.startswith("exp-1")}
     assert _gone(folder, expired, EXPIRES_IN_S + 15) == {}, "an expired face is still in Redis's files"
-    assert not r.exists(keys.face("exp-1"), keys.enhancement("exp-1"))
+    from server_testkit import stored_face
+
+    assert stored_face(r, keys.prefix, "exp-1") is None
     assert "appendonly.aof" in found_in(folder, control)
     assert api.get("/faces/keep-1").status_code == 200
 
@@ -159,3 +181,9 @@ def test_the_data_folder_is_private(embedded, samples):
     modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in folder.iterdir() if f.is_file()}
     assert {"appendonly.aof", "faces.rdb", "redis.log"} <= set(modes)
     assert set(modes.values()) == {oct(0o600)}, modes
+    server.call(server.services.history.catch_up())
+    server.call(server.services.history.save())
+    index_files = [f for f in (folder / "history").rglob("*") if f.is_file()]
+    assert index_files and {oct(stat.S_IMODE(f.stat().st_mode)) for f in index_files} == {oct(0o600)}
+    assert {oct(stat.S_IMODE(d.stat().st_mode)) for d in (folder / "history").rglob("*") if d.is_dir()} == \
+        {oct(0o700)}

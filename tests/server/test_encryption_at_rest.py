@@ -13,6 +13,7 @@ import pydantic
 import pytest
 from server_testkit import API_KEY, Edge, observation
 
+from analysis_server import records as rec
 from analysis_server.at_rest import MARKER, Sealer, StorageKeyError
 from analysis_server.keys import Keys
 from analysis_server.settings import ServerSettings
@@ -41,6 +42,16 @@ def every_value(redis_client, prefix: str) -> bytes:
         elif t == b"stream":
             out += [b for _, e in redis_client.xrange(k) for kv in e.items() for b in kv]
     return b"\x00".join(out)
+
+
+def record_key(keys: Keys, face_id: str) -> tuple[str, bytes]:
+    """The record hash and field of a face (storage layout 2)."""
+    h = rec.face_hash(face_id)
+    return keys.records(rec.bucket_of(h)), h
+
+
+def stored_record(redis_client, keys: Keys, face_id: str) -> rec.Record:
+    return rec.unpack_record(redis_client.hget(*record_key(keys, face_id)))
 
 
 @pytest.fixture
@@ -74,9 +85,9 @@ def test_redis_holds_no_feature_base_layer_or_enhancement_layer_in_plaintext(sea
     r = api.get("/faces/enc-1/image", params={"layer": "full"})  # the edge uploads; the server caches it
     assert r.status_code == 200, r.text
     keys = Keys(server.settings.key_prefix)
-    stored = redis_client.hgetall(keys.face("enc-1"))
-    cached = redis_client.get(keys.enhancement("enc-1"))
-    assert stored[b"base"].startswith(MARKER) and stored[b"feat"].startswith(MARKER) and cached.startswith(MARKER)
+    stored = stored_record(redis_client, keys, "enc-1")
+    cached = redis_client.get(keys.enhancement(rec.bucket_of(rec.face_hash("enc-1")), "enc-1"))
+    assert stored.base.startswith(MARKER) and cached.startswith(MARKER)  # and no float copy of the feature
 
     feature = base_layer.decode(s.base).feature.astype(np.float32).tobytes()
     enh = server.call(server.services.store.get_enhancement("enc-1"))
@@ -103,27 +114,31 @@ def test_matching_at_ingest_works_on_sealed_records(sealed, edges, samples, redi
     assert face["match"]["identity_id"] == ident["identity_id"]
 
 
-def test_delete_face_leaves_no_key_of_the_face_in_redis(sealed, edges, samples, redis_client):
+def test_delete_face_leaves_nothing_of_the_face_in_redis_but_its_tombstone(sealed, edges, samples, redis_client):
     server, api = sealed
     s = samples[0]
     edge = edges(server, textures={"del-1": (s.chip, s.base)})
     edge.send(observation("del-1", s.base), observation("keep-1", samples[1].base))
     assert api.get("/faces/del-1/image", params={"layer": "full"}).status_code == 200
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.exists(keys.face("del-1"), keys.enhancement("del-1")) == 2
+    sealed_base = stored_record(redis_client, keys, "del-1").base
+    enh_key = keys.enhancement(rec.bucket_of(rec.face_hash("del-1")), "del-1")
+    assert redis_client.exists(enh_key) == 1
 
     assert api.delete("/faces/del-1").status_code == 200
-    naming = [k for k in redis_client.scan_iter(match=f"{keys.prefix}:*") if b"del-1" in k]
-    assert naming == [keys.tombstone("del-1").encode()]  # only the erasure tombstone, which holds no data
-    assert redis_client.get(keys.tombstone("del-1")) == b"1"
+    assert [k for k in redis_client.scan_iter(match=f"{keys.prefix}:*") if b"del-1" in k] == []
+    # the tombstone (face id and capture time: a replay is not stored again) holds no data of the face
+    tomb = redis_client.hget(*record_key(keys, "del-1"))
+    assert rec.is_tombstone(tomb) and len(tomb) == 9 + 1 + len("del-1")
+    everything = every_value(redis_client, keys.prefix)
+    assert sealed_base not in everything and s.base not in everything
     for k in redis_client.scan_iter(match=f"{keys.prefix}:*"):
         t = redis_client.type(k)
-        if t == b"zset":
+        if t == b"zset" and not k.decode().startswith(f"{keys.prefix}:ix:{{g:"):  # the sweep's way to the tombstone
             assert redis_client.zscore(k, "del-1") is None, k
         elif t == b"set":
             assert not redis_client.sismember(k, "del-1"), k
-    stored = redis_client.hgetall(keys.face("keep-1"))
-    assert stored and stored[b"feat"].startswith(MARKER)
+    assert stored_record(redis_client, keys, "keep-1").base.startswith(MARKER)
     assert api.get("/faces/del-1").status_code == 404 and api.get("/faces/keep-1").status_code == 200
 
 
@@ -144,17 +159,17 @@ def test_a_missing_or_wrong_key_is_a_typed_error_and_changes_nothing(sealed, mak
     server, _ = sealed
     edges(server).send(observation("k-1", samples[0].base))
     keys = Keys(server.settings.key_prefix)
-    stored = redis_client.hgetall(keys.face("k-1"))
+    stored = redis_client.hgetall(record_key(keys, "k-1")[0])
 
     for other in (make_server(prefix=keys.prefix), make_server(prefix=keys.prefix, storage_key=OTHER_KEY)):
         with pytest.raises(StorageKeyError, match="FACESERVER_STORAGE_KEY"):
             other.call(other.services.store.get("k-1"))
         with pytest.raises(StorageKeyError):
-            other.call(other.services.store.get_many(["k-1"], fields=("feat", "camera")))
+            other.call(other.services.store.get_many(["k-1"]))
         with httpx.Client(base_url=other.http_url, headers={"X-API-Key": API_KEY}, timeout=30) as api:
             r = api.get("/faces/k-1")
             assert r.status_code == 500 and "FACESERVER_STORAGE_KEY" in r.json()["detail"]
-    assert redis_client.hgetall(keys.face("k-1")) == stored  # nothing was rewritten or dropped
+    assert redis_client.hgetall(record_key(keys, "k-1")[0]) == stored  # nothing was rewritten or dropped
     assert server.call(server.services.store.get("k-1")).base_layer == samples[0].base
 
 
@@ -163,10 +178,17 @@ def test_a_sealed_value_copied_to_another_face_or_field_does_not_open(sealed, ed
     edges(server).send(observation("s-1", samples[0].base),
                                                    observation("s-2", samples[1].base))
     keys = Keys(server.settings.key_prefix)
-    redis_client.hset(keys.face("s-2"), "feat", redis_client.hget(keys.face("s-1"), "feat"))
+    one, two = stored_record(redis_client, keys, "s-1"), stored_record(redis_client, keys, "s-2")
+
+    def put(face_id: str, r: rec.Record, base: bytes) -> None:
+        redis_client.hset(*record_key(keys, face_id), rec.pack_record(
+            r.face_id, r.camera_id, r.capture_ms, r.received_ms, r.box, r.probability, r.face_size, r.fallback,
+            r.track_id, r.identity_id, r.distance, base))
+
+    put("s-2", two, one.base)  # s-1's sealed base layer in s-2's record
     with pytest.raises(StorageKeyError, match="altered or copied"):
         server.call(server.services.store.get("s-2"))
-    redis_client.hset(keys.face("s-1"), "base", redis_client.hget(keys.face("s-1"), "feat"))
+    put("s-1", one, one.base[:-1] + bytes([one.base[-1] ^ 1]))  # one bit changed
     with pytest.raises(StorageKeyError):
         server.call(server.services.store.get("s-1"))
 

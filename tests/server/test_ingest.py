@@ -8,9 +8,10 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from server_testkit import Edge, observation
+from server_testkit import Edge, observation, stored_face, stored_face_ids
 
 from analysis_server.keys import Keys
+from analysis_server.records import period_of
 from facecodec import base_layer
 from facewire.v1 import ingest_pb2 as pb
 
@@ -46,12 +47,12 @@ def test_batch_is_acked_and_stored_with_its_decoded_feature(server, edges, sampl
     assert list(ack.face_ids) == [f"f-{i}" for i in range(5)] and not ack.rejected
     keys = Keys(server.settings.key_prefix)
     for i, s in enumerate(samples[:5]):
-        h = redis_client.hgetall(keys.face(f"f-{i}"))
-        assert h[b"camera"] == b"cam-1" and h[b"base"] == s.base
-        stored = np.frombuffer(h[b"feat"], np.float32)
-        np.testing.assert_allclose(stored, base_layer.decode(s.base).feature, atol=1e-6)
-        assert redis_client.zscore(keys.camera_faces("cam-1"), f"f-{i}") is not None
-        assert 0 < redis_client.pttl(keys.face(f"f-{i}")) <= server.settings.retention_s * 1000
+        h = stored_face(redis_client, keys.prefix, f"f-{i}")
+        assert h["camera"] == b"cam-1" and h["base"] == s.base  # the base layer is the only copy of the feature
+        face = server.call(server.services.store.get(f"f-{i}"))
+        np.testing.assert_allclose(face.feature, base_layer.decode(s.base).feature, atol=1e-6)
+        p = period_of(int(h["t"]))
+        assert redis_client.zscore(keys.camera_index("cam-1", False, p), f"f-{i}") is not None
     events = redis_client.xrange(keys.events)
     assert [e[1][b"face_id"] for e in events] == [f"f-{i}".encode() for i in range(5)]
 
@@ -64,7 +65,8 @@ def test_replayed_observations_are_acked_but_stored_once(server, edges, samples,
     assert list(first.face_ids) == ["r-0", "r-1", "r-2"]
     assert list(again.face_ids) == ["r-0", "r-1", "r-2", "r-3"]
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.zcard(keys.faces) == 4
+    assert stored_face_ids(redis_client, keys.prefix) == ["r-0", "r-1", "r-2", "r-3"]
+    assert server.call(server.services.store.count_faces()) == (4, 0)
     assert redis_client.xlen(keys.events) == 4  # one observation event per face, not per delivery
     assert server.services.metrics.observations.labels("duplicate")._value.get() == 3
 
@@ -99,7 +101,7 @@ def test_invalid_observations_are_rejected_and_the_stream_stays_up(server, edges
                       "bad/id": "face_id", "bad-version": "format_version", "bad-backend": "feature_backend"}
     assert all(r.reason.startswith(f"{r.field}: ") for r in ack.rejected)
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.zrange(keys.faces, 0, -1) == [b"ok-1"]
+    assert stored_face_ids(redis_client, keys.prefix) == ["ok-1"]
     # the same stream still works after the bad messages
     assert list(edge.send(observation("ok-2", good)).face_ids) == ["ok-2"]
 
@@ -134,21 +136,24 @@ def test_watchlist_match_at_ingest_writes_a_hit_event(server, api, edges, sample
     assert [h[b"face_id"] for h in hits] == [b"hit-1"]
     assert hits[0][b"identity_id"].decode() == ident["identity_id"]
     assert float(hits[0][b"distance"]) <= server.settings.match_threshold
-    assert redis_client.hget(keys.face("hit-1"), "identity").decode() == ident["identity_id"]
-    assert redis_client.hget(keys.face("miss-1"), "identity") == b""
+    assert stored_face(redis_client, keys.prefix, "hit-1")["identity"].decode() == ident["identity_id"]
+    assert stored_face(redis_client, keys.prefix, "miss-1")["identity"] == b""
 
 
-def test_face_records_expire_after_retention_and_the_sweep_trims_indexes(make_server, samples, redis_client):
+def test_face_records_are_deleted_by_the_sweep_after_retention(make_server, samples, redis_client):
     server = make_server(retention_s=2)
     edge = Edge(server.grpc_target, "cam-1")
     t = int(time.time() * 1000) - 1500  # captured 1.5 s ago: 0.5 s left
     assert list(edge.send(observation("old-1", samples[0].base, t_ms=t)).face_ids) == ["old-1"]
     keys = Keys(server.settings.key_prefix)
-    assert 0 < redis_client.pttl(keys.face("old-1")) <= 500
+    assert server.call(server.services.store.sweep()) == 0  # not yet
+    assert stored_face(redis_client, keys.prefix, "old-1") is not None
     time.sleep(0.8)
-    assert not redis_client.exists(keys.face("old-1"))
     removed = server.call(server.services.store.sweep())
-    assert removed >= 2 and redis_client.zcard(keys.faces) == 0 and redis_client.zcard(keys.camera_faces("cam-1")) == 0
+    assert removed == 1 and stored_face(redis_client, keys.prefix, "old-1") is None
+    p = period_of(t)
+    assert redis_client.zcard(keys.camera_index("cam-1", False, p)) == 0
+    assert all(redis_client.zcard(keys.all_index(sh, False, p)) == 0 for sh in range(16))
     too_old = edge.send(observation("old-2", samples[0].base, t_ms=int(time.time() * 1000) - 5000))
     assert not too_old.face_ids and too_old.rejected[0].reason.startswith("capture_time_ms:")
     edge.close()

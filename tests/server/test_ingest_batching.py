@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from server_testkit import observation
+from server_testkit import observation, stored_face, stored_face_ids
 
 from analysis_server.edge_link import CameraSession
 from analysis_server.grpc_service import IngestServicer
@@ -50,12 +50,11 @@ def test_batches_handled_together_get_the_acks_they_get_alone(make_server, api_f
     assert "checksum" in acks[2].rejected[0].reason
 
     keys = Keys(server.settings.key_prefix)
-    assert sorted(k.decode() for k in redis_client.scan_iter(match=keys.face("*"))) == \
-           sorted(keys.face(f) for f in ("a-1", "hit-1", "c-1"))
+    assert stored_face_ids(redis_client, keys.prefix) == ["a-1", "c-1", "hit-1"]
     assert sorted(observation_events(redis_client, keys)) == [b"a-1", b"c-1", b"hit-1"]  # a-1 stored once
     hits = [e for _, e in redis_client.xrange(keys.events) if e[b"type"] == b"watchlist_hit"]
     assert [(h[b"face_id"], h[b"identity_id"].decode()) for h in hits] == [(b"hit-1", ident["identity_id"])]
-    assert redis_client.hget(keys.face("hit-1"), "identity").decode() == ident["identity_id"]
+    assert stored_face(redis_client, keys.prefix, "hit-1")["identity"].decode() == ident["identity_id"]
 
 
 def test_batches_sent_back_to_back_are_acked_in_order(server, edges, samples, redis_client):
@@ -68,7 +67,8 @@ def test_batches_sent_back_to_back_are_acked_in_order(server, edges, samples, re
                                                         for j, f in enumerate(ids)))))
     assert [list(edge.next_ack().face_ids) for _ in sent] == sent
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.zcard(keys.faces) == 60 and redis_client.zcard(keys.camera_faces("cam-1")) == 60
+    assert len(stored_face_ids(redis_client, keys.prefix)) == 60
+    assert server.call(server.services.store.camera_counts(["cam-1"])) == {"cam-1": 60}
 
 
 def test_two_cameras_streaming_at_once_each_get_their_own_acks(server, edges, samples, redis_client):
@@ -90,7 +90,8 @@ def test_two_cameras_streaming_at_once_each_get_their_own_acks(server, edges, sa
     for c in cams:
         assert got[c] == [[f"{c}-{k}-{j}" for j in range(6)] for k in range(8)]
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.zcard(keys.camera_faces("cam-1")) == redis_client.zcard(keys.camera_faces("cam-2")) == 48
+    assert server.call(server.services.store.camera_counts(["cam-1", "cam-2"])) == {"cam-1": 48, "cam-2": 48}
+    assert len(stored_face_ids(redis_client, keys.prefix)) == 96
 
 
 def test_batches_are_stored_after_redis_forgets_the_script_or_drops_the_connections(server, edges, samples,
@@ -102,7 +103,7 @@ def test_batches_are_stored_after_redis_forgets_the_script_or_drops_the_connecti
     assert redis_client.client_kill_filter(_type="normal", skipme=True) >= 1  # the server's pooled connections too
     assert list(edge.send(observation("r-3", samples[2].base)).face_ids) == ["r-3"]
     keys = Keys(server.settings.key_prefix)
-    assert all(redis_client.exists(keys.face(f)) for f in ("r-1", "r-2", "r-3"))
+    assert stored_face_ids(redis_client, keys.prefix) == ["r-1", "r-2", "r-3"]
 
 
 def test_a_stored_record_reads_back_field_by_field(server, edges, samples):

@@ -12,7 +12,7 @@ import time
 import grpc
 import numpy as np
 import pytest
-from server_testkit import TOKENS, observation
+from server_testkit import TOKENS, observation, stored_face, stored_face_ids
 
 from analysis_server.keys import Keys
 from edge_agent.client import pack
@@ -106,11 +106,11 @@ def test_a_batch_of_columns_is_stored_under_ids_made_of_agent_and_seq(server, v2
     assert ack.through == rows[-1].seq and not ack.rejected
     keys = Keys(server.settings.key_prefix)
     for i, r in enumerate(rows):
-        h = redis_client.hgetall(keys.face(r.face_id))
-        assert h[b"camera"] == b"cam-1" and h[b"base"] == samples[i].base  # header and checksum rebuilt
+        h = stored_face(redis_client, keys.prefix, r.face_id)
+        assert h["camera"] == b"cam-1" and h["base"] == samples[i].base  # header and checksum rebuilt
         assert r.face_id == f"00c0ffee00c0ffee{r.seq:016x}"
-        np.testing.assert_allclose(np.frombuffer(h[b"feat"], np.float32), base_layer.decode(samples[i].base).feature,
-                                   atol=1e-6)
+        np.testing.assert_allclose(server.call(server.services.store.get(r.face_id)).feature,
+                                   base_layer.decode(samples[i].base).feature, atol=1e-6)
 
 
 def test_a_replay_is_acknowledged_again_and_stored_once(server, v2, samples, redis_client):
@@ -121,7 +121,7 @@ def test_a_replay_is_acknowledged_again_and_stored_once(server, v2, samples, red
     edge.close()
     again = v2()  # a reconnect replays what it had not seen acknowledged
     assert again.send(batch).through == rows[-1].seq
-    assert redis_client.zcard(Keys(server.settings.key_prefix).faces) == 3
+    assert len(stored_face_ids(redis_client, server.settings.key_prefix)) == 3
     assert server.services.metrics.observations.labels("duplicate")._value.get() == 3
 
 
@@ -150,7 +150,8 @@ def test_bad_faces_are_refused_by_seq_and_field_and_the_rest_is_stored(server, v
     assert ack.through == rows[-1].seq
     assert [(r.seq, r.field) for r in ack.rejected] == [(rows[1].seq, "box")]
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.exists(keys.face(rows[0].face_id)) and not redis_client.exists(keys.face(rows[1].face_id))
+    assert stored_face(redis_client, keys.prefix, rows[0].face_id) and \
+        not stored_face(redis_client, keys.prefix, rows[1].face_id)
 
 
 def test_a_batch_whose_columns_disagree_is_refused_whole(server, v2, samples):
@@ -170,7 +171,7 @@ def test_legacy_observations_travel_whole_in_a_v2_batch(server, v2, samples, red
     batch.legacy_seq.append(7)
     ack = edge.send(batch)
     assert ack.through == 7 and not ack.rejected
-    assert redis_client.exists(Keys(server.settings.key_prefix).face("old-uuid-face"))
+    assert stored_face(redis_client, server.settings.key_prefix, "old-uuid-face")
 
 
 def test_requests_and_drops_name_faces_by_seq(server, v2, samples, api):

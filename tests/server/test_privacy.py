@@ -6,20 +6,28 @@ import logging
 import time
 
 import pytest
-from server_testkit import observation
+from server_testkit import observation, stored_face
 
+from analysis_server import records as rec
 from analysis_server.keys import Keys
 
 pytestmark = pytest.mark.slow
 
 
 def _all_keys_mentioning(redis_client, prefix: str, face_id: str) -> list[bytes]:
+    """Keys that name the face or hold it, but its tombstone (in its record hash) and the all-faces
+    index entry that leads the retention sweep to that tombstone."""
     found = []
     for k in redis_client.scan_iter(match=f"{prefix}:*"):
         t = redis_client.type(k)
-        if face_id.encode() in k and b":erased:" not in k:
+        if face_id.encode() in k:
             found.append(k)
-        elif t == b"zset" and redis_client.zscore(k, face_id) is not None:
+        elif t == b"hash" and k.startswith(f"{prefix}:r:".encode()):
+            v = redis_client.hget(k, rec.face_hash(face_id))
+            if v is not None and not rec.is_tombstone(v):
+                found.append(k)
+        elif t == b"zset" and not k.startswith(f"{prefix}:ix:{{g:".encode()) and \
+                redis_client.zscore(k, face_id) is not None:
             found.append(k)
         elif t == b"set" and redis_client.sismember(k, face_id):
             found.append(k)
@@ -32,7 +40,7 @@ def test_delete_face_erases_its_redis_data_and_sends_drop_texture_to_the_edge(se
     edge.send(observation("d-1", s.base), observation("d-2", samples[1].base))
     assert api.get("/faces/d-1/image", params={"layer": "full"}).status_code == 200  # caches the enhancement layer
     keys = Keys(server.settings.key_prefix)
-    assert redis_client.exists(keys.enhancement("d-1"))
+    assert redis_client.exists(keys.enhancement(rec.bucket_of(rec.face_hash("d-1")), "d-1"))
     r = api.delete("/faces/d-1")
     assert r.status_code == 200 and r.json() == {"erased": ["d-1"], "texture_drop_sent": True}
     assert edge.drops.get(timeout=5) == ["d-1"]
@@ -59,7 +67,7 @@ def test_a_replay_of_an_erased_face_is_acked_but_not_stored_again(server, api, e
     ack = edge.send(observation("z-1", samples[0].base))
     assert list(ack.face_ids) == ["z-1"]  # the edge may forget it
     assert api.get("/faces/z-1").status_code == 404
-    assert not redis_client.exists(Keys(server.settings.key_prefix).face("z-1"))
+    assert stored_face(redis_client, server.settings.key_prefix, "z-1") is None
 
 
 def test_delete_identity_erases_it_and_every_face_matched_to_it(server, api, edges, samples, redis_client):
@@ -73,7 +81,8 @@ def test_delete_identity_erases_it_and_every_face_matched_to_it(server, api, edg
     assert sorted(r["faces_erased"]) == ["m-1", "m-2"]
     assert sorted(edge.drops.get(timeout=5)) == ["m-1", "m-2"]
     keys = Keys(server.settings.key_prefix)
-    assert not redis_client.exists(keys.identity(iid), keys.identity_features(iid), keys.identity_faces(iid))
+    assert not redis_client.exists(keys.identity(iid), keys.identity_features(iid), keys.identity_periods(iid))
+    assert server.call(server.services.store.identity_face_ids(iid)) == []
     assert [f["face_id"] for f in api.get("/faces").json()["items"]] == ["o-1"]
     assert api.post("/identify", json={"probe": {"feature": mine[1].feature.tolist()}}).json()["candidates"] == []
 

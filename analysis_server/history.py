@@ -454,6 +454,13 @@ class History:
         self.ready.set()
         log.info("search index ready: %d faces (%d log entries read) in %.1f s", len(self.index), n, self.restart_s)
 
+    async def expire(self) -> int:
+        """Remove the faces past retention (by this replica's clock); their files are rewritten soon after."""
+        removed = await asyncio.to_thread(self.index.expire, self._cutoff())
+        if removed:
+            self._removed()
+        return removed
+
     def _cutoff(self) -> int:
         from analysis_server.store import now_ms
 
@@ -470,8 +477,7 @@ class History:
                 n = await self.catch_up()
                 now = time.monotonic()
                 if now >= next_expire:
-                    if await asyncio.to_thread(self.index.expire, self._cutoff()):
-                        self._removed()
+                    await self.expire()
                     next_expire = now + expire_every_s
                 due = self._erased_at is not None and now >= self._erased_at + self.after_erase_s
                 if self.files is not None and (due or now >= next_save):

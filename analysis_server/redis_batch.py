@@ -18,6 +18,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 _BULK = b"$%d\r\n%b\r\n"
 
@@ -79,15 +81,27 @@ def is_cluster(redis) -> bool:
     return isinstance(redis, RedisCluster)
 
 
-async def execute(redis, batch: Batch, raise_errors: bool = False) -> list:
+async def execute(redis, batch: Batch, raise_errors: bool = False, retries: int = 1) -> list:
     """Every command's reply in order (an exception object for a command that failed, or raised
-    with ``raise_errors``). Connection errors are raised: the caller decides whether to retry."""
+    with ``raise_errors``). A broken connection (Redis restarted, a node failed over, an idle
+    connection cut) is replaced and the whole batch sent again ``retries`` times: commands that are
+    not idempotent (``XADD``, ``HINCRBY``) may then apply twice, which the store's readers tolerate
+    (a change-log entry read twice, a count one off until its period expires)."""
     if not batch.packed:
         return []
-    if is_cluster(redis):
-        out = await _execute_cluster(redis, batch)
-    else:
-        out = await _execute_one(redis, b"".join(batch.packed), len(batch.packed))
+    for attempt in range(retries + 1):
+        try:
+            if is_cluster(redis):
+                out = await _execute_cluster(redis, batch)
+            else:
+                out = await _execute_one(redis, b"".join(batch.packed), len(batch.packed))
+            break
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            if attempt == retries:
+                raise
+            if is_cluster(redis):
+                redis._initialize = True  # ask the nodes again: one may be gone
+            await asyncio.sleep(0.05 * (attempt + 1))
     if raise_errors:
         for r in out:
             if isinstance(r, Exception):

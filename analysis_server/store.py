@@ -236,6 +236,13 @@ def _scored(raw: list) -> list[tuple[bytes, float]]:
     return [(raw[i], float(raw[i + 1])) for i in range(0, len(raw), 2)]
 
 
+def _as_dict(raw) -> dict:
+    """A HGETALL reply as a dict (RESP3 answers a map, RESP2 a flat list)."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[0::2], raw[1::2])) if raw else {}
+
+
 def encode_cursor(t: int, face_id: str) -> str:
     return base64.urlsafe_b64encode(f"{t}.{face_id}".encode()).decode().rstrip("=")
 
@@ -932,12 +939,13 @@ class FaceStore:
             ids = [r.decode() for r in raw]
             if not ids:
                 break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for f in ids:
-                    pipe.hgetall(k.legacy_face(f))
-                    pipe.get(k.legacy_enhancement(f))
-                    pipe.pttl(k.legacy_enhancement(f))
-                got = await pipe.execute()
+            b = Batch()
+            for f in ids:
+                b.add("HGETALL", k.legacy_face(f))
+                b.add("GET", k.legacy_enhancement(f))
+                b.add("PTTL", k.legacy_enhancement(f))
+            got = await execute(self.redis, b, raise_errors=True)
+            got[0::3] = [_as_dict(h) for h in got[0::3]]
             hashes = got[0::3]
             obs, matches, received = [], [], []
             for f, h in zip(ids, hashes):
@@ -955,19 +963,20 @@ class FaceStore:
                 await self._store_commands(faces, dirs, events=False)
                 self._known_periods.update(dirs)
             moved += len(obs)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for f, h, v, ttl in zip(ids, hashes, got[1::3], got[2::3]):
-                    if h and v is not None and ttl and ttl > 0:  # sealed layers are bound to the face id: moved as they are
-                        pipe.set(self._enh_key(f), v, px=ttl)
-                    pipe.unlink(k.legacy_face(f), k.legacy_enhancement(f))
-                    pipe.zrem(k.legacy_faces, f)
-                    pipe.zrem(k.legacy_matched, f)
-                    if h:
-                        cam, ident = h.get(b"camera", b"").decode(), h.get(b"identity", b"").decode()
-                        pipe.zrem(k.legacy_camera_faces(cam), f)
-                        if ident:
-                            pipe.zrem(k.legacy_identity_faces(ident), f)
-                await pipe.execute()
+            b = Batch()
+            for f, h, v, ttl in zip(ids, hashes, got[1::3], got[2::3]):
+                if h and v is not None and ttl and ttl > 0:  # sealed layers are bound to the face id: moved as they are
+                    b.add("SET", self._enh_key(f), v, "PX", ttl)
+                b.add("UNLINK", k.legacy_face(f))
+                b.add("UNLINK", k.legacy_enhancement(f))
+                b.add("ZREM", k.legacy_faces, f)
+                b.add("ZREM", k.legacy_matched, f)
+                if h:
+                    cam, ident = h.get(b"camera", b"").decode(), h.get(b"identity", b"").decode()
+                    b.add("ZREM", k.legacy_camera_faces(cam), f)
+                    if ident:
+                        b.add("ZREM", k.legacy_identity_faces(ident), f)
+            await execute(self.redis, b, raise_errors=True)
         moved_tombs = 0
         async for key in self.redis.scan_iter(match=k.legacy_tombstone("*"), count=1000):
             f = key.decode()[len(k.legacy_tombstone("")):]

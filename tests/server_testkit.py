@@ -89,12 +89,16 @@ class ServerFactory:
         for s in self.started:
             if not s.loop.is_closed():  # a test may have stopped it already
                 s.stop()
-        client = redis.Redis.from_url(self.redis_url)
+        from analysis_server.redis_server import sync_client
+
+        if not self.redis_url:
+            return
+        client = sync_client(self.redis_url)
         try:
             for p in self.prefixes:
                 keys = list(client.scan_iter(match=f"{p}:*", count=1000))
-                if keys:
-                    client.delete(*keys)
+                for i in range(0, len(keys), 1000):
+                    client.delete(*keys[i:i + 1000])
         finally:
             client.close()
 

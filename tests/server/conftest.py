@@ -17,7 +17,9 @@ from server_testkit import API_KEY, Edge, ServerThread
 
 @pytest.fixture
 def redis_client(redis_url):
-    client = redis.Redis.from_url(redis_url)
+    from analysis_server.redis_server import sync_client
+
+    client = sync_client(redis_url)
     yield client
     client.close()
 

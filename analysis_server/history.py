@@ -2,7 +2,8 @@
 
 "Where was this person this week?" over ten million faces cannot read every record (the exact scan
 reads ~130 bytes and decodes a base layer per face). :class:`HistoryIndex` keeps, per stored face,
-a 16-byte product-quantization code in a FAISS inverted-file index (``IndexIVFPQ``, 1,024 lists),
+a 16-byte product-quantization code of its feature in a FAISS inverted-file index (``IndexIVFPQ``,
+1,024 lists, codes of the features rather than of their residuals),
 its 8-byte face hash, capture time and camera: about 40 bytes a face, one partition per UTC day.
 A query probes ``nprobe`` lists of every day its time window touches (all lists of a small
 partition), with an exact filter on time and camera inside FAISS (``IDSelectorBitmap``) where the
@@ -86,13 +87,15 @@ def _train(dim: int, nlist: int, pq_bytes: int, seed: int):
     n = max(32 * nlist, 256 * 40)
     sample = (model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
     index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, nlist, pq_bytes, 8)
+    # Codes of the features themselves, not of their residuals to the list's centre: one distance
+    # table per query and day instead of one per list probed (a small day is searched whole for
+    # the cost of reading its codes), at the same recall once re-ranked (bench.history compare).
+    index.by_residual = False
     # A smooth distribution needs no fine k-means: 32 points per list and 10 rounds (about 10 s for
     # 1,024 lists on one core), cached in the data folder.
     index.cp.seed, index.cp.niter, index.cp.min_points_per_centroid = seed, 10, 16
     index.pq.cp.seed, index.pq.cp.niter = seed, 10
     index.train(np.ascontiguousarray(sample[:, :dim]))
-    # No precomputed residual tables: 16 MB per day for 1,024 lists, against ~0.5 ms more per query.
-    index.use_precomputed_table = -1
     return index
 
 
@@ -133,9 +136,9 @@ class HistoryIndex:
     def __init__(self, template, nprobe: int = 64, exhaustive_max: int = 50_000):
         import faiss
 
-        self.template = template
-        self.dim = template.d
-        self.nlist = faiss.extract_index_ivf(template).nlist
+        self.template = template  # None: read-only (loaded from files; see read_files)
+        self.dim = template.d if template is not None else 128
+        self.nlist = faiss.extract_index_ivf(template).nlist if template is not None else 0
         self.nprobe = nprobe
         self.exhaustive_max = exhaustive_max
         self.parts: dict[int, _Partition] = {}
@@ -160,9 +163,7 @@ class HistoryIndex:
 
         p = self.parts.get(day)
         if p is None:
-            index = faiss.clone_index(self.template)
-            index.use_precomputed_table = -1
-            p = self.parts[day] = _Partition(index)
+            p = self.parts[day] = _Partition(faiss.clone_index(self.template))
         return p
 
     # -- changes -----------------------------------------------------------------------------
@@ -330,12 +331,26 @@ class HistoryIndex:
 
         n = int.from_bytes(data[:8], "little")
         index = faiss.deserialize_index(np.frombuffer(data[8: 8 + n], np.uint8))
-        index.use_precomputed_table = -1
         arrays = np.load(io.BytesIO(data[8 + n:]))
         p = _Partition(index, arrays["h"].copy(), arrays["toff"].copy(), arrays["cam"].copy(), len(arrays["h"]))
         p.dirty = False
         with self._lock:
             self.parts[day] = p
+
+
+def read_files(folder: Path, prefix: str, sealer=None) -> HistoryIndex:
+    """The index a replica saved in ``folder`` (``FACESERVER_DATA_DIR/history/<prefix>``), read-only:
+    what its files hold (``python -m bench.reliability privacy`` looks for erased faces' codes there)."""
+    from analysis_server.at_rest import Sealer
+
+    sealer = sealer or Sealer(None)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    index = HistoryIndex(None)
+    for day, name in manifest["days"].items():
+        data = sealer.open((folder / name).read_bytes(), f"history:{prefix}:{name}".encode())
+        index.load_partition(int(day), data)
+    index.cameras = list(manifest["cameras"])
+    return index
 
 
 class History:
@@ -530,14 +545,14 @@ class History:
     def _params(self) -> dict:
         from facecodec import base_layer
 
-        return {"format": FORMAT, "dim": 128, "nlist": self.nlist, "pq_bytes": self.pq_bytes,
+        return {"format": FORMAT, "dim": 128, "nlist": self.nlist, "pq_bytes": self.pq_bytes, "by_residual": False,
                 "trained_on": base_layer.default_model_name("dlib-resnet-128")}
 
     def _template(self):
         import faiss
 
         params = self._params()
-        name = "trained-{nlist}-pq{pq_bytes}-{trained_on}.faiss".format(**params)
+        name = "trained-{nlist}-pq{pq_bytes}-raw-{trained_on}.faiss".format(**params)
         path = (self.files or self.folder or Path(".")).parent / name if self.files else None
         if path is not None and path.exists():
             with contextlib.suppress(Exception):

@@ -17,7 +17,8 @@ key                                         type            holds
 ``p:ix:{c:<camera>:<m|u>:<P>}``             sorted set      one camera's faces, matched or not
 ``p:ix:{i:<identity>:<P>}``                 sorted set      faces matched to one identity
 ``p:dir:{g}``, ``p:dir:{c:<camera>}``,      sorted set      the periods ``P`` in which those indexes
-``p:dir:{i:<identity>}``                                    have entries
+``p:dir:{i:<identity>}``                                    have entries (``{g:m}``, ``{g:u}``,
+                                                            ``{c:<camera>:m}``...: matched or not only)
 ``p:cnt:{<P>}``                             hash            faces per period: ``a`` all, ``m`` matched,
                                                             ``c:<camera>``, ``i:<identity>``
 ``p:log:{log<k>}``                          stream          changes for the search index: ``a`` (stored)
@@ -51,6 +52,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def _state(matched: bool | None) -> str:
+    return "" if matched is None else (":m" if matched else ":u")
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key builder for one prefix (tests give each test its own prefix)."""
@@ -73,12 +78,12 @@ class Keys:
     def identity_index(self, identity_id: str, period: int) -> str:
         return f"{self.prefix}:ix:{{i:{identity_id}:{period}}}"
 
-    @property
-    def all_periods(self) -> str:
-        return f"{self.prefix}:dir:{{g}}"
+    def all_periods(self, matched: bool | None = None) -> str:
+        """Periods with faces (``matched``: True only matched ones, False only unmatched ones)."""
+        return f"{self.prefix}:dir:{{g{_state(matched)}}}"
 
-    def camera_periods(self, camera_id: str) -> str:
-        return f"{self.prefix}:dir:{{c:{camera_id}}}"
+    def camera_periods(self, camera_id: str, matched: bool | None = None) -> str:
+        return f"{self.prefix}:dir:{{c:{camera_id}{_state(matched)}}}"
 
     def identity_periods(self, identity_id: str) -> str:
         return f"{self.prefix}:dir:{{i:{identity_id}}}"

@@ -351,9 +351,11 @@ class FaceStore:
         k = self.keys
         want = set()
         for f in faces:
-            want.add((k.all_periods, f.period))
-            want.add((k.camera_periods(f.o.camera_id), f.period))
-            if f.identity:
+            matched = bool(f.identity)
+            for state in (None, matched):
+                want.add((k.all_periods(state), f.period))
+                want.add((k.camera_periods(f.o.camera_id, state), f.period))
+            if matched:
                 want.add((k.identity_periods(f.identity), f.period))
         return sorted(want - self._known_periods)
 
@@ -501,11 +503,18 @@ class FaceStore:
         values = await self.values([face_hash(f) for f in face_ids])
         return [self._record(f, v) for f, v in zip(face_ids, values)]
 
-    async def records_by_hash(self, hashes: list[bytes]) -> list[FaceRecord | None]:
-        """Live records of face hashes (the search index knows faces by their hash)."""
+    async def rows_by_hash(self, hashes: list[bytes]) -> list[tuple[str, str, int, bytes] | None]:
+        """(face id, camera id, capture ms, base layer) of live faces by hash (the search index knows
+        faces by their hash), ``None`` for faces gone; sealed base layers opened."""
         out = []
+        seal = self.sealer.enabled
         for v in await self.values(hashes):
-            out.append(FaceRecord.from_value(v, self.sealer) if v is not None and v[0] == rec.RECORD else None)
+            if v is None or v[0] != rec.RECORD:
+                out.append(None)
+                continue
+            r = rec.unpack_record(v)
+            base = self.sealer.open(r.base, seal_context(r.face_id, "base")) if seal else r.base
+            out.append((r.face_id, r.camera_id, r.capture_ms, base))
         return out
 
     # -- listing -----------------------------------------------------------------------------
@@ -516,8 +525,8 @@ class FaceStore:
         if identity:
             return k.identity_periods(identity), lambda p: [(k.identity_index(identity, p), True)]
         if camera:
-            return k.camera_periods(camera), lambda p: [(k.camera_index(camera, s, p), s) for s in states]
-        return k.all_periods, lambda p: [(k.all_index(sh, s, p), s) for sh in range(SHARDS) for s in states]
+            return k.camera_periods(camera, matched), lambda p: [(k.camera_index(camera, s, p), s) for s in states]
+        return k.all_periods(matched), lambda p: [(k.all_index(sh, s, p), s) for sh in range(SHARDS) for s in states]
 
     async def _fetch(self, keys: list[tuple[str, bool]], hi_t: int, hi_id: str | None, lo_t: int | None,
                      n: int) -> tuple[list[tuple[int, str, bool]], bool]:
@@ -584,43 +593,44 @@ class FaceStore:
         lo_p = "-inf" if since_ms is None else period_of(since_ms)
         out: list[FaceRecord] = []
         scanned = 0
+        span = 1  # periods read together: more when they turn out sparse (one identity, matched faces)
+        seen_periods = seen_entries = 0
         while True:
             periods = [int(p) for p in await self.redis.zrevrangebyscore(dir_key, period_of(hi_t), lo_p, start=0,
-                                                                         num=16)]
+                                                                         num=span)]
             if not periods:
                 return Page(out, None, False, scanned)
-            for p in periods:
-                if hi_t > (p + 1) * PERIOD_MS - 1:
-                    hi_t, hi_id = (p + 1) * PERIOD_MS - 1, None
-                keys = keys_of(p)
-                while True:
-                    n = max(16, limit + skip - len(out))
-                    entries, exhausted = await self._fetch(keys, hi_t, hi_id, since_ms, min(n, 1000))
-                    if entries:
-                        hashes = [face_hash(e[1]) for e in entries]
-                        values = await self.values(hashes)
-                        for i, ((t, fid, state), v) in enumerate(zip(entries, values)):
-                            scanned += 1
-                            hi_t, hi_id = t, fid
-                            r = self._check(v, fid, t, state, camera, identity)
-                            if r is not None:
-                                if skip:
-                                    skip -= 1
-                                else:
-                                    out.append(r)
-                                    if len(out) == limit:
-                                        more = i + 1 < len(entries) or not exhausted or bool(
-                                            await self.redis.zrevrangebyscore(dir_key, f"({p}", lo_p, start=0, num=1))
-                                        return Page(out, encode_cursor(t, fid) if more else None, False, scanned)
-                            if scanned >= max_scan or (deadline is not None and time.monotonic() > deadline):
-                                more = i + 1 < len(entries) or not exhausted or bool(
-                                    await self.redis.zrevrangebyscore(dir_key, f"({p}", lo_p, start=0, num=1))
-                                return Page(out, encode_cursor(t, fid) if more else None, more, scanned)
-                    if exhausted:
-                        break
-                hi_t, hi_id = p * PERIOD_MS - 1, None
-            if len(periods) < 16:
+            if hi_t > (periods[0] + 1) * PERIOD_MS - 1:
+                hi_t, hi_id = (periods[0] + 1) * PERIOD_MS - 1, None
+            keys = [k for p in periods for k in keys_of(p)]
+            before = scanned
+            while True:
+                n = max(16, limit + skip - len(out))
+                entries, exhausted = await self._fetch(keys, hi_t, hi_id, since_ms, min(n, 1000))
+                if entries:
+                    values = await self.values([face_hash(e[1]) for e in entries])
+                    for i, ((t, fid, state), v) in enumerate(zip(entries, values)):
+                        scanned += 1
+                        hi_t, hi_id = t, fid
+                        r = self._check(v, fid, t, state, camera, identity)
+                        if r is not None:
+                            if skip:
+                                skip -= 1
+                            else:
+                                out.append(r)
+                        full = len(out) == limit
+                        if full or scanned >= max_scan or (deadline is not None and time.monotonic() > deadline):
+                            more = i + 1 < len(entries) or not exhausted or bool(
+                                await self.redis.zrevrangebyscore(dir_key, f"({periods[-1]}", lo_p, start=0, num=1))
+                            return Page(out, encode_cursor(t, fid) if more else None, more and not full, scanned)
+                if exhausted:
+                    break
+            if len(periods) < span:
                 return Page(out, None, False, scanned)
+            hi_t, hi_id = periods[-1] * PERIOD_MS - 1, None
+            seen_periods, seen_entries = seen_periods + len(periods), seen_entries + scanned - before
+            density = seen_entries / seen_periods  # entries a period: as many periods as the page still needs
+            span = max(1, min(64, math.ceil(1.5 * (limit + skip - len(out)) / max(density, 0.5))))
 
     def _check(self, value: bytes | None, face_id: str, t: int, matched: bool, camera: str | None,
                identity: str | None) -> FaceRecord | None:
@@ -636,7 +646,7 @@ class FaceStore:
 
     # -- counts ------------------------------------------------------------------------------
     async def _period_counts(self, names: list[str]) -> dict[str, int]:
-        periods = await self.redis.zrange(self.keys.all_periods, 0, -1)
+        periods = await self.redis.zrange(self.keys.all_periods(), 0, -1)
         totals = dict.fromkeys(names, 0)
         if not periods or not names:
             return totals
@@ -695,7 +705,8 @@ class FaceStore:
         b.add("ZADD", k.identity_index(identity_id, p), t, face_id)
         if r.identity_id != identity_id:
             b.add("HINCRBY", k.counts(p), f"i:{identity_id}", 1)
-        for d in (k.all_periods, k.camera_periods(r.camera_id), k.identity_periods(identity_id)):
+        for d in (k.all_periods(), k.all_periods(True), k.camera_periods(r.camera_id),
+                  k.camera_periods(r.camera_id, True), k.identity_periods(identity_id)):
             b.add("ZADD", d, p, p)
         await execute(self.redis, b, raise_errors=True)
         return await self.get(face_id)
@@ -867,7 +878,7 @@ class FaceStore:
         identity_ids = list(identity_ids)
         cameras = [c.decode() for c in await self.redis.hkeys(k.cameras)]
         removed = 0
-        for p in sorted(int(x) for x in await self.redis.zrangebyscore(k.all_periods, "-inf", cp)):
+        for p in sorted(int(x) for x in await self.redis.zrangebyscore(k.all_periods(), "-inf", cp)):
             whole = p < cp
             upto = "+inf" if whole else f"({cutoff}"
             all_keys = [k.all_index(sh, s, p) for sh in range(SHARDS) for s in (True, False)]
@@ -890,9 +901,10 @@ class FaceStore:
                 b.add("UNLINK", k.counts(p))
             await execute(self.redis, b, raise_errors=True)
         b = Batch()
-        b.add("ZREMRANGEBYSCORE", k.all_periods, "-inf", f"({cp}")
-        for c in cameras:
-            b.add("ZREMRANGEBYSCORE", k.camera_periods(c), "-inf", f"({cp}")
+        for state in (None, True, False):
+            b.add("ZREMRANGEBYSCORE", k.all_periods(state), "-inf", f"({cp}")
+            for c in cameras:
+                b.add("ZREMRANGEBYSCORE", k.camera_periods(c, state), "-inf", f"({cp}")
         for i in identity_ids:
             b.add("ZREMRANGEBYSCORE", k.identity_periods(i), "-inf", f"({cp}")
         for sh in range(SHARDS):  # ids are arrival times: what arrived before the cutoff was captured before it
@@ -986,7 +998,8 @@ class FaceStore:
                 h = face_hash(f)
                 await self.redis.hset(k.records(bucket_of(h)), h, rec.pack_tombstone(f, t))
                 await self.redis.zadd(k.all_index(shard_of(h), False, period_of(t)), {f: t}, nx=True)
-                await self.redis.zadd(k.all_periods, {str(period_of(t)): period_of(t)})
+                for state in (None, False):
+                    await self.redis.zadd(k.all_periods(state), {str(period_of(t)): period_of(t)})
                 moved_tombs += 1
             await self.redis.unlink(key)
         for pattern in (k.legacy_camera_faces("*"), k.legacy_identity_faces("*")):

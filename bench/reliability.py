@@ -378,10 +378,13 @@ class SoakLoad:
 
 
 def redis_figures(client) -> dict:
+    """Keys, memory and faces in Redis (storage layout 2): ``face_keys`` counts face records (and
+    tombstones) in the record hashes, ``faces_index`` the entries of the all-faces time index."""
     info = client.info("memory")
-    face_keys = sum(1 for _ in client.scan_iter(match=f"{PREFIX}:face:*", count=10000))
+    face_keys = sum(int(client.hlen(k)) for k in client.scan_iter(match=f"{PREFIX}:r:*", count=10000))
+    faces_index = sum(int(client.zcard(k)) for k in client.scan_iter(match=f"{PREFIX}:ix:{{g:*", count=10000))
     return {"keys": int(client.dbsize()), "face_keys": face_keys, "used_memory_mb": round(info["used_memory"] / 2**20, 1),
-            "faces_index": int(client.zcard(f"{PREFIX}:faces")), "events": int(client.xlen(f"{PREFIX}:events"))}
+            "faces_index": faces_index, "events": int(client.xlen(f"{PREFIX}:events"))}
 
 
 async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image_every_s: float, progress,
@@ -580,11 +583,14 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
     points) and a real edge agent on a live camera, every setting at its default; then read every
     file the three write until none of the erased values is found.
 
-    What is looked for: each erased face's base layer, its decoded feature (32-byte pieces), its
-    cached enhancement layer and its face crop at the edge (64-byte pieces, less those every JPEG or
-    PNG shares with a face nobody erased), and each identity's name, notes and enrolled features.
-    No storage key is set, so these values are written in plaintext: the run measures erasure, not
-    encryption.
+    What is looked for: each erased face's base layer, its decoded feature (32-byte pieces: no file
+    should hold one), its code in the server's search index (16 bytes, read from the index's own
+    files before the erasure), its cached enhancement layer and its face crop at the edge (64-byte
+    pieces, less those every JPEG or PNG shares with a face nobody erased), and each identity's name,
+    notes and enrolled features. No storage key is set, so these values are written in plaintext: the
+    run measures erasure, not encryption. The search index saves its files every 30 s here
+    (``FACESERVER_HISTORY_SNAPSHOT_S``, 300 by default) so that they hold the faces before the erasure;
+    what bounds their erasure is ``FACESERVER_COMPACT_AFTER_ERASE_S``, at its default.
     """
     import base64
     import secrets as pysecrets
@@ -592,16 +598,33 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
     import httpx
     import redis as redis_lib
 
+    import numpy as np
+
+    from analysis_server import records as rec
+    from analysis_server.history import read_files
     from analysis_server.keys import Keys
+    from analysis_server.records import face_hash
     from analysis_server.redis_server import EmbeddedRedis
+    from facecodec import base_layer
 
     say = progress or (lambda m: None)
     keys = Keys(PREFIX)
+
+    def stored_value(client, face_id: str) -> dict[str, bytes] | None:
+        h = face_hash(face_id)
+        v = client.hget(keys.records(rec.bucket_of(h)), h)
+        if v is None or rec.is_tombstone(v):
+            return None
+        return {"base": rec.unpack_record(v).base, "raw": v}
+
+    def enh_key(face_id: str) -> str:
+        return keys.enhancement(rec.bucket_of(face_hash(face_id)), face_id)
     redis_dir, edge_dir = work / "redis", work / "agent"
     embedded = EmbeddedRedis(redis_dir)
     url = embedded.start()
     r = redis_lib.Redis(unix_socket_path=embedded.socket_path)
-    server = ServerProcess(work / "server", url, FACESERVER_CAMERA_TOKENS=json.dumps({"cam-1": TOKEN}))
+    server = ServerProcess(work / "server", url, FACESERVER_CAMERA_TOKENS=json.dumps({"cam-1": TOKEN}),
+                           FACESERVER_HISTORY_SNAPSHOT_S="30")
     camera = VariedCamera(varied_camera_frames(work / "frames"))
     agent = AgentProcess(edge_dir, server.grpc_target, [("cam-1", camera.url)])
     started: list = []
@@ -626,18 +649,31 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
         agent.start()
         started.append(agent)
 
+        def listed(**query) -> list[str]:
+            out, cursor = [], None
+            while True:
+                page = api.get("/faces", params={"limit": 500, **query, **({"cursor": cursor} if cursor else {})})
+                page.raise_for_status()
+                out += [f["face_id"] for f in page.json()["items"]]
+                cursor = page.json()["next_cursor"]
+                if cursor is None:
+                    return out
+
+        def stored(f: str) -> dict[str, bytes] | None:
+            return stored_value(r, f)
+
         def matched() -> dict[str, list[str]]:
-            return {i: [f.decode() for f in r.zrange(keys.identity_faces(i), 0, -1)] for i in enrolled}
+            return {i: listed(identity=i) for i in enrolled}
 
         def unmatched() -> list[str]:
-            return [f.decode() for f in r.zrange(keys.faces, 0, -1) if not r.hget(keys.face(f.decode()), "identity")]
+            return listed(matched="false")
 
         # Faces erased one by one are chosen with a base layer no other face has (two passes of one
         # person may still give the same bytes), and an identity's erasure takes every face matched
         # to it. The camera stops first: no new faces while the files are read.
         def unique_unmatched() -> list[str]:
             ids = unmatched()
-            bases = [r.hget(keys.face(f), "base") for f in ids]
+            bases = [stored(f)["base"] for f in ids]
             return [f for f, b in zip(ids, bases) if bases.count(b) == 1]
 
         wait_until(lambda: all(matched().values()) and len(unique_unmatched()) >= faces + 2, timeout=timeout_s,
@@ -647,7 +683,7 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
         by_identity = matched()
         direct = unique_unmatched()[:faces]
         erased = direct + [f for ids in by_identity.values() for f in ids]
-        kept = [f.decode() for f in r.zrange(keys.faces, 0, -1) if f.decode() not in erased]
+        kept = [f for f in listed() if f not in erased]
         say(f"{len(direct)} faces to erase one by one, {len(erased) - len(direct)} through their identity, "
             f"{len(kept)} kept")
         for f in erased + kept[:2]:  # the edge uploads each enhancement layer; the server caches it
@@ -659,15 +695,33 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
             crops = {f: bytes(c) for f, c in db.execute("SELECT face_id, crop FROM texture")}
         finally:
             db.close()  # an open reader would hold the edge's truncating checkpoint back
-        # Pieces a kept face shares (a JPEG's or PNG's tables, a repeated frame) are not evidence.
-        shared = b"\0".join([v for f in kept for v in (*r.hgetall(keys.face(f)).values(),
-                                                         r.get(keys.enhancement(f)) or b"", crops.get(f, b""))])
+        # The search index's files, once they hold every face (the server saves them every 30 s here).
+        index_dir = work / "server" / "data" / "history" / PREFIX
+
+        def index_files():
+            try:
+                return read_files(index_dir, PREFIX)
+            except (OSError, ValueError, KeyError, RuntimeError):  # not written yet, or being replaced
+                return None
+
+        def indexed_all() -> bool:
+            index = index_files()
+            return index is not None and all(index.codes_of(face_hash(f)) for f in erased + kept)
+
+        wait_until(indexed_all, timeout=180, what="the search index's files to hold every face", interval=2.0)
+        index = index_files()
+        # Pieces a kept face shares (a JPEG's or PNG's tables, a repeated frame, one person's code) are
+        # not evidence.
+        shared = b"\0".join([v for f in kept for v in (stored(f)["raw"], r.get(enh_key(f)) or b"",
+                                                         crops.get(f, b""), *index.codes_of(face_hash(f)))])
         needles: dict[str, list[bytes]] = {}
         for f in erased:
-            h = r.hgetall(keys.face(f))
-            needles[f"{f}:base"] = [h[b"base"]] if h[b"base"] not in shared else []
-            needles[f"{f}:feature"] = [p for p in _pieces(h[b"feat"], 32) if p not in shared]
-            needles[f"{f}:enhancement"] = [p for p in _pieces(r.get(keys.enhancement(f)), 48) if p not in shared]
+            h = stored(f)
+            feature = base_layer.decode(h["base"]).feature.astype(np.float32).tobytes()
+            needles[f"{f}:base"] = [h["base"]] if h["base"] not in shared else []
+            needles[f"{f}:feature"] = [p for p in _pieces(feature, 32) if p not in shared]
+            needles[f"{f}:code"] = [c for c in index.codes_of(face_hash(f)) if c not in shared]
+            needles[f"{f}:enhancement"] = [p for p in _pieces(r.get(enh_key(f)), 48) if p not in shared]
             needles[f"{f}:crop"] = [p for p in _pieces(crops[f], 64) if p not in shared]
         for iid, info in enrolled.items():
             needles[f"{iid}:name"] = [info["name"].encode()]
@@ -713,11 +767,13 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
                 "faces_kept": len(kept),
                 "values_looked_for": {"pieces": sum(len(v) for v in needles.values()),
                                       "faces_with_nothing_unique": sum(not any(needles.get(f"{f}:{k}") for k in (
-                                          "base", "feature", "enhancement", "crop")) for f in erased),
-                                      "kinds": ["base layer", "feature", "enhancement layer", "edge crop (PNG)",
-                                                "identity name", "identity notes", "enrolled feature"]},
+                                          "base", "feature", "code", "enhancement", "crop")) for f in erased),
+                                      "kinds": ["base layer", "feature", "search-index code", "enhancement layer",
+                                                "edge crop (PNG)", "identity name", "identity notes",
+                                                "enrolled feature"]},
                 "kept_faces_still_served": kept_ok,
-                "settings": "defaults (FACESERVER_COMPACT_AFTER_ERASE_S=60, EDGE wipes at once after a drop); "
+                "settings": "defaults (FACESERVER_COMPACT_AFTER_ERASE_S=60, EDGE wipes at once after a drop) but "
+                            "FACESERVER_HISTORY_SNAPSHOT_S=30 (the search index's files hold the faces sooner); "
                             "no storage keys, so every value is on disk in plaintext until erased",
                 "files_scanned": sorted(str(p.relative_to(work)) for d in folders.values() for p in d.rglob("*")
                                         if p.is_file())}

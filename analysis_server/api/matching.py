@@ -56,9 +56,9 @@ async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
         await history.catch_up()  # every face stored before this request, by any replica
         k = min(max(history.rerank, 2 * want), 20_000)
         found = await asyncio.to_thread(history.index.search, probes, k, body.since_ms, body.until_ms, cameras)
-        records = [r for r in await s.store.records_by_hash([c.h for c in found]) if r is not None and
-                   _in_filter(r, body.since_ms, body.until_ms, cameras)]
-        hits = await _hits(probes, records, threshold)
+        rows = [r for r in await s.store.rows_by_hash([c.h for c in found]) if r is not None and
+                _in_filter(r, body.since_ms, body.until_ms, cameras)]
+        hits = await _hits(probes, rows, threshold)
         scanned, truncated, index = len(found), False, KIND
     else:
         hits, scanned, truncated = await _scan(s, probes, threshold, body.since_ms, body.until_ms, cameras,
@@ -70,22 +70,24 @@ async def search(body: SearchIn, s: ServicesDep) -> SearchOut:
                      next_offset=want if len(hits) > want else None, index=index)
 
 
-def _in_filter(r, since_ms: int | None, until_ms: int | None, cameras: list[str] | None) -> bool:
-    return ((since_ms is None or r.capture_time_ms >= since_ms) and (until_ms is None or r.capture_time_ms <= until_ms)
-            and (cameras is None or r.camera_id in cameras))
+def _in_filter(row: tuple, since_ms: int | None, until_ms: int | None, cameras: list[str] | None) -> bool:
+    _, camera, t, _ = row
+    return (since_ms is None or t >= since_ms) and (until_ms is None or t <= until_ms) and \
+        (cameras is None or camera in cameras)
 
 
-async def _hits(probes: np.ndarray, records: list, threshold: float) -> list[SearchHit]:
-    """The records within ``threshold`` of a probe, with their exact distances (base layers decoded together)."""
-    records = list({r.face_id: r for r in records}.values())
-    if not records:
+async def _hits(probes: np.ndarray, rows: list[tuple[str, str, int, bytes]], threshold: float) -> list[SearchHit]:
+    """The faces (face id, camera, capture ms, base layer) within ``threshold`` of a probe, with their
+    exact distances (base layers decoded together)."""
+    rows = list({r[0]: r for r in rows}.values())
+    if not rows:
         return []
-    decoded = await asyncio.to_thread(base_layer.decode_many, [r.base_layer for r in records])
-    live = [(r, d.feature) for r, d in zip(records, decoded) if not isinstance(d, Exception)]
+    decoded = await asyncio.to_thread(base_layer.decode_many, [r[3] for r in rows])
+    live = [(r, d.feature) for r, d in zip(rows, decoded) if not isinstance(d, Exception)]
     if not live:
         return []
     dist = await asyncio.to_thread(_min_distances, probes, np.stack([f for _, f in live]))
-    return [SearchHit(face_id=r.face_id, camera_id=r.camera_id, capture_time_ms=r.capture_time_ms, distance=float(d))
+    return [SearchHit(face_id=r[0], camera_id=r[1], capture_time_ms=r[2], distance=float(d))
             for (r, _), d in zip(live, dist) if d <= threshold]
 
 
@@ -104,7 +106,8 @@ async def _scan(s, probes: np.ndarray, threshold: float, since_ms: int | None, u
             page = await s.store.page(camera=camera, since_ms=since_ms, until_ms=until_ms, cursor=cursor,
                                       limit=min(CHUNK, max_scan - scanned))
             scanned += len(page.records)
-            hits += await _hits(probes, page.records, threshold)
+            hits += await _hits(probes, [(r.face_id, r.camera_id, r.capture_time_ms, r.base_layer)
+                                         for r in page.records], threshold)
             cursor = page.next_cursor
             if cursor is None:
                 break

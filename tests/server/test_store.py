@@ -404,6 +404,7 @@ def test_an_index_entry_is_believed_only_when_its_record_agrees(store, payloads)
     p = rec.period_of(t)
     store.sync.zadd(k.camera_index("cam-1", False, p), {"ghost": t})  # no record
     store.sync.zadd(k.all_index(0, True, p), {"s-1": t})  # wrong state
-    store.sync.zadd(k.all_periods, {str(p): p})
+    store.sync.zadd(k.all_periods(), {str(p): p})
+    store.sync.zadd(k.all_periods(True), {str(p): p})
     assert listing(store) == ["s-1"] and listing(store, camera="cam-1") == ["s-1"]
     time.sleep(0.001)

@@ -307,7 +307,8 @@ class AuditEntryOut(BaseModel):
     id: str
     who: str = Field(description="key:<fingerprint> of the API key (a dashboard session names its key)")
     action: Literal["image", "thumbnail", "erase_face", "create_identity", "update_identity", "erase_identity",
-                    "enrol", "remove_feature", "dashboard_login", "acknowledge_hits", "dismiss_hits"]
+                    "enrol", "remove_feature", "dashboard_login", "acknowledge_hits", "dismiss_hits", "export_faces",
+                    "export_identities"]
     time_ms: int
     face_id: str | None = None
     identity_id: str | None = None
@@ -318,7 +319,8 @@ class AuditEntryOut(BaseModel):
     codec: str | None = Field(default=None, description="image: the codec of the layer shown (or asked for)")
     quality: int | None = Field(default=None, description="image: its quality")
     features: int | None = Field(default=None, description="create_identity: features enrolled with it")
-    faces: int | None = Field(default=None, description="erase_identity: faces erased with it")
+    faces: int | None = Field(default=None, description="erase_identity: faces erased with it; export_faces, "
+                                                         "export_identities: rows exported")
     group: str | None = Field(default=None, description="acknowledge_hits, dismiss_hits: the hit group")
     hits: int | None = Field(default=None, description="acknowledge_hits, dismiss_hits: hits in the group")
     origin: Literal["image"] | None = Field(default=None, description="enrol: from an uploaded photo")

@@ -8,11 +8,12 @@ back to the page after login.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -193,46 +194,138 @@ def _opt_int(value: str | None, what: str) -> int | None:
         raise InvalidInput(f"{what} must be a time in milliseconds") from None
 
 
+PAGE = 100
+EXPORT_FORMATS = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
+
+
+async def _search_page(s: Services, form: dict, cursor: str | None, offset: int, limit: int = PAGE) -> dict:
+    """One page of the search form's result: a search by person or face (ranked by distance, paged by
+    offset), or the faces of the camera and time range (newest first, paged by cursor)."""
+    ident, probe_face = _opt_id(form["identity"], "identity"), _opt_id(form["face"], "face")
+    cam = _opt_id(form["camera"], "camera")
+    since, until = _opt_int(form["since_ms"], "since"), _opt_int(form["until_ms"], "until")
+    thr = float(form["threshold"]) if form["threshold"] else None
+    if ident or probe_face:
+        probe = Probe(identity_id=ident) if ident else Probe(face_id=probe_face)
+        out = await matching_api.search(SearchIn(probe=probe, camera_ids=[cam] if cam else None, since_ms=since,
+                                                 until_ms=until, threshold=thr, limit=limit, offset=offset), s)
+        records = await s.store.get_many([h.face_id for h in out.hits])
+        return {"results": [faces_api.face_out(s, f) for f in records if f is not None],
+                "distances": {h.face_id: h.distance for h in out.hits}, "scanned": out.scanned,
+                "next": {"offset": out.next_offset} if out.next_offset is not None else None}
+    page = await faces_api.list_faces(s, camera=cam, since_ms=since, until_ms=until, identity=None, matched=None,
+                                      cursor=cursor, offset=0, limit=limit)
+    return {"results": page.items, "distances": {}, "scanned": None,
+            "next": {"cursor": page.next_cursor} if page.next_cursor else None}
+
+
+def _form(identity, face, camera, since_ms, until_ms, threshold) -> dict:
+    return {"identity": identity or "", "face": face or "", "camera": camera or "", "since_ms": since_ms or "",
+            "until_ms": until_ms or "", "threshold": threshold or ""}
+
+
 @router.get("/search")
 async def search(request: Request, s: ServicesDep, session: SessionDep, identity: str | None = None,
                  face: str | None = None, camera: str | None = None, since_ms: str | None = None,
-                 until_ms: str | None = None, threshold: str | None = None) -> HTMLResponse:
-    error, results, distances, scanned, searched = None, [], {}, None, False
+                 until_ms: str | None = None, threshold: str | None = None, cursor: str | None = None,
+                 offset: int = 0) -> HTMLResponse:
+    error, got, searched = None, {"results": [], "distances": {}, "scanned": None, "next": None}, False
     identities, _ = await s.gallery.list(0, 1000)
     cameras = await camera_rows(s)
-    form = {"identity": identity or "", "face": face or "", "camera": camera or "", "since_ms": since_ms or "",
-            "until_ms": until_ms or "", "threshold": threshold or ""}
+    form = _form(identity, face, camera, since_ms, until_ms, threshold)
+    query = {k: v for k, v in form.items() if v}
     try:
-        ident, probe_face = _opt_id(identity, "identity"), _opt_id(face, "face")
-        cam = _opt_id(camera, "camera")
-        since, until = _opt_int(since_ms, "since"), _opt_int(until_ms, "until")
-        thr = float(threshold) if threshold else None
-        if ident or probe_face:
-            probe = Probe(identity_id=ident) if ident else Probe(face_id=probe_face)
-            out = await matching_api.search(SearchIn(probe=probe, camera_ids=[cam] if cam else None, since_ms=since,
-                                                     until_ms=until, threshold=thr, limit=100), s)
-            distances = {h.face_id: h.distance for h in out.hits}
-            records = await s.store.get_many([h.face_id for h in out.hits])
-            results = [faces_api.face_out(s, f) for f in records if f is not None]
-            scanned = out.scanned
-        else:
-            page = await faces_api.list_faces(s, camera=cam, since_ms=since, until_ms=until, identity=None,
-                                              matched=None, offset=0, limit=100)
-            results = page.items
+        got = await _search_page(s, form, cursor, max(0, min(offset, 10_000)))
         searched = True
     except (InvalidInput, NotFound, ValueError) as e:
         error = str(e)
+    next_url = f"/ui/search?{urlencode({**query, **got['next']})}" if got["next"] else None
     return _page(request, s, session, "search.html", "search", identities=identities, cameras=cameras,
-                 form=form, results=results, distances=distances, scanned=scanned, error=error, searched=searched,
-                 status=422 if error else 200)
+                 form=form, results=got["results"], distances=got["distances"], scanned=got["scanned"], error=error,
+                 searched=searched, next_url=next_url, first_url=f"/ui/search?{urlencode(query)}" if
+                 (cursor or offset) else None, export_query=urlencode(query), status=422 if error else 200)
+
+
+def _rows_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            # a value a spreadsheet would run as a formula is quoted as text
+            w.writerow({k: f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@") else v
+                        for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _export(rows: list[dict], fmt: str, name: str, truncated: bool) -> Response:
+    body = _rows_csv(rows) if fmt == "csv" else json.dumps({"items": rows, "truncated": truncated}, indent=1)
+    return Response(body, media_type=EXPORT_FORMATS[fmt], headers={
+        **SECURITY_HEADERS, "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
+        "X-Export-Rows": str(len(rows)), "X-Export-Truncated": "true" if truncated else "false"})
+
+
+@router.get("/search/export")
+async def search_export(s: ServicesDep, session: SessionDep, format: str = "csv", identity: str | None = None,
+                        face: str | None = None, camera: str | None = None, since_ms: str | None = None,
+                        until_ms: str | None = None, threshold: str | None = None) -> Response:
+    """The whole result of the search form (every page), as CSV or JSON: metadata only, no picture."""
+    if format not in EXPORT_FORMATS:
+        raise InvalidInput("format is csv or json")
+    form = _form(identity, face, camera, since_ms, until_ms, threshold)
+    cap = s.settings.scan_max
+    rows: list[dict] = []
+    cursor, offset = None, 0
+    while True:
+        got = await _search_page(s, form, cursor, offset, limit=500 if not (identity or face) else 1000)
+        for f in got["results"]:
+            rows.append({"face_id": f.face_id, "camera_id": f.camera_id, "capture_time_ms": f.capture_time_ms,
+                         "capture_time": _iso(f.capture_time_ms), "distance": got["distances"].get(f.face_id),
+                         "identity_id": f.match.identity_id if f.match else None,
+                         "name": f.match.name if f.match else None,
+                         "match_distance": f.match.distance if f.match else None, "track_id": f.track_id,
+                         "base_layer_bytes": f.base_layer_bytes})
+        nxt = got["next"]
+        if nxt is None or len(rows) >= cap or (nxt.get("offset") or 0) > 10_000 - 1000:
+            break
+        cursor, offset = nxt.get("cursor"), nxt.get("offset") or 0
+    await s.store.audit(session.caller, "export_faces", faces=min(len(rows), cap))
+    return _export(rows[:cap], format, "faces", nxt is not None)
 
 
 # -- gallery ------------------------------------------------------------------------------------
 @router.get("/gallery")
-async def gallery(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
-    identities, total = await s.gallery.list(0, 1000)
+async def gallery(request: Request, s: ServicesDep, session: SessionDep, offset: int = 0) -> HTMLResponse:
+    offset = max(0, offset)
+    identities, total = await s.gallery.list(offset, PAGE)
     matched = await s.store.identity_counts([i.identity_id for i in identities])
-    return _page(request, s, session, "gallery.html", "gallery", identities=identities, total=total, matched=matched)
+    return _page(request, s, session, "gallery.html", "gallery", identities=identities, total=total, matched=matched,
+                 offset=offset, next_url=f"/ui/gallery?offset={offset + PAGE}" if offset + PAGE < total else None,
+                 prev_url=f"/ui/gallery?offset={max(0, offset - PAGE)}" if offset else None)
+
+
+@router.get("/gallery/export")
+async def gallery_export(s: ServicesDep, session: SessionDep, format: str = "csv") -> Response:
+    """Every enrolled identity (name, watchlist, features, faces matched, dates), as CSV or JSON."""
+    if format not in EXPORT_FORMATS:
+        raise InvalidInput("format is csv or json")
+    rows: list[dict] = []
+    offset = 0
+    while True:
+        identities, total = await s.gallery.list(offset, 1000)
+        counts = await s.store.identity_counts([i.identity_id for i in identities])
+        rows += [{"identity_id": i.identity_id, "name": i.name, "watchlist": i.watchlist,
+                  "features": len(i.feature_ids), "faces_matched": counts.get(i.identity_id, 0),
+                  "created_ms": i.created_ms, "created": _iso(i.created_ms), "updated_ms": i.updated_ms}
+                 for i in identities]
+        offset += 1000
+        if offset >= total or not identities:
+            break
+    await s.store.audit(session.caller, "export_identities", faces=len(rows))
+    return _export(rows, format, "identities", False)
 
 
 # -- one face -----------------------------------------------------------------------------------

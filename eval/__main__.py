@@ -28,7 +28,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--quick", action="store_true", help="a few pairs and qualities: checks the harness, not the codec")
     r.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_accuracy.json)")
     d = sub.add_parser("rate-distortion", help="PSNR / MS-SSIM against bits per pixel on test people")
-    d.add_argument("--images", type=int, default=None, help="test images to use (default: all)")
+    d.add_argument("--images", type=int, default=None, help="test images to use (default: all those --per-person keeps)")
+    d.add_argument("--per-person", type=int, default=2, help="at most this many images of each test person (0: all)")
+    d.add_argument("--learned", action="store_true", help="also measure the learned codecs (experiments)")
+    d.add_argument("--bootstrap", type=int, default=200, help="resamples of people for the BD-rate intervals")
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--quick", action="store_true", help="24 images, half the qualities")
     d.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_distortion.json)")
@@ -36,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("reconstruction", help="quality and identity of faces rebuilt from the base layer")
     c.add_argument("--model", default=None, help="registered reconstruction model (default: newest)")
     c.add_argument("--limit", type=int, default=None, help="test images to use (default: all)")
+    c.add_argument("--previous", nargs="*", default=None,
+                   help="older display models measured beside it and shown in the grid (default: every older one)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cache = args.cache or default_cache()
@@ -66,15 +71,24 @@ def main(argv: list[str] | None = None) -> None:
         from eval.prepare import FeatureCache
         from eval.reconstruction import RESULTS, grid, run
 
-        result = run(FeatureCache(cache), args.model, args.limit)
-        grid(FeatureCache(cache), RESULTS / "reconstruction_grid.png", model=args.model)
+        from facecodec import reconstruction, zoo
+
+        display = args.model or reconstruction.default_name()
+        previous = args.previous
+        if previous is None:  # every older display model: the grid shows before and after
+            previous = [e.name for e in sorted(zoo.entries(reconstruction.KIND), key=lambda e: e.tag or 0)
+                        if (e.head or "display") == "display" and e.name != display]
+        result = run(FeatureCache(cache), args.model, args.limit, previous=tuple(previous))
+        rows = [*previous, display] + ([reconstruction.default_name("prediction")] if args.model is None else [])
+        grid(FeatureCache(cache), RESULTS / "reconstruction_grid.png", models=rows)
         print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
     elif args.cmd == "rate-distortion":
         from eval.prepare import FeatureCache
         from eval.rate_distortion import RESULTS, run
 
         result = run(FeatureCache(cache), images=args.images, workers=args.workers, quick=args.quick,
-                     out=args.out or RESULTS / "rate_distortion.json")
+                     out=args.out or RESULTS / "rate_distortion.json", per_person=args.per_person or None,
+                     learned=args.learned, bootstrap=args.bootstrap)
         print(json.dumps(result["bd_rate"], indent=2))
     elif args.cmd == "figures":
         from eval.figures import main as figures

@@ -1,13 +1,17 @@
 """``reconstruction``: how good is the face rebuilt from the base layer alone (paper 3.2, Fig. 3).
 
 On test people only: PSNR and MS-SSIM of the reconstruction against the aligned 112x112 crop,
-beside the floor to beat (the mean train face, the same for everyone); identity survival on
-folds 9-10 of pairs.txt (the test people) when the right image of every pair is replaced by
-the reconstruction of its decoded base layer, pasted into the mean train chip so that dlib
-sees a 150x150 chip with no identity outside the crop; time per face on one core. The display
-model (what an operator sees) gives the top-level figures; the prediction head that the
+beside the floor to beat (the mean train face, the same for everyone), as per-person means (each
+person's mean, then the mean over people; ``..._per_image`` without the grouping, ``psnr_mse`` the PSNR
+of the mean squared error); the share of test images on which the reconstruction beats the mean face;
+dlib's verdict on every test face, the reconstruction pasted into the mean train chip (so that dlib
+sees a 150x150 chip with no identity outside the crop) against the original image: "same person"
+when their descriptors are closer than dlib's 0.6 (``same_person``, per person, and per image);
+identity survival on folds 9-10 of pairs.txt (the test people) when the right image of every pair is
+replaced by that pasted reconstruction (``identity_accuracy``, 10-fold); time per face on one core.
+The display model (what an operator sees) gives the top-level figures; the prediction head that the
 enhancement layer subtracts, when one is registered, is measured the same way under
-``prediction_head``.
+``prediction_head``, and older display models under ``previous`` when asked for.
 """
 
 from __future__ import annotations
@@ -43,8 +47,11 @@ def paste(chip: np.ndarray, crop: np.ndarray) -> np.ndarray:
     return out
 
 
+SAME_PERSON = 0.6  # dlib's documented threshold
+
+
 def run(cache: FeatureCache, model: str | None = None, limit: int | None = None, batch: int = 64,
-        out: Path | None = RESULTS / "reconstruction.json") -> dict:
+        out: Path | None = RESULTS / "reconstruction.json", previous: tuple[str, ...] = ()) -> dict:
     """Figures of the display model (top level, the issue's schema) and, when one is registered,
     of the prediction head that the enhancement layer subtracts (``prediction_head``)."""
     import torch
@@ -64,10 +71,40 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
     predictor = reconstruction.default_name("prediction")
     if model is None and predictor != display.name:
         head = _measure(cache, reconstruction.load_reconstructor(predictor), test, decoded, train_mean, batch)
-        result["prediction_head"] = {k: v for k, v in head.items() if k not in ("resolution", "crop", "images",
-                                                                              "identity_protocol", "mean_face_psnr",
-                                                                              "mean_face_ms_ssim")}
+        result["prediction_head"] = _short(head)
+    for name in previous:
+        result.setdefault("previous", {})[name] = _short(_measure(cache, reconstruction.load_reconstructor(name), test,
+                                                                  decoded, train_mean, batch))
     return write_results(result, out)
+
+
+def _short(figures: dict) -> dict:
+    return {k: v for k, v in figures.items() if k not in ("resolution", "crop", "images", "people", "identity_protocol",
+                                                          "same_person_protocol") and not k.startswith("mean_face")}
+
+
+def _per_person(values, people: list[str]) -> float:
+    groups: dict[str, list] = {}
+    for v, p in zip(values, people):
+        groups.setdefault(p, []).append(v)
+    return float(np.mean([np.mean(g) for g in groups.values()]))
+
+
+def _parameters(rec) -> int | None:
+    """Weights and buffers of a registered reconstruction model (its runtime file)."""
+    head = rec.head
+    if hasattr(head, "weight_t"):
+        return int(head.weight_t.size + head.bias.size + head.feat_mean.size + head.feat_std.size)
+    try:
+        import onnx
+        from onnx import numpy_helper
+
+        from facecodec import zoo
+
+        m = onnx.load_from_string(zoo.model_path(rec.name).read_bytes())
+        return int(sum(numpy_helper.to_array(t).size for t in m.graph.initializer))
+    except ImportError:
+        return None
 
 
 def _measure(cache: FeatureCache, rec, test: np.ndarray, decoded: dict, train_mean: np.ndarray, batch: int) -> dict:
@@ -77,7 +114,7 @@ def _measure(cache: FeatureCache, rec, test: np.ndarray, decoded: dict, train_me
 
     codec = base_layer.get_codec("dlib-resnet-128")
     mean_crop = face_crop(train_mean)
-    psnrs, mean_psnrs, ssims, recs = [], [], [], {}
+    psnrs, mean_psnrs, ssims, recs, mses, mean_mses = [], [], [], {}, [], []
     t_rec = 0.0
     for s in tqdm(range(0, len(test), batch), desc=f"reconstruct ({rec.name})"):
         idx = test[s : s + batch]
@@ -88,6 +125,8 @@ def _measure(cache: FeatureCache, rec, test: np.ndarray, decoded: dict, train_me
         crops = np.stack([face_crop(np.asarray(cache.chips[i])) for i in idx])
         psnrs += [psnr(a, b) for a, b in zip(out_imgs, crops)]
         mean_psnrs += [psnr(mean_crop, b) for b in crops]
+        mses += [float(np.mean((a.astype(np.float64) - b) ** 2)) for a, b in zip(out_imgs, crops)]
+        mean_mses += [float(np.mean((mean_crop.astype(np.float64) - b) ** 2)) for b in crops]
         ssims += list(ms_ssim(out_imgs, crops))
         recs.update(zip(idx.tolist(), out_imgs))
     # one face at a time, as the server does it
@@ -106,52 +145,68 @@ def _measure(cache: FeatureCache, rec, test: np.ndarray, decoded: dict, train_me
         for r in right[~have]:
             f = codec.decompress(codec.compress(cache.features[r])).feature
             recs[int(r)] = rec(f[None])[0]
-    rec_feats = np.stack([dlib.embed([paste(train_mean, recs[int(r)])])[0] for r in tqdm(right, desc="identity")])
+    pasted = {int(r): dlib.embed([paste(train_mean, recs[int(r)])])[0] for r in tqdm(recs, desc="identity")}
+    rec_feats = np.stack([pasted[int(r)] for r in right])
     d_rec = pair_distances(cache.features[left], rec_feats)
     d_orig = pair_distances(cache.features[left], cache.features[right])
     same, fold = pairs.same[sel], pairs.fold[sel]
     identity = ten_fold_accuracy(d_rec, same, fold)
     original = ten_fold_accuracy(d_orig, same, fold)
-    n_params = sum(p.numel() for p in rec.net.parameters()) + sum(b.numel() for b in rec.net.buffers())
+    people = [cache.names[i].split("/")[0] for i in test]
+    d_self = np.array([np.linalg.norm(pasted[int(i)] - cache.features[i]) for i in test])
+    better = np.array(psnrs) > np.array(mean_psnrs)
+    n_params = _parameters(rec)
     return {
         "model": rec.name,
         "resolution": [CROP, CROP],
         "crop": "centre 112x112 of dlib's 150x150 aligned chip (padding 0.25), LFW deep-funneled",
         "images": int(len(test)),
-        "psnr": float(np.mean(psnrs)),
-        "mean_face_psnr": float(np.mean(mean_psnrs)),
-        "ms_ssim": float(np.mean(ssims)),
+        "people": len(set(people)),
+        "psnr": _per_person(psnrs, people),
+        "mean_face_psnr": _per_person(mean_psnrs, people),
+        "psnr_per_image": float(np.mean(psnrs)),
+        "mean_face_psnr_per_image": float(np.mean(mean_psnrs)),
+        "psnr_mse": float(10 * np.log10(255**2 / np.mean(mses))),
+        "mean_face_psnr_mse": float(10 * np.log10(255**2 / np.mean(mean_mses))),
+        "better_than_mean_face": float(np.mean(better)),
+        "better_than_mean_face_per_person": _per_person(better, people),
+        "ms_ssim": _per_person(ssims, people),
         "mean_face_ms_ssim": float(np.mean(ms_ssim(np.repeat(mean_crop[None], len(test[:64]), 0), np.stack(
             [face_crop(np.asarray(cache.chips[i])) for i in test[:64]])))),
+        "same_person": _per_person(d_self < SAME_PERSON, people),
+        "same_person_per_image": float(np.mean(d_self < SAME_PERSON)),
+        "identity_distance": float(np.mean(d_self)),
+        "same_person_protocol": f"every test face: dlib's descriptor of the reconstruction pasted into the mean train chip "
+                                f"against the original's, closer than {SAME_PERSON} (dlib's threshold)",
         "identity_accuracy": identity.accuracy,
         "identity_accuracy_original": original.accuracy,
         "identity_pairs": int(len(sel)),
         "identity_protocol": "folds 9-10 of pairs.txt; right image replaced by its reconstruction pasted into the mean train chip",
         "ms_per_face": ms_single,
         "ms_per_face_batched": t_rec / len(test) * 1000,
-        "parameters": int(n_params),
-        "memory_mb_fp32": n_params * 4 / 2**20,
+        "parameters": n_params,
+        "memory_mb_fp32": n_params * 4 / 2**20 if n_params else None,
     }
 
 
-def grid(cache: FeatureCache, path: Path, n: int = 8, model: str | None = None) -> Path:
-    """Originals over reconstructions (and the prediction head's output, when registered) for a
-    fixed set of test faces (the paper's Fig. 3, first rows)."""
+def grid(cache: FeatureCache, path: Path, n: int = 8, models: list[str] | None = None) -> Path:
+    """Originals over the reconstructions of each of ``models`` (default: the display network, and the
+    prediction head when it is another model), one row each, for a fixed set of test faces (the
+    paper's Fig. 3, first rows)."""
     from PIL import Image
 
     from facecodec import base_layer, reconstruction
 
-    rec = reconstruction.load_reconstructor(model)
+    if models is None:
+        models = [reconstruction.default_name()]
+        if reconstruction.default_name("prediction") != models[0]:
+            models.append(reconstruction.default_name("prediction"))
     codec = base_layer.get_codec("dlib-resnet-128")
     test = cache.split_rows("test")
     pick = test[:: len(test) // n][:n]
     top = [face_crop(np.asarray(cache.chips[i])) for i in pick]
-    feats = [codec.decompress(codec.compress(cache.features[i])).feature[None] for i in pick]
-    rows = [top, [rec(f)[0] for f in feats]]
-    predictor = reconstruction.default_name("prediction")
-    if model is None and predictor != rec.name:  # third row: the enhancement layer's prediction head
-        head = reconstruction.load_reconstructor(predictor)
-        rows.append([head(f)[0] for f in feats])
+    feats = np.stack([codec.decompress(codec.compress(cache.features[i])).feature for i in pick])
+    rows = [top] + [list(reconstruction.load_reconstructor(m)(feats)) for m in models]
     canvas = np.concatenate([np.concatenate(r, 1) for r in rows], 0)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(canvas).save(path)

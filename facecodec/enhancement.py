@@ -1,14 +1,36 @@
-"""The enhancement layer: the residual between the face and its base-layer prediction (paper 3.3).
+"""The enhancement layer: the face coded against its base-layer prediction (paper 3.3), and restored.
 
-``x_resi = x - x_fea`` is min-max normalised to ``x_tex`` in [0, 255] per image (equation 4;
-min and max travel in the payload, so the decoder never needs batch statistics), coded with an
-image codec, and decoded as ``clip(x_fea + denormalise(x_rec))``. The ``conditional`` learned
-codec instead codes the crop itself with ``x_fea`` given to its encoder and decoder (min 0,
-max 255 in the header; the quality byte is its rate point). ``x_fea`` is the
-reconstruction's prediction head applied to the decoded base layer (:mod:`facecodec.reconstruction`); when no reconstruction model is
-registered the prediction is zero and the layer codes the crop directly (predictor tag 0).
+Format 3 (what encoders write for the conventional codecs) codes, per face, whichever of two images
+costs less at the asked quality (:func:`choose`):
 
-Payload (format version 2; version 1, without byte 8, is still decoded)::
+- **residual** mode: ``x_resi = x - x_fea`` mapped onto 8 bits around 128 by its largest magnitude
+  (``span``: ``x_tex = 128 + round(127 * x_resi / span)``; paper eq. 4 maps min..max instead, and
+  spends four header bytes on them), decoded as ``clip(x_fea + (x_rec - 128) * span / 127)``;
+- **direct** mode: the crop itself, as an anchor codec would code it.
+
+``x_fea`` is the reconstruction's prediction head applied to the decoded base layer
+(:mod:`facecodec.reconstruction`). When a restoration network is registered for the codec
+(:mod:`facecodec.restoration`), the decoder then runs it on the decoded face, given ``x_fea``, the
+quality and the mode: the base layer's knowledge of the person also sharpens what the image codec
+blurred. A payload names every model it needs by registry tag, so it decodes the same way after newer
+models are registered.
+
+Format 3 header (6 bytes in direct mode, 7 in residual mode)::
+
+    0     0xE0 | 3
+    1     image codec code (bits 7-4) | mode (bit 3: 0 residual, 1 direct) | header dictionary tag (bits 2-0)
+    2     quality
+    3     predictor tag: 0 = none, else the reconstruction model that made x_fea
+    4     restoration tag: 0 = none, else the restoration network run after the image decoder
+    5     span, 1-255 (residual mode only)
+    +0    CRC-8 of every other byte of the payload
+    ...   image codec stream (its container header deflated against the dictionary when its tag is set)
+
+Formats 2 and 1 (still decoded; format 2 is still written for the learned codecs, whose networks were
+trained on its normalisation) code ``x_tex``, the residual min-max normalised to [0, 255] per image
+(equation 4; min and max travel in the payload), decoded as ``clip(x_fea + denormalise(x_rec))``. The
+``conditional`` learned codec instead codes the crop itself with ``x_fea`` given to its encoder and
+decoder (min 0, max 255 in the header; the quality byte is its rate point)::
 
     0     0xE0 | version
     1     image codec code (facecodec.image_codecs)
@@ -16,10 +38,10 @@ Payload (format version 2; version 1, without byte 8, is still decoded)::
     3     quality
     4-5   residual minimum (int16, big endian)
     6-7   residual maximum (int16, big endian)
-    8     header dictionary tag: 0 = the image stream is a plain file, else its container
+    8     header dictionary tag (format 2 only): 0 = the image stream is a plain file, else its container
           header is deflated against that registered dictionary (facecodec.headers)
-    9-10  CRC-16/CCITT of every other byte
-    11-   image codec stream of the 112x112 normalised residual
+    +0-1  CRC-16/CCITT of every other byte
+    ...   image codec stream of the 112x112 normalised residual
 """
 
 from __future__ import annotations
@@ -35,10 +57,14 @@ from facecodec.errors import CorruptPayloadError, TruncatedPayloadError, Unknown
 from facecodec.image_codecs import BY_CODE, ImageCodec, LearnedCodec, image_codec
 
 MAGIC = 0xE0
-VERSION = 2
-HEADERS = {1: struct.Struct(">BBBBhhH"), 2: struct.Struct(">BBBBhhBH")}
-HEADER = HEADERS[VERSION]
+VERSION = 3  # what encode() writes for the conventional codecs
+VERSIONS = (1, 2, 3)  # what decode() reads
+HEADERS = {1: struct.Struct(">BBBBhhH"), 2: struct.Struct(">BBBBhhBH")}  # the fixed layouts of formats 1 and 2
+HEADER = HEADERS[2]  # format 2, still written for the learned codecs (and by bench/fuzzing's hand-made payloads)
 MAX_BODY = 1 << 20
+RESIDUAL, DIRECT = "residual", "direct"
+KAPPA = 1.5  # the choice's rate exponent: image codecs here lose about 1.5x in log MSE what they save in log bytes
+_EPS = 1e-3  # MSE floor of the choice (a lossless mode has MSE 0)
 
 
 @dataclass(frozen=True)
@@ -51,22 +77,26 @@ class EnhancementHeader:
     hi: int
     dictionary_tag: int = 0
     size: int = HEADER.size
+    mode: str = RESIDUAL
+    restoration_tag: int = 0
+    span: int = 0  # format 3, residual mode
 
 
-def prediction(base_payload: bytes | None) -> tuple[int, np.ndarray]:
+def prediction(base_payload: bytes | None, tag: int | None = None) -> tuple[int, np.ndarray]:
     """(predictor tag, x_fea as int16 112x112x3) for a base layer; zeros without a model.
 
     The encoder picks the newest prediction head's tag (``reconstruction.default_name("prediction")``)
-    and then computes ``x_fea``
-    exactly as the decoder will, from that tag (:func:`_prediction_for_tag`)."""
+    unless ``tag`` names one, and then computes ``x_fea`` exactly as the decoder will, from that tag
+    (:func:`_prediction_for_tag`)."""
     from facecodec import reconstruction, zoo
 
     if base_payload is None or not zoo.entries(reconstruction.KIND):
         return 0, np.zeros((CROP, CROP, 3), np.int16)
-    name = reconstruction.default_name("prediction")
-    tag = zoo.entry(name).tag
-    if not tag:  # a payload must name its predictor, or the decoder would add the wrong one
-        raise UnknownModelError(f"reconstruction model {name} has no registry tag")
+    if tag is None:
+        name = reconstruction.default_name("prediction")
+        tag = zoo.entry(name).tag
+        if not tag:  # a payload must name its predictor, or the decoder would add the wrong one
+            raise UnknownModelError(f"reconstruction model {name} has no registry tag")
     return tag, _prediction_for_tag(tag, base_payload)
 
 
@@ -86,24 +116,115 @@ def _prediction_for_tag(tag: int, base_payload: bytes) -> np.ndarray:
 
 
 def normalise(resi: np.ndarray) -> tuple[np.ndarray, int, int]:
-    """``x_tex`` of equation (4) as uint8 in [0, 255], with the per-image minimum and maximum."""
+    """``x_tex`` of equation (4) as uint8 in [0, 255], with the per-image minimum and maximum (formats 1, 2)."""
     lo, hi = int(resi.min()), int(resi.max())
     span = max(hi - lo, 1)
     return np.rint((resi - lo) * (255.0 / span)).astype(np.uint8), lo, hi
 
 
+def centre(resi: np.ndarray) -> tuple[np.ndarray, int]:
+    """Format 3's residual image: ``128 + round(127 * resi / span)`` with ``span`` its largest magnitude."""
+    span = int(min(max(np.abs(resi).max(), 1), 255))
+    return np.clip(np.rint(resi * (127.0 / span)) + 128, 0, 255).astype(np.uint8), span
+
+
+def uncentre(tex: np.ndarray, span: int, pred: np.ndarray) -> np.ndarray:
+    """The face from format 3's decoded residual image and its prediction."""
+    resi = (tex.astype(np.float64) - 128) * (span / 127.0)
+    return np.clip(np.rint(pred + resi), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Coded:
+    """One candidate of format 3: the image stream and the face the decoder will see."""
+
+    mode: str
+    stream: bytes
+    span: int
+    face: np.ndarray
+
+
+def code(x: np.ndarray, pred: np.ndarray, mode: str, coder: ImageCodec, quality: int, restorer=None) -> Coded:
+    """Code the crop ``x`` (uint8) in ``mode`` with ``coder``, and decode it as the decoder will
+    (with ``restorer``, a :class:`facecodec.restoration.Restoration`, when given)."""
+    if mode == RESIDUAL:
+        tex, span = centre(x.astype(np.int16) - pred)
+    else:
+        tex, span = x, 0
+    stream = coder.encode(tex, quality)
+    face = _faces(coder.decode(stream, (CROP, CROP)), mode, span, pred)
+    if restorer is not None:
+        face = restorer(face, pred, quality, mode)
+    return Coded(mode, stream, span, face)
+
+
+def _faces(tex: np.ndarray, mode: str, span: int, pred: np.ndarray) -> np.ndarray:
+    return uncentre(tex, span, pred) if mode == RESIDUAL else tex
+
+
+def choose(x: np.ndarray, candidates: list[tuple[Coded, int]]) -> int:
+    """Index of the ``(candidate, bytes)`` with the smallest ``ln(MSE) + KAPPA * ln(bytes)``, bytes being
+    everything that travels for it (base layer, header, stream): a per-face rate-distortion choice that
+    needs no lambda per codec or quality, because the slope of log MSE against log bytes is about the
+    same for every codec here (1.3-1.8 for AVIF from its lowest to its highest quality on train people;
+    1.5 chosen there)."""
+    xf = x.astype(np.float64)
+
+    def cost(k: int) -> float:
+        c, n = candidates[k]
+        mse = float(np.mean((c.face.astype(np.float64) - xf) ** 2))
+        return float(np.log(mse + _EPS) + KAPPA * np.log(n))
+
+    return min(range(len(candidates)), key=cost)
+
+
 def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", quality: int = 75,
-           compact: bool = True) -> bytes:
+           compact: bool = True, mode: str = "auto", version: int | None = None, restore: bool = True) -> bytes:
     """Enhancement payload for the face ``chip`` (150x150 aligned chip or 112x112 crop).
 
-    ``compact`` deflates the image stream's container header against the newest registered
-    header dictionary (when there is one)."""
+    Conventional codecs write format 3 (``version=2`` writes the previous format): ``mode`` is
+    ``residual``, ``direct`` or ``auto`` (both coded, :func:`choose` keeps one; residual needs a base
+    layer); ``restore=False`` leaves out the restoration network. The learned codecs write format 2.
+    ``compact`` deflates the image stream's container
+    header against the newest registered header dictionary (when there is one)."""
     from facecodec import headers
 
-    x = face_crop(chip).astype(np.int16)
+    x = face_crop(chip)
     coder = image_codec(codec)
     if not 0 <= quality <= 100:
         raise ValueError(f"quality {quality} is outside 0-100")
+    if mode not in ("auto", RESIDUAL, DIRECT):
+        raise ValueError(f"mode {mode!r} is not auto, {RESIDUAL} or {DIRECT}")
+    version = version or (2 if isinstance(coder, LearnedCodec) else VERSION)
+    dtag = headers.default_tag() if compact and isinstance(coder, ImageCodec) else 0
+    if version == 2:
+        return _encode_v2(x, base_payload, coder, quality, dtag)
+    if version != VERSION or isinstance(coder, LearnedCodec):
+        raise ValueError(f"format {version} cannot be written for {codec}")
+    if dtag > 7:
+        raise UnknownModelError(f"header dictionary tag {dtag} does not fit format 3's three bits")
+    from facecodec import restoration
+
+    restorer = restoration.for_codec(codec) if base_payload is not None and restore else None
+    ptag, pred = prediction(base_payload, restorer.predictor_tag if restorer else None)
+    if not ptag:
+        restorer = None
+    modes = [DIRECT] if not ptag or mode == DIRECT else [RESIDUAL] if mode == RESIDUAL else [RESIDUAL, DIRECT]
+    candidates = [code(x, pred, m, coder, quality, restorer) for m in modes]
+    bodies = [headers.compact(coder.name, c.stream, headers.dictionary(dtag)) if dtag else c.stream for c in candidates]
+    k = choose(x, [(c, len(b) + len(base_payload or b"") + 7) for c, b in zip(candidates, bodies)])
+    best, body = candidates[k], bodies[k]
+    if best.mode == DIRECT and restorer is None:
+        ptag = 0  # nothing of the base layer is used: the layer decodes without it
+    head = bytes([MAGIC | 3, coder.code << 4 | (8 if best.mode == DIRECT else 0) | dtag, quality, ptag,
+                  restorer.tag if restorer else 0]) + (bytes([best.span]) if best.mode == RESIDUAL else b"")
+    return head + bytes([_crc8(head + body)]) + body
+
+
+def _encode_v2(x: np.ndarray, base_payload: bytes | None, coder, quality: int, dtag: int) -> bytes:
+    from facecodec import headers
+
+    x = x.astype(np.int16)
     tag, pred = prediction(base_payload)
     if coder.conditional:  # codes the crop itself, given x_fea
         lo, hi = 0, 255
@@ -111,11 +232,16 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     else:
         tex, lo, hi = normalise(x - pred)
         body = coder.encode(tex, quality)
-    dtag = headers.default_tag() if compact and isinstance(coder, ImageCodec) else 0
     if dtag:
         body = headers.compact(coder.name, body, headers.dictionary(dtag))
-    head = HEADER.pack(MAGIC | VERSION, coder.code, tag, quality, lo, hi, dtag, 0)[:-2]
+    head = HEADER.pack(MAGIC | 2, coder.code, tag, quality, lo, hi, dtag, 0)[:-2]
     return head + binascii.crc_hqx(head + body, 0xFFFF).to_bytes(2, "big") + body
+
+
+def _crc8(data: bytes) -> int:
+    from facecodec.base_layer import _crc8 as crc8  # the base layer's CRC-8 (polynomial 0x07)
+
+    return crc8(data)
 
 
 def read_header(payload: bytes) -> EnhancementHeader:
@@ -128,8 +254,11 @@ def read_header(payload: bytes) -> EnhancementHeader:
     if magic & 0xF0 != MAGIC:
         raise UnknownFormatError(f"not an enhancement payload (first byte 0x{magic:02x})")
     version = magic & 0x0F
-    if version not in HEADERS:
-        raise UnknownFormatError(f"enhancement format version {version} is not supported (this decoder reads 1 and 2)")
+    if version not in VERSIONS:
+        raise UnknownFormatError(f"enhancement format version {version} is not supported (this decoder reads "
+                                 f"{', '.join(map(str, VERSIONS))})")
+    if version == 3:
+        return _read_header_v3(payload)
     fmt = HEADERS[version]
     if len(payload) < fmt.size + 1:
         raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
@@ -147,8 +276,30 @@ def read_header(payload: bytes) -> EnhancementHeader:
     return EnhancementHeader(version, BY_CODE[code].name, tag, quality, lo, hi, dtag, fmt.size)
 
 
+def _read_header_v3(payload: bytes) -> EnhancementHeader:
+    if len(payload) < 7:
+        raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
+    code, mode, dtag = payload[1] >> 4, DIRECT if payload[1] & 8 else RESIDUAL, payload[1] & 7
+    quality, ptag, rtag = payload[2], payload[3], payload[4]
+    size = 6 if mode == DIRECT else 7
+    if len(payload) < size + 1:
+        raise TruncatedPayloadError(f"enhancement payload of {len(payload)} bytes is shorter than its header")
+    span = payload[5] if mode == RESIDUAL else 0
+    coder = BY_CODE.get(code)
+    if coder is None:
+        raise UnknownFormatError(f"unknown image codec code {code}")
+    if isinstance(coder, LearnedCodec) or quality > 100 or (mode == RESIDUAL and span == 0):
+        raise CorruptPayloadError("enhancement header values out of range")
+    if len(payload) - size > MAX_BODY:
+        raise CorruptPayloadError("enhancement body is larger than any 112x112 image needs")
+    if _crc8(payload[: size - 1] + payload[size:]) != payload[size - 1]:
+        raise CorruptPayloadError("enhancement checksum mismatch: the payload is truncated or corrupted")
+    lo, hi = (-span, span) if mode == RESIDUAL else (0, 255)
+    return EnhancementHeader(3, coder.name, ptag, quality, lo, hi, dtag, size, mode, rtag, span)
+
+
 def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
-    """The full-fidelity 112x112 face: ``clip(x_fea + denormalised(x_rec))``."""
+    """The full-fidelity 112x112 face."""
     h = read_header(payload)
     if h.predictor_tag and base_payload is None:
         raise UnknownModelError("this enhancement layer needs its base layer to decode")
@@ -159,6 +310,13 @@ def decode(payload: bytes, base_payload: bytes | None) -> np.ndarray:
         body = headers.expand(body, headers.dictionary(h.dictionary_tag))
     coder = image_codec(h.codec)
     pred = _prediction_for_tag(h.predictor_tag, base_payload)
+    if h.version == 3:
+        face = _faces(coder.decode(body, (CROP, CROP)), h.mode, h.span, pred)
+        if h.restoration_tag:
+            from facecodec import restoration
+
+            face = restoration.by_tag(h.restoration_tag)(face, pred, h.quality, h.mode)
+        return face
     if isinstance(coder, LearnedCodec):
         out = coder.decode(body, (CROP, CROP), context=pred, quality=h.quality)
         if coder.conditional:

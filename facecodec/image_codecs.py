@@ -131,7 +131,7 @@ CODECS: dict[str, ImageCodec | LearnedCodec] = {c.name: c for c in [
     ImageCodec("jpeg", 1, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _jpeg),
     ImageCodec("jpeg2000", 2, (22, 25, 28, 30, 32, 34, 36, 38, 40, 44), _jpeg2000),
     ImageCodec("webp", 3, (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _webp),
-    ImageCodec("avif", 4, (5, 10, 20, 30, 40, 50, 60, 70, 80, 90), _avif),
+    ImageCodec("avif", 4, (0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90), _avif),
     ImageCodec("png", 5, (0,), _png),
     LearnedCodec("learned", 6, "residual"),
     LearnedCodec("conditional", 7, "conditional"),

@@ -47,7 +47,7 @@ def test_a_payload_predicted_by_the_older_display_network_still_decodes(face, mo
     chip, base = face
     display = reconstruction.default_name()
     monkeypatch.setattr(reconstruction, "default_name", lambda head="display": display)
-    payload = enhancement.encode(chip, base, "png", 0)
+    payload = enhancement.encode(chip, base, "png", 0, mode="residual")
     monkeypatch.undo()
     assert enhancement.read_header(payload).predictor_tag == zoo.entry(display).tag
     out = enhancement.decode(payload, base).astype(int)

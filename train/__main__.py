@@ -11,14 +11,20 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m train")
     p.add_argument("--cache", type=Path, default=None, help="prepared LFW cache (FACECODEC_EVAL_CACHE)")
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("reconstruction", help="feature-to-face network (paper 3.2)")
+    r = sub.add_parser("reconstruction", help="the display network: feature-to-face (paper 3.2)")
     r.add_argument("--out", type=Path, default=Path("var/train/reconstruction"))
-    r.add_argument("--epochs", type=int, default=40)
-    r.add_argument("--batch", type=int, default=64)
-    r.add_argument("--lr0", type=float, default=2e-3)
-    r.add_argument("--lr1", type=float, default=2e-5)
-    r.add_argument("--lam", type=float, default=0.5, help="weight of the perceptual term")
-    r.add_argument("--base", type=int, default=128, help="channels at 7x7")
+    r.add_argument("--arch", choices=("upconv", "dconv"), default="upconv",
+                   help="upconv: upsampling + 3x3 convolutions, MSE + SSIM + identity; dconv: the paper's Fig. 1, MAE + SSIM")
+    r.add_argument("--steps", type=int, default=6000)
+    r.add_argument("--batch", type=int, default=32)
+    r.add_argument("--lr0", type=float, default=1e-3)
+    r.add_argument("--lr1", type=float, default=1e-5)
+    r.add_argument("--lam", type=float, default=0.1, help="weight of the structural (SSIM or VGG) term")
+    r.add_argument("--identity", type=float, default=0.3,
+                   help="weight of the squared dlib-descriptor distance to the original (0: no identity term)")
+    r.add_argument("--base", type=int, default=192, help="channels at 7x7")
+    r.add_argument("--val-people", type=int, default=100, help="train people held out to watch the run")
+    r.add_argument("--checkpoint-every", type=int, default=250)
     r.add_argument("--vgg-weights", type=Path, default=None, help="local VGG-19 state dict for the paper's loss")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--export", action="store_true", help="register the final weights in facecodec/models")
@@ -41,6 +47,21 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--export", action="store_true", help="register the finished rate points in facecodec/models")
     ph = sub.add_parser("prediction-head", help="ridge map from feature to pixels: the enhancement layer's predictor")
     ph.add_argument("--alpha", type=float, default=1000.0, help="ridge penalty (standardised features)")
+    rs = sub.add_parser("restoration", help="the enhancement layer's restoration network for one image codec")
+    rs.add_argument("--codec", default="avif")
+    rs.add_argument("--out", type=Path, default=Path("var/train/restoration"))
+    rs.add_argument("--per-image", type=int, default=3, help="coded samples per train image")
+    rs.add_argument("--qualities", type=int, nargs=2, default=(0, 95), help="range of qualities to sample")
+    rs.add_argument("--steps", type=int, default=6000)
+    rs.add_argument("--batch", type=int, default=16)
+    rs.add_argument("--lr0", type=float, default=1e-3)
+    rs.add_argument("--lr1", type=float, default=2e-5)
+    rs.add_argument("--width", type=int, default=32, help="channels at full resolution")
+    rs.add_argument("--val-people", type=int, default=100, help="train people held out to watch the run")
+    rs.add_argument("--checkpoint-every", type=int, default=250)
+    rs.add_argument("--threads", type=int, default=1)
+    rs.add_argument("--workers", type=int, default=1, help="processes coding the samples")
+    rs.add_argument("--export", action="store_true", help="register the final network in facecodec/models")
     sub.add_parser("runtime-models", help="convert MTCNN, dlib's descriptor and PyTorch reconstruction models to "
                                           "the files the services run (ONNX, .npz), check and register them")
     args = p.parse_args(argv)
@@ -64,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
     elif args.cmd == "runtime-models":
         from train.convert import main as run
+
+        run(args)
+    elif args.cmd == "restoration":
+        from train.restoration import main as run
 
         run(args)
     elif args.cmd == "reconstruction":

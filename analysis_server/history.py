@@ -5,8 +5,9 @@ reads ~130 bytes and decodes a base layer per face). :class:`HistoryIndex` keeps
 a 16-byte product-quantization code of its feature in a FAISS inverted-file index (``IndexIVFPQ``,
 1,024 lists, codes of the features rather than of their residuals),
 its 8-byte face hash, capture time and camera: about 40 bytes a face, one partition per UTC day.
-A query probes ``nprobe`` lists of every day its time window touches (all lists of a small
-partition), with an exact filter on time and camera inside FAISS (``IDSelectorBitmap``) where the
+A query probes as many lists of every day its time window touches as ``FACESERVER_HISTORY_SCAN_CODES``
+codes allow (all of a short window or a small store; at least ``FACESERVER_HISTORY_NPROBE``), with an
+exact filter on time and camera inside FAISS (``IDSelectorBitmap``) where the
 window or the cameras do not cover a whole day; the candidates are then read from Redis, their base
 layers decoded and ranked by exact distance (:class:`History`), so a face that is gone (erased,
 expired) or outside the filter is never answered whatever the index still holds. IVF-PQ won
@@ -133,14 +134,14 @@ class _Partition:
 class HistoryIndex:
     """Partitions of an IVF-PQ index by day, with exact time and camera filters; thread-safe."""
 
-    def __init__(self, template, nprobe: int = 64, exhaustive_max: int = 50_000):
+    def __init__(self, template, nprobe: int = 64, scan_codes: int = 2_000_000):
         import faiss
 
         self.template = template  # None: read-only (loaded from files; see read_files)
         self.dim = template.d if template is not None else 128
         self.nlist = faiss.extract_index_ivf(template).nlist if template is not None else 0
         self.nprobe = nprobe
-        self.exhaustive_max = exhaustive_max
+        self.scan_codes = scan_codes
         self.parts: dict[int, _Partition] = {}
         self.cameras: list[str] = []
         self._camera_no: dict[str, int] = {}
@@ -248,12 +249,15 @@ class HistoryIndex:
                 cams = np.asarray([self._camera_no[c] for c in camera_ids if c in self._camera_no], np.uint16)
                 if not len(cams):
                     return []
-            for day in sorted(self.parts):
+            days = [d for d in sorted(self.parts) if self.parts[d].live and (d + 1) * DAY_MS - 1 >= lo
+                    and d * DAY_MS <= hi]
+            # As many lists as ``scan_codes`` codes allow over the days of the window (at least
+            # ``nprobe``): a short window or a small store is searched whole, a long one in part.
+            rows = sum(self.parts[d].live for d in days)
+            nprobe = min(self.nlist, max(self.nprobe, math.ceil(self.scan_codes * self.nlist / max(rows, 1))))
+            for day in days:
                 p = self.parts[day]
                 start, end = day * DAY_MS, (day + 1) * DAY_MS - 1
-                if end < lo or start > hi or p.live == 0:
-                    continue
-                nprobe = self.nlist if p.live <= self.exhaustive_max else min(self.nprobe, self.nlist)
                 params = faiss.SearchParametersIVF(nprobe=nprobe)
                 bitmap = None
                 if start < lo or end > hi or cams is not None:
@@ -362,15 +366,15 @@ class History:
     """
 
     POLL_S = 0.2
-    READ = 4096  # log entries read per shard and round trip
+    READ = 256  # log entries (batches) read per shard and round trip
 
     def __init__(self, store, folder: Path | None, nlist: int = 1024, pq_bytes: int = 16, nprobe: int = 64,
-                 exhaustive_max: int = 50_000, rerank: int = 256, snapshot_s: float = 300.0,
+                 scan_codes: int = 2_000_000, rerank: int = 512, snapshot_s: float = 300.0,
                  after_erase_s: float = 60.0, sealer=None):
         self.store = store
         self.folder = folder
         self.nlist, self.pq_bytes, self.nprobe = nlist, pq_bytes, nprobe
-        self.exhaustive_max, self.rerank = exhaustive_max, rerank
+        self.scan_codes, self.rerank = scan_codes, rerank
         self.snapshot_s, self.after_erase_s = snapshot_s, after_erase_s
         self.sealer = sealer
         self.index: HistoryIndex | None = None
@@ -387,20 +391,50 @@ class History:
 
     # -- feeding -----------------------------------------------------------------------------
     def note_stored(self, items: list[tuple[bytes, int, str, np.ndarray]]) -> None:
-        """Features of faces this replica stored (their log entries follow): no need to read them back."""
-        for h, _, _, feature in items:
-            self._pending[h] = feature
+        """Faces this replica stored (their log entries follow): no need to read them back."""
+        for h, t, camera, feature in items:
+            self._pending[h] = (t, camera, feature)
         if len(self._pending) > 200_000:  # the log reader is far behind: it will read them from Redis
             for h in list(self._pending)[: len(self._pending) - 100_000]:
                 del self._pending[h]
 
     async def _apply(self, entries: list[tuple[str, bytes]]) -> None:
-        adds = [v for kind, v in entries if kind == "a"]
-        erases = [(v[:8], int.from_bytes(v[8:16], "little")) for kind, v in entries if kind == "e"]
+        """Apply log entries in order: runs of additions, then of removals (a face's removal is logged
+        after its addition, in the same shard)."""
+        run: list[tuple[str, bytes]] = []
+        for kind, value in entries:
+            if run and run[-1][0] != kind:
+                await self._apply_run(run)
+                run = []
+            run.append((kind, value))
+        if run:
+            await self._apply_run(run)
+
+    async def _apply_run(self, entries: list[tuple[str, bytes]]) -> None:
+        blob = b"".join(v for _, v in entries)
+        if entries[0][0] == "e":
+            erases = [(blob[i:i + 8], int.from_bytes(blob[i + 8:i + 16], "little")) for i in range(0, len(blob), 16)]
+            await asyncio.to_thread(self.index.remove, erases)
+            self._removed()
+            return
+        adds = [blob[i:i + 8] for i in range(0, len(blob), 8)]
+        hs, ts, cams, feats, todo, todo_meta = [], [], [], [], [], []
+        if not self.store.cluster:
+            # One Redis: a face's record and its log entry were written by one script, and its erasure
+            # is logged after it: this replica's own faces need no reading back.
+            rest = []
+            for h in adds:
+                mine = self._pending.pop(h, None)
+                if mine is None:
+                    rest.append(h)
+                else:
+                    hs.append(h), ts.append(mine[0]), cams.append(mine[1]), feats.append(mine[2])
+            adds = rest
         if adds:
+            # On a cluster a face's entry may be written after its erasure (two round trips): every
+            # face is read, and one erased meanwhile is not indexed.
             known = {h: self._pending.pop(h) for h in adds if h in self._pending}
             values = await self.store.values(adds)
-            hs, ts, cams, feats, todo, todo_meta = [], [], [], [], [], []
             from analysis_server import records as rec
             from analysis_server.store import seal_context
 
@@ -409,22 +443,19 @@ class History:
                     continue  # erased or expired before it was read: never indexed
                 r = rec.unpack_record(v)
                 if h in known:
-                    hs.append(h), ts.append(r.capture_ms), cams.append(r.camera_id), feats.append(known[h])
+                    hs.append(h), ts.append(r.capture_ms), cams.append(r.camera_id), feats.append(known[h][2])
                 else:
                     todo.append(self.store.sealer.open(r.base, seal_context(r.face_id, "base")))
                     todo_meta.append((h, r.capture_ms, r.camera_id))
-            if todo:
-                from facecodec import base_layer
+        if todo:
+            from facecodec import base_layer
 
-                self.rows_read += len(todo)
-                for (h, t, c), d in zip(todo_meta, await asyncio.to_thread(base_layer.decode_many, todo)):
-                    if not isinstance(d, Exception):
-                        hs.append(h), ts.append(t), cams.append(c), feats.append(d.feature)
-            if hs:
-                await asyncio.to_thread(self.index.add, hs, ts, cams, np.stack(feats))
-        if erases:
-            await asyncio.to_thread(self.index.remove, erases)
-            self._removed()
+            self.rows_read += len(todo)
+            for (h, t, c), d in zip(todo_meta, await asyncio.to_thread(base_layer.decode_many, todo)):
+                if not isinstance(d, Exception):
+                    hs.append(h), ts.append(t), cams.append(c), feats.append(d.feature)
+        if hs:
+            await asyncio.to_thread(self.index.add, hs, ts, cams, np.stack(feats))
 
     def _removed(self) -> None:
         if self._erased_at is None:
@@ -458,7 +489,7 @@ class History:
         if self.folder is not None:
             self.files = await asyncio.to_thread(self._claim_folder)
         template = await asyncio.to_thread(self._template)
-        self.index = HistoryIndex(template, self.nprobe, self.exhaustive_max)
+        self.index = HistoryIndex(template, self.nprobe, self.scan_codes)
         loaded = await asyncio.to_thread(self._load) if self.files is not None else False
         if not loaded:
             self.positions = {}

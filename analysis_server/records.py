@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import zlib
 from typing import NamedTuple
 
 RECORD, TOMBSTONE = 2, 0
@@ -47,6 +48,11 @@ def bucket_of(h: bytes) -> int:
 
 def shard_of(h: bytes) -> int:
     return h[7] & (SHARDS - 1)
+
+
+def log_shard(camera_id: str) -> int:
+    """The change-log shard of a camera's faces (one entry per batch; a face's erasure follows it there)."""
+    return zlib.crc32(camera_id.encode()) & (SHARDS - 1)
 
 
 def period_of(t_ms: int) -> int:

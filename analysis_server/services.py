@@ -95,7 +95,7 @@ class Services:
         if settings.history_index:
             services.history = History(store, settings.data_dir / "history" / settings.key_prefix,
                                        settings.history_nlist, settings.history_pq_bytes, settings.history_nprobe,
-                                       settings.history_exhaustive_max, settings.history_rerank,
+                                       settings.history_scan_codes, settings.history_rerank,
                                        settings.history_snapshot_s, settings.compact_after_erase_s,
                                        sealer=Sealer(settings.storage_key_bytes))
             store.on_stored = services.history.note_stored

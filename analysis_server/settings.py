@@ -64,8 +64,8 @@ class ServerSettings(BaseSettings):
     history_nlist: int = Field(default=1024, ge=1, le=65536)
     history_pq_bytes: int = Field(default=16, ge=1, le=128)
     history_nprobe: int = Field(default=64, ge=1)
-    history_exhaustive_max: int = Field(default=50_000, ge=0)
-    history_rerank: int = Field(default=256, ge=10, le=10_000)
+    history_scan_codes: int = Field(default=2_000_000, ge=1)
+    history_rerank: int = Field(default=512, ge=10, le=10_000)
     history_snapshot_s: float = Field(default=300.0, gt=0)
 
     grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)

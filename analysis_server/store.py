@@ -47,7 +47,7 @@ from analysis_server.at_rest import Sealer
 from analysis_server.errors import InvalidInput
 from analysis_server.keys import Keys
 from analysis_server.redis_batch import Batch, execute, is_cluster
-from analysis_server.records import PERIOD_MS, SHARDS, bucket_of, face_hash, period_of, shard_of
+from analysis_server.records import PERIOD_MS, SHARDS, bucket_of, face_hash, log_shard, period_of, shard_of
 from analysis_server.validation import Observation
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,15 @@ _ID_AT = rec._HEAD.size + 1  # where the face id starts in a record value (Lua s
 
 # One call stores a batch on one Redis (not on a cluster: its keys are in many slots).
 # KEYS: events, then per face: record hash, all-faces index, camera index, identity index (the
-# record hash again when unmatched), change log, counts; then directories to add a period to.
+# record hash again when unmatched), change log, counts; then directories to add a period to. The
+# change log gets one entry per log key: the hashes of the faces stored, 8 bytes each.
 # ARGV: events maxlen, face count, directory count, then per face: hash, record, face id, capture
 # ms, camera, identity ("" = none), distance, watchlist flag; then each directory's period.
 # Returns one digit per face: 1 stored, 0 already stored, 2 erased (tombstone), 3 another face
 # id with the same hash.
 _STORE_BATCH = """
 local n, nd = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out, counts, order = {}, {}, {}
+local out, counts, order, logs, lorder = {}, {}, {}, {}, {}
 local function count(key, f, d)
   local c = counts[key]
   if not c then c = {}; counts[key] = c; order[#order + 1] = key end
@@ -81,7 +82,10 @@ for i = 0, n - 1 do
     local cam, ident, dist = ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
     redis.call('ZADD', KEYS[k + 1], t, id)
     redis.call('ZADD', KEYS[k + 2], t, id)
-    redis.call('XADD', KEYS[k + 4], '*', 'a', h)
+    local lk = KEYS[k + 4]
+    local l = logs[lk]
+    if not l then l = {}; logs[lk] = l; lorder[#lorder + 1] = lk end
+    l[#l + 1] = h
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', 'observation', 'face_id', id,
                'camera_id', cam, 'capture_time_ms', t, 'identity_id', ident, 'distance', dist)
     count(KEYS[k + 5], 'a', 1)
@@ -109,6 +113,7 @@ end
 for _, key in ipairs(order) do
   for f, d in pairs(counts[key]) do redis.call('HINCRBY', key, f, d) end
 end
+for _, key in ipairs(lorder) do redis.call('XADD', key, '*', 'a', table.concat(logs[key])) end
 for j = 1, nd do
   local p = ARGV[3 + 8 * n + j]
   redis.call('ZADD', KEYS[1 + 6 * n + j], p, p)
@@ -343,7 +348,8 @@ class FaceStore:
             shard, matched = shard_of(h), bool(ident)
             out.append(_Face(o, h, value, ident, dist, watch, k.records(bucket_of(h)),
                              k.all_index(shard, matched, p), k.camera_index(o.camera_id, matched, p),
-                             k.identity_index(ident, p) if ident else None, k.change_log(shard), k.counts(p), p))
+                             k.identity_index(ident, p) if ident else None, k.change_log(log_shard(o.camera_id)),
+                             k.counts(p), p))
         return out
 
     def _directories(self, faces: list[_Face]) -> list[tuple[str, int]]:
@@ -434,13 +440,14 @@ class FaceStore:
                     outcome[i] = -1  # the same id with another time: acknowledged, the first one stays
         second = Batch()
         counts: dict[str, dict[str, int]] = {}
+        logs: dict[str, list[bytes]] = {}
         for f, r in zip(faces, outcome):
             if r not in (STORED, DUPLICATE):
                 continue
             second.add("ZADD", f.camera_key, f.o.capture_ms, f.o.face_id)
             if f.identity_key:
                 second.add("ZADD", f.identity_key, f.o.capture_ms, f.o.face_id)
-            second.add("XADD", f.log_key, "*", "a", f.h)  # a replay's second entry is one row the index skips
+            logs.setdefault(f.log_key, []).append(f.h)  # a replay's second entry is one row the index skips
             if r != STORED:
                 continue
             c = counts.setdefault(f.counts_key, {})
@@ -463,6 +470,8 @@ class FaceStore:
                 second.add("HINCRBY", key, name, d)
         for d, p in dirs:
             second.add("ZADD", d, p, p)
+        for key, hs in logs.items():
+            second.add("XADD", key, "*", "a", b"".join(hs))
         await execute(self.redis, second, raise_errors=True)
         return [DUPLICATE if r == -1 else r for r in outcome]
 
@@ -771,6 +780,7 @@ class FaceStore:
         erased = [(f, face_hash(f), rec.unpack_record(old)) for f, old in zip(ids, res[0::2]) if old]
         b = Batch()
         k = self.keys
+        logs: dict[str, list[bytes]] = {}
         for f, h, r in erased:
             p, matched = period_of(r.capture_ms), bool(r.identity_id)
             by_camera.setdefault(r.camera_id, []).append(f)
@@ -781,9 +791,11 @@ class FaceStore:
                 b.add("ZREM", k.identity_index(r.identity_id, p), f)
                 b.add("HINCRBY", k.counts(p), "m", -1)
                 b.add("HINCRBY", k.counts(p), f"i:{r.identity_id}", -1)
-            b.add("XADD", k.change_log(shard_of(h)), "*", "e", h + r.capture_ms.to_bytes(8, "little"))
+            logs.setdefault(k.change_log(log_shard(r.camera_id)), []).append(h + r.capture_ms.to_bytes(8, "little"))
             b.add("XADD", k.events, "MAXLEN", "~", self.events_max, "*", "type", "face_deleted", "face_id", f,
                   "camera_id", r.camera_id)
+        for key, items in logs.items():  # after the camera's stored entries: the index adds, then removes
+            b.add("XADD", key, "*", "e", b"".join(items))
         await execute(self.redis, b, raise_errors=True)
         return by_camera
 
@@ -806,10 +818,11 @@ class FaceStore:
             await self.redis.srem(self.keys.pending_drops(camera_id), *face_ids)
 
     # -- the search index's change log ---------------------------------------------------------
-    async def read_log(self, positions: dict[int, str], count: int = 4096
+    async def read_log(self, positions: dict[int, str], count: int = 256
                        ) -> list[tuple[int, str, list[tuple[str, bytes]]]]:
         """Change-log entries after ``positions`` (shard -> last id read, "0-0" for all): for each shard
-        with new entries, (shard, last id, [("a"|"e", value)])."""
+        with new entries, (shard, last id, [(kind, value)]): "a", the 8-byte hashes of faces stored
+        (one entry a batch), or "e", the hash and capture ms (8 bytes each) of faces erased."""
         b = Batch()
         for shard in range(SHARDS):
             b.add("XRANGE", self.keys.change_log(shard), f"({positions.get(shard, '0-0')}", "+", "COUNT", count)

@@ -234,7 +234,7 @@ def measure_size(n: int, work: Path, queries: int, workers: int, say) -> dict:
             c = async_client(redis.url)
             store = FaceStore(c, Keys(PREFIX), defaults.retention_s)
             h = History(store, data_dir / "history" / PREFIX, defaults.history_nlist, defaults.history_pq_bytes,
-                        defaults.history_nprobe, defaults.history_exhaustive_max, defaults.history_rerank)
+                        defaults.history_nprobe, defaults.history_scan_codes, defaults.history_rerank)
             rss0 = rss_mb(os.getpid())
             t0 = time.perf_counter()
             await h.start()

@@ -4,7 +4,7 @@ An erased face never comes back from search, from the index in memory or from it
 restart; time and camera filters are exact; results are paged and ranked by distance; faces another
 replica stored are found; a restart reads only the change log written since the files were saved;
 expired faces leave the index; and the default index (1,024 lists, probed 64 at a time beyond the
-exhaustive size) finds what the exact scan finds.
+whole window does not fit the codes a query may scan) finds what the exact scan finds.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_expired_faces_leave_the_index(make_server, samples):
 
 
 def test_the_default_index_probes_lists_and_agrees_with_the_exact_search():
-    """1,024 lists, 16-byte codes, 64 lists probed (the partition is past the exhaustive size): the
+    """1,024 lists, 16-byte codes, 64 lists probed (the day holds more codes than a query scans): the
     nearest faces of synthetic people seen several times each are found with exact re-ranking."""
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     rng = np.random.default_rng(5)
@@ -150,7 +150,7 @@ def test_the_default_index_probes_lists_and_agrees_with_the_exact_search():
     who = rng.integers(0, 2000, 20_000)
     noise = rng.normal(size=(20_000, 128)).astype(np.float32)
     x = people[who] + 0.25 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
-    index = HistoryIndex(train_template(128, 1024, 16), nprobe=64, exhaustive_max=1000)
+    index = HistoryIndex(train_template(128, 1024, 16), nprobe=64, scan_codes=1000)
     t0 = 1_790_000_000_000
     hashes = [int(i).to_bytes(8, "little") for i in range(1, 20_001)]
     index.add(hashes, [t0 + int(i) * 7 for i in range(20_000)], ["cam-1"] * 20_000, x)

@@ -423,14 +423,46 @@ def stored_once(redis_client, face_ids: list[str], prefix: str = PREFIX) -> dict
             if fields.get(b"type") == b"observation":
                 events[fields.get(b"face_id", b"").decode()] += 1
         last = chunk[-1][0].decode()
-    pipe = redis_client.pipeline(transaction=False)
-    for f in face_ids:
-        pipe.exists(f"{prefix}:face:{f}")
-    present = pipe.execute()
+    present = faces_present(redis_client, face_ids, prefix)
     missing = [f for f, p in zip(face_ids, present) if not p]
     dup = sum(max(0, events[f] - 1) for f in face_ids)
     return {"faces_stored": len(face_ids) - len(missing), "duplicates": dup, "missing": missing,
             "observation_events": sum(events[f] for f in face_ids)}
+
+
+def faces_present(redis_client, face_ids: list[str], prefix: str = PREFIX) -> list[bool]:
+    """Whether each face has a record in Redis (storage layout 2: a field of its record hash; an
+    erased face's tombstone does not count)."""
+    from analysis_server import records as rec
+    from analysis_server.keys import Keys
+
+    keys, pipe = Keys(prefix), redis_client.pipeline(transaction=False)
+    for f in face_ids:
+        h = rec.face_hash(f)
+        pipe.hget(keys.records(rec.bucket_of(h)), h)
+    return [v is not None and not rec.is_tombstone(v) and rec.value_face_id(v) == f
+            for f, v in zip(face_ids, pipe.execute())]
+
+
+def newest_faces(redis_client, n: int, camera: str | None = None, prefix: str = PREFIX) -> list[str]:
+    """The ids of the ``n`` faces captured last (of ``camera``, else of every camera), newest first,
+    read from the time indexes of the last two periods that have faces."""
+    from analysis_server import records as rec
+    from analysis_server.keys import Keys
+
+    keys = Keys(prefix)
+    periods = [int(p) for p in redis_client.zrevrange(
+        keys.camera_periods(camera) if camera else keys.all_periods(), 0, 1)]
+    pipe = redis_client.pipeline(transaction=False)
+    for p in periods:
+        for matched in (False, True):
+            if camera:
+                pipe.zrevrange(keys.camera_index(camera, matched, p), 0, n - 1, withscores=True)
+            else:
+                for shard in range(rec.SHARDS):
+                    pipe.zrevrange(keys.all_index(shard, matched, p), 0, n - 1, withscores=True)
+    hits = sorted((t, f.decode()) for chunk in pipe.execute() for f, t in chunk)
+    return [f for _, f in reversed(hits)][:n]
 
 
 # -- the simulated camera -----------------------------------------------------------------------

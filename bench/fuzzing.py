@@ -273,7 +273,8 @@ def enhancement_seeds() -> list[tuple[bytes, bytes]]:
 
 
 def oversized_image_payloads() -> list[bytes]:
-    """Enhancement payloads whose small image stream declares a large image (decompression bombs)."""
+    """Enhancement payloads whose small image stream declares a large image (decompression bombs),
+    in format 2's header and in format 3's: PNG 3000x3000 and JPEG 2000x2000 in each."""
     import io
 
     from PIL import Image
@@ -281,13 +282,21 @@ def oversized_image_payloads() -> list[bytes]:
     from facecodec import enhancement
 
     out = []
-    for fmt, code, size in (("PNG", 5, 3000), ("JPEG", 1, 2000)):
-        buf = io.BytesIO()
-        Image.new("L", (size, size)).save(buf, fmt)
-        body = buf.getvalue()
-        head = enhancement.HEADER.pack(enhancement.MAGIC | enhancement.VERSION, code, 0, 50, -10, 10, 0, 0)[:-2]
-        out.append(head + crc16(head + body).to_bytes(2, "big") + body)
+    for version in (2, 3):
+        for fmt, code, size in (("PNG", 5, 3000), ("JPEG", 1, 2000)):
+            buf = io.BytesIO()
+            Image.new("L", (size, size)).save(buf, fmt)
+            body = buf.getvalue()
+            if version == 2:
+                head = enhancement.HEADERS[2].pack(enhancement.MAGIC | 2, code, 0, 50, -10, 10, 0, 0)[:-2]
+                out.append(head + crc16(head + body).to_bytes(2, "big") + body)
+            else:  # code << 4 | residual | no dictionary, quality, prediction tag, restoration tag, span
+                head = bytes([enhancement.MAGIC | 3, code << 4, 50, 0, 0, 10])
+                out.append(head + bytes([enhancement._crc8(head + body)]) + body)
     return out
+
+
+OVERSIZED_IDS = ["fmt2-png-3000", "fmt2-jpeg-2000", "fmt3-png-3000", "fmt3-jpeg-2000"]
 
 
 def observation_seeds() -> list[bytes]:

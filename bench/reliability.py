@@ -43,7 +43,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.fleet import (API_KEY, FACES, PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
-                         stored_once, wait_until)
+                         newest_faces, stored_once, wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
@@ -101,8 +101,8 @@ class SpoolWatch:
 
 
 def newest_face(redis_client) -> str | None:
-    ids = redis_client.zrevrange(f"{PREFIX}:faces", 0, 0)
-    return ids[0].decode() if ids else None
+    ids = newest_faces(redis_client, 1)
+    return ids[0] if ids else None
 
 
 def _wait_new_observations(agents: list[AgentProcess], before: list[int], timeout: float = 90) -> None:
@@ -413,13 +413,13 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
             while not stop_images.is_set():
                 i += 1
                 if i % 2:
-                    ids = rclient.zrevrange(f"{PREFIX}:cam:edge-cam:faces", 0, 4)
+                    ids = newest_faces(rclient, 5, camera="edge-cam")
                     layer = "full"
                 else:
-                    ids = rclient.zrevrange(f"{PREFIX}:faces", 0, 200)
+                    ids = newest_faces(rclient, 200)
                     layer = "base"
                 if ids:
-                    face = rng.choice(ids).decode()
+                    face = rng.choice(ids)
                     status = await asyncio.to_thread(server.image, face, layer)
                     images[f"{layer}:{status}"] += 1
                 try:

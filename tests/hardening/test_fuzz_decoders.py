@@ -34,7 +34,7 @@ def test_checksum_fixing_reaches_the_code_behind_the_checksum():
         assert "checksum" not in str(e)
 
 
-@pytest.mark.parametrize("payload", fuzzing.oversized_image_payloads(), ids=["png-3000", "jpeg-2000"])
+@pytest.mark.parametrize("payload", fuzzing.oversized_image_payloads(), ids=fuzzing.OVERSIZED_IDS)
 def test_an_image_stream_declaring_a_huge_size_is_refused_before_decoding(payload):
     with pytest.raises(CorruptPayloadError, match="declares"):  # read from the header, no pixel decoded
         enhancement.decode(payload, None)

@@ -234,6 +234,10 @@ def seal_context(face_id: str, name: str) -> bytes:
     return f"face:{face_id}:{name}".encode()
 
 
+def _bulk(b: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(b), b)
+
+
 def _scored(raw: list) -> list[tuple[bytes, float]]:
     """A WITHSCORES reply as (member, score) pairs (RESP3 nests pairs, RESP2 flattens them)."""
     if raw and isinstance(raw[0], list):
@@ -419,61 +423,96 @@ class FaceStore:
         raise NoScriptError("the batch-store script could not be loaded")
 
     async def _store_commands(self, faces: list[_Face], dirs: list[tuple[str, int]], events: bool) -> list[int]:
-        """The batch as single-key commands (a cluster): records with their all-faces entries, then the rest."""
-        first = Batch()
+        """The batch as single-key commands (a cluster), in one round trip (one connection per node):
+        each record only if its field is free (``HSETNX``), and every other write as if each face were
+        new; entries of one index key go in one command. A face that was not new (a replay, an erased
+        face, another id with its hash: rare) has what was written for it taken back in a second round
+        trip: its count, its events, and the index entries that are not its own."""
+        b = Batch()
+        by_key: dict[str, list] = {}
         for f in faces:
-            first.add("ZADD", f.all_key, "NX", f.o.capture_ms, f.o.face_id)
-            first.add("HSETNX", f.record_key, f.h, f.value)
-        res = await execute(self.redis, first, raise_errors=True)
-        outcome = [STORED if res[2 * i + 1] == 1 else DUPLICATE for i in range(len(faces))]
-        dup = [i for i, r in enumerate(outcome) if r == DUPLICATE]
-        if dup:  # a replay, an erased face or a hash collision: the stored value says which
-            b = Batch()
-            for i in dup:
-                b.add("HGET", faces[i].record_key, faces[i].h)
-            for i, v in zip(dup, await execute(self.redis, b, raise_errors=True)):
-                if v is None or rec.is_tombstone(v):
-                    outcome[i] = ERASED
-                elif rec.value_face_id(v) != faces[i].o.face_id:
-                    outcome[i] = COLLISION
-                elif rec.value_time(v) != faces[i].o.capture_ms:
-                    outcome[i] = -1  # the same id with another time: acknowledged, the first one stays
-        second = Batch()
+            by_key.setdefault(f.all_key, []).extend((b"%d" % f.o.capture_ms, f.o.face_id.encode()))
+        for key, args in by_key.items():
+            b.add("ZADD", key, "NX", *args)
+        at = len(b)
+        for f in faces:
+            b.add_packed(f.record_key, b"*4\r\n$6\r\nHSETNX\r\n" + _bulk(f.record_key.encode()) + _bulk(f.h)
+                         + _bulk(f.value))
         counts: dict[str, dict[str, int]] = {}
         logs: dict[str, list[bytes]] = {}
-        for f, r in zip(faces, outcome):
-            if r not in (STORED, DUPLICATE):
-                continue
-            second.add("ZADD", f.camera_key, f.o.capture_ms, f.o.face_id)
+        entries: dict[str, list[bytes]] = {}
+        event_at: list[list[int]] = []
+        events_head = (b"$4\r\nXADD\r\n" + _bulk(self.keys.events.encode()) + b"$6\r\nMAXLEN\r\n$1\r\n~\r\n"
+                       + _bulk(b"%d" % self.events_max) + b"$1\r\n*\r\n$4\r\ntype\r\n")
+        for f in faces:
+            t, fid = b"%d" % f.o.capture_ms, f.o.face_id.encode()
+            entries.setdefault(f.camera_key, []).extend((t, fid))
             if f.identity_key:
-                second.add("ZADD", f.identity_key, f.o.capture_ms, f.o.face_id)
-            logs.setdefault(f.log_key, []).append(f.h)  # a replay's second entry is one row the index skips
-            if r != STORED:
-                continue
-            c = counts.setdefault(f.counts_key, {})
-            c["a"] = c.get("a", 0) + 1
-            c["c:" + f.o.camera_id] = c.get("c:" + f.o.camera_id, 0) + 1
-            if f.identity:
-                c["m"] = c.get("m", 0) + 1
-                c["i:" + f.identity] = c.get("i:" + f.identity, 0) + 1
+                entries.setdefault(f.identity_key, []).extend((t, fid))
+            logs.setdefault(f.log_key, []).append(f.h)
+            for name, d in self._counted(f):
+                c = counts.setdefault(f.counts_key, {})
+                c[name] = c.get(name, 0) + d
+            mine = []
             if events:
-                ident, dist = f.identity, f.distance
-                fields = ("face_id", f.o.face_id, "camera_id", f.o.camera_id, "capture_time_ms", f.o.capture_ms,
-                          "identity_id", ident, "distance", dist)
-                second.add("XADD", self.keys.events, "MAXLEN", "~", self.events_max, "*", "type", "observation",
-                           *fields)
-                if ident and f.watch == b"1":
-                    second.add("XADD", self.keys.events, "MAXLEN", "~", self.events_max, "*", "type",
-                               "watchlist_hit", *fields)
+                fields = (b"$7\r\nface_id\r\n" + _bulk(fid) + b"$9\r\ncamera_id\r\n" + _bulk(f.o.camera_id.encode())
+                          + b"$15\r\ncapture_time_ms\r\n" + _bulk(t) + b"$11\r\nidentity_id\r\n"
+                          + _bulk(f.identity.encode()) + b"$8\r\ndistance\r\n" + _bulk(f.distance))
+                mine.append(b.add_packed(self.keys.events, b"*18\r\n" + events_head + b"$11\r\nobservation\r\n"
+                                         + fields))
+                if f.identity and f.watch == b"1":
+                    mine.append(b.add_packed(self.keys.events, b"*18\r\n" + events_head
+                                             + b"$13\r\nwatchlist_hit\r\n" + fields))
+            event_at.append(mine)
+        for key, args in entries.items():  # NX: a replay never moves the entry of the face it repeats
+            b.add("ZADD", key, "NX", *args)
         for key, c in counts.items():
             for name, d in c.items():
-                second.add("HINCRBY", key, name, d)
+                b.add("HINCRBY", key, name, d)
         for d, p in dirs:
-            second.add("ZADD", d, p, p)
-        for key, hs in logs.items():
-            second.add("XADD", key, "*", "a", b"".join(hs))
-        await execute(self.redis, second, raise_errors=True)
-        return [DUPLICATE if r == -1 else r for r in outcome]
+            b.add("ZADD", d, p, p)
+        for key, hs in logs.items():  # a face not new gets a second entry: one row the index skips
+            b.add("XADD", key, "*", "a", b"".join(hs))
+        res = await execute(self.redis, b, raise_errors=True)
+        outcome = [STORED if res[at + i] == 1 else DUPLICATE for i in range(len(faces))]
+        dup = [i for i, r in enumerate(outcome) if r == DUPLICATE]
+        if not dup:
+            return outcome
+        # A replay, an erased face or a hash collision: the stored value says which.
+        check = Batch()
+        for i in dup:
+            check.add("HGET", faces[i].record_key, faces[i].h)
+        undo = Batch()
+        for i, v in zip(dup, await execute(self.redis, check, raise_errors=True)):
+            f = faces[i]
+            if v is None or rec.is_tombstone(v):
+                outcome[i] = ERASED
+            elif rec.value_face_id(v) != f.o.face_id:
+                outcome[i] = COLLISION
+            kept: set[str] = set()  # the stored face's own entries (added NX: left as they were)
+            if outcome[i] == DUPLICATE:
+                r = rec.unpack_record(v)
+                p = period_of(r.capture_ms)
+                kept = {self.keys.camera_index(r.camera_id, bool(r.identity_id), p)}
+                if r.identity_id:
+                    kept.add(self.keys.identity_index(r.identity_id, p))
+            for key in (f.camera_key, f.identity_key):  # entries that point to no record of this face
+                if key and key not in kept:
+                    undo.add("ZREM", key, f.o.face_id)
+            for name, d in self._counted(f):
+                undo.add("HINCRBY", f.counts_key, name, -d)
+            for j in event_at[i]:
+                undo.add("XDEL", self.keys.events, res[j])
+        await execute(self.redis, undo, raise_errors=True)
+        return outcome
+
+    @staticmethod
+    def _counted(f: _Face) -> list[tuple[str, int]]:
+        """The counts a stored face adds to (its period's: all, its camera, matched, its identity)."""
+        out = [("a", 1), ("c:" + f.o.camera_id, 1)]
+        if f.identity:
+            out += [("m", 1), ("i:" + f.identity, 1)]
+        return out
 
     async def touch_camera(self, camera_id: str, **info) -> None:
         raw = await self.redis.hget(self.keys.cameras, camera_id)

@@ -105,6 +105,10 @@ def test_a_stored_face_reads_back_as_it_was_sent_and_a_replay_is_not_stored_twic
     assert np.array_equal(r.feature, o.feature)  # decoded from the base layer: no float copy is stored
     assert store.run(store.store.store_batch([o], [None])) == [DUPLICATE]
     assert store.run(store.store.get("f-1")).identity_id == "id-1"  # the first write stays
+    moved = o._replace(capture_ms=o.capture_ms - 3 * rec.PERIOD_MS)  # the same id, another time: not stored
+    assert store.run(store.store.store_batch([moved], [None])) == [DUPLICATE]
+    assert listing(store) == ["f-1"] and listing(store, camera="cam-1") == ["f-1"]
+    assert store.sync.xlen(store.keys.events) == 1
     assert store.run(store.store.get("f-unknown")) is None
     assert store.run(store.store.count_faces()) == (1, 1)
     # one record hash holds the face; its value is the packed record, no feature bytes in it
@@ -139,6 +143,8 @@ def test_erased_faces_become_tombstones_that_a_replay_does_not_undo(store, paylo
     assert listing(store, identity="id-9") == [] and listing(store, camera="cam-1") == ["e-1", "e-3"]
     assert store.run(store.store.count_faces()) == (2, 0)
     assert store.run(store.store.identity_counts(["id-9"])) == {"id-9": 0}
+    kinds = [e[b"type"] for _, e in store.sync.xrange(store.keys.events)]  # none for the replays
+    assert sorted(kinds) == sorted([b"observation"] * 4 + [b"watchlist_hit", b"face_deleted", b"face_deleted"])
     assert store.run(store.store.delete_faces(["e-0"])) == {}  # erasing twice erases nothing more
 
 

@@ -77,7 +77,10 @@ class AnalysisServer:
             self.services = await Services.open(s, url, cluster=cluster, embedded=self.embedded is not None)
             # HTTP first: its lifespan loads the models. gRPC opens only after that, so the first
             # stream never races the warm-up (importing PyTorch from two threads at once crashes).
-            sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET)
+            # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
+            # without it every response on a kept-alive connection waited 40 ms for a delayed ACK (Nagle).
+            sock = socket.socket(socket.AF_INET6 if ":" in s.host else socket.AF_INET, socket.SOCK_STREAM,
+                                 socket.IPPROTO_TCP)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((s.host, s.http_port))
             self.http_port = sock.getsockname()[1]

@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--key-prefix", help="prefix of every Redis key (default fs)")
     p.add_argument("--api-keys", help="comma-separated REST API keys")
     p.add_argument("--camera-tokens", help="JSON object camera id -> token, one token per camera")
-    p.add_argument("--dev", action="store_true", default=None,
+    p.add_argument("--dev", dest="dev_mode", action="store_true", default=None,
                    help="make random secrets for those not set and log them (loopback --host only)")
     p.add_argument("--retention-s", type=int, help="seconds a face record is kept after capture")
     p.add_argument("--enhancement-timeout-s", type=float, help="seconds to wait for an edge's enhancement upload")
@@ -45,9 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "dev"}
-    if args.dev:
-        overrides["dev_mode"] = True
+    overrides = {k: v for k, v in vars(args).items() if v is not None}  # every dest is a settings field
     if "camera_tokens" in overrides:
         overrides["camera_tokens"] = parse_camera_tokens(overrides["camera_tokens"])
     return ServerSettings(**overrides)

@@ -4,7 +4,7 @@
 ``<!-- /settings -->`` in the READMEs listed in :data:`DOCUMENTS`; ``--check`` changes nothing and exits 1
 when a table differs from what the class says (``tests/test_settings_tables.py`` runs it, like
 ``proto/generate.sh --check``). A field's row is its environment variable, its ``description`` and its
-default; a nested model (the edge's ``detection``, ``motion``, ``tracking``) is expanded into one row per
+default (and its command-line flag, for a class whose program has one: :data:`FLAGS`); a nested model (the edge's ``detection``, ``motion``, ``tracking``) is expanded into one row per
 field (``EDGE_DETECTION__MIN_FACE_SIZE``). Secrets show no default.
 """
 
@@ -17,10 +17,12 @@ import re
 import sys
 from pathlib import Path
 
-from pydantic import BaseModel, SecretStr
+from pydantic import AliasChoices, BaseModel, SecretStr
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ("edge_agent/README.md", "analysis_server/README.md", "README.md")
+# The argument parser of each settings class's program: a flag whose ``dest`` is a field is that field's flag.
+FLAGS = {"analysis_server.settings.ServerSettings": "analysis_server.__main__:parser"}
 BLOCK = re.compile(r"(<!-- settings: (?P<target>[\w.]+) -->\n)(?P<body>.*?)(<!-- /settings -->)", re.S)
 
 
@@ -31,6 +33,8 @@ def _default(field) -> str:
         value = field.default
     if isinstance(value, SecretStr) or value is None:
         return "unset"
+    if value == "":
+        return "empty"
     if isinstance(value, BaseModel):
         return "see below"
     if isinstance(value, bool):
@@ -42,24 +46,51 @@ def _default(field) -> str:
     return f"`{value}`"
 
 
-def rows(cls, prefix: str) -> list[str]:
+def _names(name: str, field, prefix: str) -> str:
+    """The variable, and the other environment names it is read from (``REDIS_URL``)."""
+    names = [f"{prefix}{name.upper()}"]
+    if isinstance(field.validation_alias, AliasChoices):
+        names += [a for a in field.validation_alias.choices if isinstance(a, str) and a.isupper() and a not in names]
+    return " or ".join(f"`{n}`" for n in names)
+
+
+def rows(cls, prefix: str, flags: dict[str, str] | None = None) -> list[str]:
     out = []
     for name, field in cls.model_fields.items():
-        env = f"{prefix}{name.upper()}"
+        env = _names(name, field, prefix)
+        flag = [] if flags is None else [f"`{flags[name]}`" if name in flags else ""]
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            out.append(f"| `{env}` | {field.description or ''} (JSON, or one variable per field below) | see below |")
-            out += rows(annotation, f"{env}__")
+            out.append("| " + " | ".join([env, *flag, f"{field.description or ''} (JSON, or one variable per "
+                                          "field below)", "see below"]) + " |")
+            out += rows(annotation, f"{prefix}{name.upper()}__", flags)
             continue
-        out.append(f"| `{env}` | {(field.description or '').replace('|', '/')} | {_default(field)} |")
+        out.append("| " + " | ".join([env, *flag, (field.description or "").replace("|", "/"), _default(field)]) + " |")
     return out
+
+
+def _flags(target: str) -> dict[str, str] | None:
+    """Field name -> its flag in the program's argument parser (None: the class has no program)."""
+    if target not in FLAGS:
+        return None
+    module, _, function = FLAGS[target].partition(":")
+    parser = getattr(importlib.import_module(module), function)()
+    return {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings and a.dest != "help"}
 
 
 def table(target: str) -> str:
     module, _, name = target.rpartition(".")
     cls = getattr(importlib.import_module(module), name)
     prefix = cls.model_config.get("env_prefix", "")
-    return "\n".join(["| variable | meaning | default |", "| --- | --- | --- |", *rows(cls, prefix)]) + "\n"
+    flags = _flags(target)
+    if flags is not None:
+        unknown = set(flags) - set(cls.model_fields)
+        if unknown:
+            raise SystemExit(f"{FLAGS[target]}: flags whose dest is no field of {name}: {sorted(unknown)}")
+        head = ["| variable | flag | meaning | default |", "| --- | --- | --- | --- |"]
+    else:
+        head = ["| variable | meaning | default |", "| --- | --- | --- |"]
+    return "\n".join([*head, *rows(cls, prefix, flags)]) + "\n"
 
 
 def render(text: str) -> str:

@@ -78,6 +78,13 @@ def test_an_unknown_variable_stops_the_server(tmp_path, name):
     assert name in out and "unknown setting" in out
 
 
+def test_a_removed_variable_stops_the_server_saying_why(tmp_path):
+    done = _server(tmp_path, FACESERVER_TORCH_THREADS="2")
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "FACESERVER_TORCH_THREADS" in out and "removed" in out and "no PyTorch" in out
+
+
 def test_an_unknown_codec_variable_stops_the_edge_agent(tmp_path):
     done = _edge(tmp_path, FACECODEC_MODEL_DRI="/tmp")
     assert done.returncode == 2 and "FACECODEC_MODEL_DRI" in done.stderr, done.stdout + done.stderr

@@ -27,7 +27,8 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from analysis_server.errors import EdgeFailed, EdgeOffline, EdgeTimeout, LayerUnsupported, ServerError
+from analysis_server.errors import (EdgeFailed, EdgeOffline, EdgeTimeout, LayerUnsupported, ServerError, from_remote,
+                                    is_remote, to_remote)
 from analysis_server.replicas import NoOwner, ReplicaRouter
 from analysis_server.store import now_ms
 from facewire.v1 import ingest_pb2 as pb
@@ -50,6 +51,20 @@ class LayerRequest:
     layer: str
 
 
+# A forwarded request waits this much longer than the owner replica waits for its edge: the owner's
+# own answer (the upload, or its EdgeTimeout naming the camera) crosses Redis pub/sub twice and must
+# arrive before this side gives up with a vaguer one. Two hops on a loaded Redis take milliseconds;
+# 2 s leaves room for a stalled event loop on the owner.
+FORWARD_MARGIN_S = 2.0
+
+# Messages waiting to go to one edge (acks, enhancement and layer requests, texture drops). Acks
+# follow the batches a stream sends (a few in flight) and requests come from people and the drop
+# loop, so a healthy stream holds a handful; a full queue means the edge stopped reading, and
+# `send` then waits (backpressure on the handlers writing to that stream alone) instead of memory
+# growing without bound: 1,024 messages of at most a few hundred bytes each.
+OUTBOUND_MAX = 1024
+
+
 @dataclass(eq=False)
 class CameraSession:
     """One open stream; messages for the edge go through ``outbound`` (a single writer sends them)."""
@@ -58,7 +73,7 @@ class CameraSession:
     peer: str
     connected_ms: int = field(default_factory=now_ms)
     agent_version: str = ""
-    outbound: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=1024))
+    outbound: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=OUTBOUND_MAX))
     closed: bool = False
     evicted: bool = False
     wire: object = None  # facewire.v2 streams: what their Hello fixed (analysis_server.grpc_v2.StreamState)
@@ -171,8 +186,12 @@ class EdgeLink:
                 msg = pb.ServerMessage(enhancement_request=req)
             else:
                 msg = LayerRequest(request_id, face_id, layer)
+            # One deadline for both steps: queueing the request (a stream that stopped reading has a
+            # full queue) and the upload, so the caller waits timeout_s in all, not twice.
+            deadline = asyncio.get_running_loop().time() + timeout_s
             await asyncio.wait_for(session.send(msg), timeout_s)
-            return await self._wait(fut, camera_id, face_id, timeout_s)
+            return await self._wait(fut, camera_id, face_id, max(0.0, deadline - asyncio.get_running_loop().time()),
+                                    timeout_s)
         finally:
             self._pending.pop(request_id, None)
             if self._inflight.get(key) is fut:
@@ -192,8 +211,7 @@ class EdgeLink:
             body = {"camera_id": camera_id, "face_id": face_id, "codec": codec, "quality": quality,
                     "timeout_s": timeout_s, "layer": layer}
             try:
-                # The owner waits timeout_s for the edge; allow a little more for the two hops.
-                reply = await self.router.call(camera_id, "enhance", body, timeout_s + 2.0)
+                reply = await self.router.call(camera_id, "enhance", body, timeout_s + FORWARD_MARGIN_S)
             except NoOwner as e:
                 raise EdgeOffline(f"{e}; it holds the enhancement layer of face {face_id!r}") from None
             except TimeoutError:
@@ -218,17 +236,21 @@ class EdgeLink:
             upload = await self.request_enhancement(str(body["camera_id"]), str(body["face_id"]), str(body["codec"]),
                                                     int(body["quality"]), float(body["timeout_s"]), forward=False,
                                                     layer=str(body.get("layer", FACE)))
-        except (EdgeOffline, EdgeTimeout, EdgeFailed, LayerUnsupported) as e:
-            return {"error": type(e).__name__, "message": str(e)}
+        except ServerError as e:
+            if not is_remote(e):
+                raise
+            return to_remote(e)
         return {"upload": base64.b64encode(upload.SerializeToString()).decode()}
 
     @staticmethod
-    async def _wait(fut: asyncio.Future, camera_id: str, face_id: str, timeout_s: float) -> pb.EnhancementUpload:
+    async def _wait(fut: asyncio.Future, camera_id: str, face_id: str, timeout_s: float,
+                    asked_s: float | None = None) -> pb.EnhancementUpload:
+        """The upload ``fut`` brings, waited for ``timeout_s`` (what is left of the ``asked_s`` the caller gave)."""
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
         except TimeoutError:
             raise EdgeTimeout(f"camera {camera_id!r} did not upload the enhancement layer of face {face_id!r} "
-                              f"within {timeout_s:g} s") from None
+                              f"within {asked_s or timeout_s:g} s") from None
 
     def _fail_camera(self, camera_id: str) -> None:
         for fut, cam, _ in list(self._pending.values()):
@@ -287,6 +309,4 @@ def _upload_from_reply(reply: dict) -> pb.EnhancementUpload:
             return pb.EnhancementUpload.FromString(base64.b64decode(reply["upload"]))
         except Exception as e:  # a corrupt reply is the other replica's failure, reported as such
             raise EdgeFailed(f"another server replica sent an unreadable enhancement upload: {e!r}") from None
-    error = {"EdgeOffline": EdgeOffline, "EdgeTimeout": EdgeTimeout,
-             "LayerUnsupported": LayerUnsupported}.get(reply.get("error", ""), EdgeFailed)
-    raise error(reply.get("message") or "another server replica could not fetch the enhancement layer")
+    raise from_remote(reply, "another server replica could not fetch the enhancement layer")

@@ -10,9 +10,9 @@ import io
 
 import numpy as np
 
-from analysis_server.errors import EdgeFailed, ModelUnavailable
+from analysis_server.errors import ModelUnavailable, edge_payload
 from facecodec import enhancement, reconstruction, zoo
-from facecodec.errors import FaceCodecError, PayloadError, UnknownModelError
+from facecodec.errors import FaceCodecError
 
 
 def reconstruction_installed() -> bool:
@@ -32,22 +32,16 @@ def base_image(base_payload: bytes) -> np.ndarray:
 
 def full_image(enh_payload: bytes, base_payload: bytes) -> np.ndarray:
     """The full-fidelity 112x112 face from both layers."""
-    try:
+    with edge_payload("the enhancement layer"):
         return enhancement.decode(enh_payload, base_payload)
-    except PayloadError as e:
-        if isinstance(e, UnknownModelError):
-            raise ModelUnavailable(f"the enhancement layer needs a model that is not installed: {e}") from e
-        raise EdgeFailed(f"the enhancement layer does not decode: {e}") from e
 
 
 def context_image(payload: bytes):
     """(RGB picture, header) of a context payload (:mod:`facecodec.context`)."""
     from facecodec import context
 
-    try:
+    with edge_payload("the context picture"):
         picture, header = context.decode(payload)
-    except PayloadError as e:
-        raise EdgeFailed(f"the context picture does not decode: {e}") from e
     return picture.image, header
 
 

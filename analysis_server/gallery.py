@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 
+from analysis_server import features
 from analysis_server.at_rest import Sealer
 from analysis_server.errors import InvalidInput, NotFound
 from analysis_server.gallery_index import GalleryIndex
@@ -29,7 +30,6 @@ from analysis_server.store import Match, now_ms
 
 log = logging.getLogger(__name__)
 
-FEATURE_DIM = 128
 MAX_FEATURES_PER_IDENTITY = 64
 
 
@@ -58,8 +58,10 @@ class Candidate:
     distance: float
 
 
-def check_feature(feature, dim: int = FEATURE_DIM) -> np.ndarray:
-    """A usable probe or enrolment feature, or :class:`InvalidInput`."""
+def check_feature(feature, dim: int | None = None) -> np.ndarray:
+    """A usable probe or enrolment feature (``dim`` values: the matched backend's by default), or
+    :class:`InvalidInput`."""
+    dim = features.dim() if dim is None else dim
     f = np.asarray(feature, dtype=np.float32)
     if f.shape != (dim,):
         raise InvalidInput(f"a feature has {dim} values, got shape {f.shape}")

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis_server import features
+
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
@@ -69,9 +71,7 @@ def train_template(dim: int, nlist: int, pq_bytes: int, seed: int = 0):
     model's distribution (32 points per list, at least 10,240 for the codebooks)."""
     import faiss
 
-    from facecodec import base_layer
-
-    key = (dim, nlist, pq_bytes, seed, base_layer.default_model_name("dlib-resnet-128"))
+    key = (dim, nlist, pq_bytes, seed, features.model_name())
     with _templates_lock:
         if key not in _templates:
             _templates[key] = faiss.serialize_index(_train(dim, nlist, pq_bytes, seed)).tobytes()
@@ -83,7 +83,7 @@ def _train(dim: int, nlist: int, pq_bytes: int, seed: int):
 
     from facecodec import base_layer
 
-    model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
+    model = base_layer.load_model(features.model_name())
     rng = np.random.default_rng(seed)
     n = max(32 * nlist, 256 * 40)
     sample = (model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
@@ -138,7 +138,7 @@ class HistoryIndex:
         import faiss
 
         self.template = template  # None: read-only (loaded from files; see read_files)
-        self.dim = template.d if template is not None else 128
+        self.dim = template.d if template is not None else features.dim()
         self.nlist = faiss.extract_index_ivf(template).nlist if template is not None else 0
         self.nprobe = nprobe
         self.scan_codes = scan_codes
@@ -574,10 +574,8 @@ class History:
         raise RuntimeError(f"no free search-index folder beside {base}")
 
     def _params(self) -> dict:
-        from facecodec import base_layer
-
-        return {"format": FORMAT, "dim": 128, "nlist": self.nlist, "pq_bytes": self.pq_bytes, "by_residual": False,
-                "trained_on": base_layer.default_model_name("dlib-resnet-128")}
+        return {"format": FORMAT, "dim": features.dim(), "nlist": self.nlist, "pq_bytes": self.pq_bytes,
+                "by_residual": False, "trained_on": features.model_name()}
 
     def _template(self):
         import faiss

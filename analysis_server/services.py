@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from analysis_server import features
 from analysis_server.at_rest import Sealer
 from analysis_server.auth import Credentials
 from analysis_server.compaction import Compactor
 from analysis_server.edge_link import CONTEXT, FACE, EdgeLink
-from analysis_server.errors import EdgeFailed, Gone, NotFound
+from analysis_server.errors import edge_payload, upload_error
 from analysis_server.events_live import EventHub
 from analysis_server.gallery import Gallery
 from analysis_server.gallery_index import GalleryIndex
@@ -77,7 +78,7 @@ class Services:
         redis_warning = "" if embedded else await apply_compact_encodings(redis)
         await store.check_layout()
         await store.migrate_legacy()
-        index = GalleryIndex(128, settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
+        index = GalleryIndex(features.dim(), settings.exact_search_max, settings.faiss_nlist, settings.faiss_nprobe)
         gallery = Gallery(redis, keys, settings.match_threshold, index, sealer=Sealer(settings.storage_key_bytes))
         await gallery.load()
         metrics = Metrics()
@@ -157,10 +158,8 @@ class Services:
             except PayloadError:
                 log.warning("cached enhancement layer of a face does not validate; asking the edge again")
         payload = await self._fetch_layer(face, FACE, codec, quality)
-        try:
+        with edge_payload(f"the enhancement layer camera {face.camera_id!r} uploaded"):
             enhancement.read_header(payload)
-        except PayloadError as e:
-            raise EdgeFailed(f"camera {face.camera_id!r} uploaded an enhancement layer that does not validate: {e}") from e
         await self.store.put_enhancement(face, payload)
         return payload, "edge"
 
@@ -170,10 +169,8 @@ class Services:
         from facecodec import context
 
         payload = await self._fetch_layer(face, CONTEXT)
-        try:
+        with edge_payload(f"the context picture camera {face.camera_id!r} uploaded"):
             context.read_header(payload)
-        except PayloadError as e:
-            raise EdgeFailed(f"camera {face.camera_id!r} uploaded a context picture that does not validate: {e}") from e
         return payload
 
     async def _fetch_layer(self, face: FaceRecord, layer: str, codec: str = "", quality: int = 0) -> bytes:
@@ -187,17 +184,10 @@ class Services:
         status = upload.status
         self.metrics.enhancement.labels(pb.UploadStatus.Name(status) if status in pb.UploadStatus.values()
                                         else str(status)).inc()
-        detail = f" ({upload.message})" if upload.message else ""
-        what = "texture" if layer == FACE else f"{layer} picture"
         if status == pb.UPLOAD_STATUS_OK:
             return upload.payload
-        if status == pb.UPLOAD_STATUS_EXPIRED:
-            raise Gone(f"camera {face.camera_id!r} no longer holds the {what} of face {face.face_id!r}{detail}")
-        if status == pb.UPLOAD_STATUS_UNKNOWN_FACE:
-            raise NotFound(f"camera {face.camera_id!r} does not know face {face.face_id!r}{detail}")
-        if status == pb.UPLOAD_STATUS_NO_LAYER:
-            raise NotFound(f"camera {face.camera_id!r} kept no {what} of face {face.face_id!r}{detail}")
-        raise EdgeFailed(f"camera {face.camera_id!r} could not upload the {layer} layer{detail}")
+        raise upload_error(status, face.camera_id, face.face_id, "texture" if layer == FACE else f"{layer} picture",
+                           upload.message)
 
     async def _send_pending_drops(self, body: dict) -> dict:
         """Another replica erased faces of a camera whose stream is open here: send their drops."""

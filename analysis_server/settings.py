@@ -77,7 +77,7 @@ class ServerSettings(BaseSettings):
                                 "off: search scans the records")
     history_nlist: int = Field(default=1024, ge=1, le=65536, description="the search index's inverted lists")
     history_pq_bytes: int = Field(default=16, ge=1, le=128, description="bytes of each face's product-quantizer "
-                                  "code (divides 128)")
+                                  "code (divides the feature's 128 values)")
     history_nprobe: int = Field(default=64, ge=1, description="fewest lists probed per day searched")
     history_scan_codes: int = Field(default=2_000_000, ge=1, description="codes one search may scan over its "
                                     "window's days: more lists are probed while the window is small")
@@ -224,8 +224,11 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _pq_divides_dimensions(self) -> ServerSettings:
-        if 128 % self.history_pq_bytes:
-            raise ValueError(f"history_pq_bytes must divide the feature's 128 dimensions, not {self.history_pq_bytes}")
+        from analysis_server import features
+
+        if features.dim() % self.history_pq_bytes:
+            raise ValueError(f"history_pq_bytes must divide the feature's {features.dim()} dimensions, "
+                             f"not {self.history_pq_bytes}")
         return self
 
     @property

@@ -65,7 +65,7 @@ Caller = Annotated[str, Depends(require_caller)]
 
 
 async def source_feature(services: Services, src: FeatureSource) -> np.ndarray:
-    """The decoded feature a request names (shape (128,)); 404 / 422 when it cannot be had."""
+    """The decoded feature a request names (shape (dim,): :func:`analysis_server.features.dim`); 404 / 422 when it cannot be had."""
     if src.feature is not None:
         return check_feature(src.feature)
     if src.base_layer is not None:
@@ -80,7 +80,7 @@ async def source_feature(services: Services, src: FeatureSource) -> np.ndarray:
 
 
 async def probe_features(services: Services, probe: Probe) -> np.ndarray:
-    """Probe rows (n, 128): one feature, or every enrolled feature of an identity."""
+    """Probe rows (n, dim): one feature, or every enrolled feature of an identity."""
     if probe.identity_id is not None:
         return await services.gallery.features(probe.identity_id)
     return (await source_feature(services, probe))[None]

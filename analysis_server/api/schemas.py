@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from analysis_server import features
+
 MAX_MS = 2**53  # Unix ms: exact in a Redis score (a double); far beyond any real time
 MAX_OFFSET = 10**9  # a page offset Redis can take (its LIMIT is a signed 64-bit integer)
 STREAM_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
@@ -35,7 +37,8 @@ def _stream_id(value: str | None) -> str | None:
 
 StreamId = Annotated[str | None, AfterValidator(_stream_id)]
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$", examples=["cam-1"])]
-Feature = Annotated[list[float], Field(min_length=128, max_length=128, description="a 128-D decoded face feature")]
+Feature = Annotated[list[float], Field(min_length=features.dim(), max_length=features.dim(),
+                                       description=f"a {features.dim()}-D decoded face feature")]
 
 
 class _In(BaseModel):

@@ -8,6 +8,7 @@ back to the page after login.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import UTC, datetime
@@ -37,6 +38,11 @@ ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 RAW_CHIP_BYTES = 112 * 112 * 3  # the uncompressed RGB face both layers rebuild
 PER_CAMERA = 12
 HITS_SHOWN = 20
+# Identities offered in a page's <select> (search by person, enrol into an existing identity), oldest
+# first: a list longer than this is not one a person scrolls; past it, the Gallery page (searchable,
+# paged) is the way to a person.
+SELECT_IDENTITIES = 1000
+EXPORT_CHUNK = 1000  # identities read from Redis per round trip while exporting the gallery
 AUDIT_SCAN = 500  # a face's newest audit entries read for its page (thumbnails among them are summed up)
 # The codecs an operator may pick: the learned ones are experiments (facecodec/learned.py) that code worse
 # than JPEG (eval/results), so they stay off the menu; the REST API still takes them by name.
@@ -230,7 +236,7 @@ async def search(request: Request, s: ServicesDep, session: SessionDep, identity
                  until_ms: str | None = None, threshold: str | None = None, cursor: str | None = None,
                  offset: int = 0) -> HTMLResponse:
     error, got, searched = None, {"results": [], "distances": {}, "scanned": None, "next": None}, False
-    identities, _ = await s.gallery.list(0, 1000)
+    identities, _ = await s.gallery.list(0, SELECT_IDENTITIES)
     cameras = await camera_rows(s)
     form = _form(identity, face, camera, since_ms, until_ms, threshold)
     query = {k: v for k, v in form.items() if v}
@@ -315,13 +321,13 @@ async def gallery_export(s: ServicesDep, session: SessionDep, format: str = "csv
     rows: list[dict] = []
     offset = 0
     while True:
-        identities, total = await s.gallery.list(offset, 1000)
+        identities, total = await s.gallery.list(offset, EXPORT_CHUNK)
         counts = await s.store.identity_counts([i.identity_id for i in identities])
         rows += [{"identity_id": i.identity_id, "name": i.name, "watchlist": i.watchlist,
                   "features": len(i.feature_ids), "faces_matched": counts.get(i.identity_id, 0),
                   "created_ms": i.created_ms, "created": _iso(i.created_ms), "updated_ms": i.updated_ms}
                  for i in identities]
-        offset += 1000
+        offset += EXPORT_CHUNK
         if offset >= total or not identities:
             break
     await s.store.audit(session.caller, "export_identities", faces=len(rows))
@@ -337,10 +343,11 @@ async def face(face_id: str, request: Request, s: ServicesDep, session: SessionD
     enh = await s.store.get_enhancement(face_id)
     detail = faces_api.face_out(s, record, FaceDetailOut, enhancement_cached=enh is not None,
                                 enhancement_layer_bytes=len(enh) if enh is not None else None)
-    identities, _ = await s.gallery.list(0, 1000)
+    identities, _ = await s.gallery.list(0, SELECT_IDENTITIES)
     watchlist = False
     if detail.match:
-        watchlist = any(i.watchlist for i in identities if i.identity_id == detail.match.identity_id)
+        with contextlib.suppress(NotFound):  # deleted since the face was matched
+            watchlist = (await s.gallery.get(detail.match.identity_id)).watchlist
     session_link = s.link.session(record.camera_id)
     online = session_link is not None or bool(await s.router.owner(record.camera_id))
     return _page(request, s, session, "face.html", "", face=detail, identities=identities, watchlist=watchlist,

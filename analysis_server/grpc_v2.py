@@ -113,31 +113,32 @@ class CompactIngestServicer(IngestServicer):
         return to_v2(msg, session.wire, session.requested)
 
 
+def _request(out: pb2.EnhancementRequest, face_id: str, state: StreamState | None,
+             requested: dict[str, str]) -> pb2.ServerMessage:
+    """A v2 request for one of the face's layers: the face named by its stream sequence number when
+    the stream still knows it, else by its id; remembered until its upload answers it."""
+    seq = seq_of(face_id, state)
+    if seq:
+        out.seq = seq
+    else:
+        out.face_id = face_id
+    _remember(requested, out.request_id, face_id)
+    return pb2.ServerMessage(enhancement_request=out)
+
+
 def to_v2(msg, state: StreamState | None, requested: dict[str, str]) -> pb2.ServerMessage:
     """A server message (as the v1 code paths make them) in its facewire.v2 form; ``requested`` keeps
     request id -> face id until the answer comes (a v2 upload names only the request)."""
     if isinstance(msg, pb2.ServerMessage):
         return msg
     if isinstance(msg, LayerRequest):
-        out = pb2.EnhancementRequest(request_id=msg.request_id, layer=LAYER_CODES[msg.layer])
-        seq = seq_of(msg.face_id, state)
-        if seq:
-            out.seq = seq
-        else:
-            out.face_id = msg.face_id
-        _remember(requested, msg.request_id, msg.face_id)
-        return pb2.ServerMessage(enhancement_request=out)
+        return _request(pb2.EnhancementRequest(request_id=msg.request_id, layer=LAYER_CODES[msg.layer]), msg.face_id,
+                        state, requested)
     kind = msg.WhichOneof("kind")
     if kind == "enhancement_request":
         req = msg.enhancement_request
-        out = pb2.EnhancementRequest(request_id=req.request_id, codec=req.codec, quality=req.quality)
-        seq = seq_of(req.face_id, state)
-        if seq:
-            out.seq = seq
-        else:
-            out.face_id = req.face_id
-        _remember(requested, req.request_id, req.face_id)
-        return pb2.ServerMessage(enhancement_request=out)
+        return _request(pb2.EnhancementRequest(request_id=req.request_id, codec=req.codec, quality=req.quality),
+                        req.face_id, state, requested)
     if kind == "drop_texture":
         out = pb2.DropTexture()
         for f in msg.drop_texture.face_ids:

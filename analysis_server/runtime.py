@@ -142,8 +142,7 @@ class AnalysisServer:
         log.info("analysis server stopping")
         if self.services is not None:
             self.services.grpc_serving = False
-            for t in list(self.services._tasks):
-                t.cancel()
+            self.services.cancel_background()
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self.services is not None:

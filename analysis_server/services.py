@@ -146,6 +146,11 @@ class Services:
         task.add_done_callback(done)
         return task
 
+    def cancel_background(self) -> None:
+        """Cancel every task :meth:`spawn` started (shutdown: nothing new is started after this)."""
+        for t in list(self._tasks):
+            t.cancel()
+
     # -- enhancement round trip --------------------------------------------------------------
     async def enhancement_layer(self, face: FaceRecord, codec: str = "", quality: int = 0) -> tuple[bytes, str]:
         """(payload, "cache" or "edge"): the cached layer when it fits the request, else the edge's upload."""

@@ -129,7 +129,7 @@ def merge_results(path: Path, key: str, value: dict) -> dict:
 
 def start_server(redis_url: str, data_dir: Path) -> tuple[subprocess.Popen, int, list[str]]:
     """``python -m analysis_server`` on ``redis_url`` with free ports; (process, HTTP port, its log lines)."""
-    from bench.fleet import launch_server
+    from testkit.processes import launch_server
 
     proc, _, http_port, lines = launch_server(redis_url, data_dir, FACESERVER_API_KEYS=API_KEY,
                                               FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}),

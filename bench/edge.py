@@ -17,7 +17,7 @@ Sections (each a key of the results file; top-level keys summarise them):
   worker; every observation is matched to the person drawn there: ``mixed_tracks`` (tracks whose
   observations show more than one person) and ``people_missed`` (people never observed).
 - ``live``: the real agent process (``python -m edge_agent``) on 1 and 4 live MJPEG cameras (the 720p
-  scene clip at 10 frames/s, ``python -m bench.fleet clip``), streaming to a real server through a TCP
+  scene clip at 10 frames/s, ``python -m testkit.camera clip``), streaming to a real server through a TCP
   proxy that counts bytes both ways: the agent's CPU (cores) and RSS, frames analysed per second, and
   wire bytes per face (every byte of the stream both ways, HTTP/2 and gRPC framing and acks included,
   divided by the faces acknowledged). Camera processes, server and Redis share the machine.
@@ -278,7 +278,7 @@ def live(work: Path, cameras: int, seconds: float, clip: Path) -> dict:
     import subprocess
     import sys
 
-    from bench.fleet import AgentProcess, RedisProcess, ServerProcess, clean_env, free_port
+    from testkit.processes import AgentProcess, RedisProcess, ServerProcess, clean_env, free_port
     from bench.tcp_proxy import TcpProxy
 
     redis = RedisProcess(work / f"redis-{cameras}", persist=False)
@@ -287,7 +287,7 @@ def live(work: Path, cameras: int, seconds: float, clip: Path) -> dict:
     server.start()
     proxy = TcpProxy("127.0.0.1", server.grpc_port).start()
     ports = [free_port() for _ in range(cameras)]
-    cams = [subprocess.Popen([sys.executable, "-m", "bench.fleet", "clip", str(p), str(clip)], cwd=ROOT,
+    cams = [subprocess.Popen([sys.executable, "-m", "testkit.camera", "clip", str(p), str(clip)], cwd=ROOT,
                              env=clean_env(), stdout=subprocess.PIPE, text=True) for p in ports]
     agent = None
     try:
@@ -336,7 +336,7 @@ def wire_full_batches(work: Path, clip: Path) -> dict:
     spool fills), then the server starts and the agent catches up in batches of 64 and exits. Every byte
     between them from then on (both ways, through the counting proxy: the connection, HTTP/2 and gRPC
     framing, Hello, acks, pings) over the faces acknowledged."""
-    from bench.fleet import AgentProcess, RedisProcess, ServerProcess
+    from testkit.processes import AgentProcess, RedisProcess, ServerProcess
     from bench.tcp_proxy import TcpProxy
 
     redis = RedisProcess(work / "redis-replay", persist=False)

@@ -54,7 +54,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-PROVENANCE_PATHS = ("analysis_server", "bench", "facewire", "facecodec/base_layer.py")
+PROVENANCE_PATHS = ("analysis_server", "bench", "testkit", "facewire", "facecodec/base_layer.py")
 API_KEY = "bench-api-key-0001"
 TOKEN = "bench-camera-token"
 PREFIX = "fs"
@@ -185,7 +185,7 @@ def exact_top(payloads: list[bytes], plan: Plan, probes: np.ndarray, since: int,
 
 def start_server(url: str, data_dir: Path, **env) -> tuple[subprocess.Popen, int, float]:
     """A real server on ``url``: (process, HTTP port, seconds from start to its ready line)."""
-    from bench.fleet import launch_server
+    from testkit.processes import launch_server
 
     t0 = time.perf_counter()
     proc, _, http_port, _ = launch_server(url, data_dir, FACESERVER_API_KEYS=API_KEY,
@@ -207,7 +207,7 @@ def measure_size(n: int, work: Path, queries: int, workers: int, say) -> dict:
     from analysis_server.redis_server import async_client
     from analysis_server.settings import ServerSettings
     from analysis_server.store import FaceStore
-    from bench.fleet import RedisProcess, rss_mb
+    from testkit.processes import RedisProcess, rss_mb
 
     defaults = ServerSettings()
     out: dict = {"stored": n, "load_avg_1min": {"start": round(os.getloadavg()[0], 2)}}
@@ -386,7 +386,7 @@ def node_figures(nodes) -> list[dict]:
 
 
 def cmd_cluster(args) -> int:
-    from bench.fleet import RedisClusterProcess, RedisProcess, launch_server
+    from testkit.processes import RedisClusterProcess, RedisProcess, launch_server
     from bench.ingest import payloads, run_cameras
     from eval import provenance
 

@@ -50,7 +50,7 @@ TOKEN = "bench-camera-token"
 API_KEY = "bench-api-key-0001"
 
 # The code these figures depend on; edits elsewhere do not make them "-dirty".
-PROVENANCE_PATHS = ("analysis_server", "bench", "facewire", "facecodec/base_layer.py")
+PROVENANCE_PATHS = ("analysis_server", "bench", "testkit", "facewire", "facecodec/base_layer.py")
 
 log = logging.getLogger("bench.ingest")
 
@@ -201,8 +201,8 @@ def redis_cpu_seconds(client) -> float:
 
 def start_server(redis_url: str, data_dir: Path, storage_key: str | None = None
                  ) -> tuple[subprocess.Popen, int, list[str]]:
-    """The server process (bench.fleet's launcher): (process, gRPC port, its log lines)."""
-    from bench.fleet import launch_server
+    """The server process (testkit's launcher): (process, gRPC port, its log lines)."""
+    from testkit.processes import launch_server
 
     env = {"FACESERVER_API_KEYS": API_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN})}
     if storage_key:

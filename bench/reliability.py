@@ -42,15 +42,75 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.fleet import (API_KEY, FACES, PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess, ServerProcess,
-                         newest_faces, stored_once, wait_until)
+from testkit.processes import (API_KEY, FACES, PREFIX, TOKEN, AgentProcess, CameraProcess, RedisProcess,
+                               ServerProcess, wait_until)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
-PROVENANCE_PATHS = ("analysis_server", "edge_agent", "facecodec", "facewire", "bench", ":(exclude)bench/results")
+PROVENANCE_PATHS = ("analysis_server", "edge_agent", "facecodec", "facewire", "bench", "testkit",
+                    ":(exclude)bench/results")
 OUTAGE_OK = {"refused", "unreachable", 503, 504}  # what an image request may answer while a part is down
 
 log = logging.getLogger("bench.reliability")
+
+
+# -- what the system stored (read from Redis) ----------------------------------------------------
+def stored_once(redis_client, face_ids: list[str], prefix: str = PREFIX) -> dict:
+    """How the faces ``face_ids`` sit in Redis: ``faces_stored`` (records present), ``duplicates``
+    (observation events beyond one per face, plus repeated index entries: a face stored twice
+    would show in both) and ``missing`` ids."""
+    events: Counter[str] = Counter()
+    last = "-"
+    while True:
+        chunk = redis_client.xrange(f"{prefix}:events", min=last, count=5000)
+        if last != "-":
+            chunk = chunk[1:]
+        if not chunk:
+            break
+        for _id, fields in chunk:
+            if fields.get(b"type") == b"observation":
+                events[fields.get(b"face_id", b"").decode()] += 1
+        last = chunk[-1][0].decode()
+    present = faces_present(redis_client, face_ids, prefix)
+    missing = [f for f, p in zip(face_ids, present) if not p]
+    dup = sum(max(0, events[f] - 1) for f in face_ids)
+    return {"faces_stored": len(face_ids) - len(missing), "duplicates": dup, "missing": missing,
+            "observation_events": sum(events[f] for f in face_ids)}
+
+
+def faces_present(redis_client, face_ids: list[str], prefix: str = PREFIX) -> list[bool]:
+    """Whether each face has a record in Redis (storage layout 2: a field of its record hash; an
+    erased face's tombstone does not count)."""
+    from analysis_server import records as rec
+    from analysis_server.keys import Keys
+
+    keys, pipe = Keys(prefix), redis_client.pipeline(transaction=False)
+    for f in face_ids:
+        h = rec.face_hash(f)
+        pipe.hget(keys.records(rec.bucket_of(h)), h)
+    return [v is not None and not rec.is_tombstone(v) and rec.value_face_id(v) == f
+            for f, v in zip(face_ids, pipe.execute())]
+
+
+def newest_faces(redis_client, n: int, camera: str | None = None, prefix: str = PREFIX) -> list[str]:
+    """The ids of the ``n`` faces captured last (of ``camera``, else of every camera), newest first,
+    read from the time indexes of the last two periods that have faces."""
+    from analysis_server import records as rec
+    from analysis_server.keys import Keys
+
+    keys = Keys(prefix)
+    periods = [int(p) for p in redis_client.zrevrange(
+        keys.camera_periods(camera) if camera else keys.all_periods(), 0, 1)]
+    pipe = redis_client.pipeline(transaction=False)
+    for p in periods:
+        for matched in (False, True):
+            if camera:
+                pipe.zrevrange(keys.camera_index(camera, matched, p), 0, n - 1, withscores=True)
+            else:
+                for shard in range(rec.SHARDS):
+                    pipe.zrevrange(keys.all_index(shard, matched, p), 0, n - 1, withscores=True)
+    hits = sorted((t, f.decode()) for chunk in pipe.execute() for f, t in chunk)
+    return [f for _, f in reversed(hits)][:n]
 
 
 # -- the results file ---------------------------------------------------------------------------
@@ -558,23 +618,10 @@ def varied_camera_frames(folder: Path, rounds: int = 4, seed: int = 0) -> list[P
 
 
 class VariedCamera(CameraProcess):
-    """``python -m bench.fleet images`` on :func:`varied_camera_frames`: an MJPEG camera at 10 frames/s."""
+    """``python -m testkit.camera images`` on :func:`varied_camera_frames`: an MJPEG camera at 10 frames/s."""
 
     def __init__(self, frames: list[Path]):
-        super().__init__()
-        self.frames = frames
-
-    def start(self) -> None:
-        import subprocess
-
-        from bench.fleet import ROOT as FLEET_ROOT
-        from bench.fleet import clean_env
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "images", str(self.port),
-                                      *map(str, self.frames)], cwd=FLEET_ROOT, env=clean_env(),
-                                     stdout=subprocess.PIPE, text=True)
-        if self.proc.stdout.readline().strip() != "serving":
-            raise RuntimeError("the camera did not start")
+        super().__init__(images=frames)
 
 
 def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: float = 600.0, progress=None) -> dict:
@@ -633,7 +680,7 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
         server.start()
         started.append(server)
         api = httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", headers={"X-API-Key": API_KEY}, timeout=60)
-        # The photo the simulated camera shows of each person (bench/fleet.py: the last one), so it matches.
+        # The photo the simulated camera shows of each person (testkit/camera.py: the last one), so it matches.
         people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
         enrolled: dict[str, dict] = {}
         for name, photo in people[:identities]:

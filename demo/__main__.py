@@ -3,8 +3,9 @@
 1. Makes two sample clips from the committed LFW test faces and serves them, looped in real
    time, as two MJPEG cameras (``entrance`` and ``lobby``; one person walks past both), from a
    thread of this process (:mod:`demo.camera`).
-2. Starts ``python -m analysis_server`` (embedded Redis under ``DATA_DIR/server``) with a random
-   API key and camera token made for this run.
+2. Starts ``python -m analysis_server`` (embedded Redis under ``DATA_DIR/server``; testkit's
+   launcher, :class:`testkit.processes.ServerProcess`) with a random API key and camera token made
+   for this run.
 3. Enrols two of the people from photos the clips do not use (one on the watchlist), unless
    ``--no-enroll``.
 4. Starts ``python -m edge_agent`` on both cameras.
@@ -24,7 +25,6 @@ import ctypes
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -39,11 +39,11 @@ from pathlib import Path
 
 from demo.camera import CameraServer, make_clips
 from demo.clip import FACES, people
+from testkit.processes import ServerProcess
 
 log = logging.getLogger("demo")
 
 ENROL = [("Sophia_Loren", True), ("Kurt_Warner", False)]  # (person, on the watchlist)
-READY = re.compile(r"ready: grpc=\S+:(\d+) http=\S+:(\d+)")
 
 
 class DemoError(Exception):
@@ -74,7 +74,7 @@ class Demo:
         self.api_key = args.api_key or secrets.token_urlsafe(18)
         self.camera_tokens: dict[str, str] = {}  # one per camera (no wildcard token)
         self.stop_requested = threading.Event()
-        self.server: subprocess.Popen | None = None
+        self.server: ServerProcess | None = None
         self.agent: subprocess.Popen | None = None
         self.cameras: CameraServer | None = None
         self.http_port = 0
@@ -101,24 +101,19 @@ class Demo:
             log.warning("port %d is taken; the dashboard gets a free port instead", http)
             http = 0
         self.camera_tokens = {name: secrets.token_urlsafe(18) for name in self.cameras.streams}
-        env = self._env(FACESERVER_API_KEYS=self.api_key, FACESERVER_CAMERA_TOKENS=json.dumps(self.camera_tokens))
-        self.server = self._spawn([sys.executable, "-m", "analysis_server", "--host", host, "--http-port", str(http),
-                                   "--grpc-port", str(self.args.grpc_port), "--data-dir", str(self.data / "server")],
-                                  env, "server.log")
-        log.info("analysis server starting (pid %d), log in %s", self.server.pid, self.data / "server.log")
-        deadline = time.monotonic() + self.args.start_timeout
-        while not self.stop_requested.is_set():
-            if self.server.poll() is not None:
-                raise DemoError(f"the analysis server exited with code {self.server.returncode}; see "
-                                f"{self.data / 'server.log'}:\n{self._tail('server.log')}")
-            m = READY.search((self.data / "server.log").read_text(errors="replace"))
-            if m:
-                self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
-                return
-            if time.monotonic() > deadline:
-                raise DemoError(f"the analysis server was not ready within {self.args.start_timeout:g} s; "
-                                f"see {self.data / 'server.log'}")
-            self.stop_requested.wait(0.2)
+        # Its own process group (Ctrl-C reaches only this process), and SIGTERM if this process dies.
+        self.server = ServerProcess(self.data, data_dir=self.data / "server", grpc_port=self.args.grpc_port,
+                                    http_port=http, args=["--host", host], log_name="server.log",
+                                    popen={"start_new_session": True, "preexec_fn": _die_with_parent},
+                                    FACESERVER_API_KEYS=self.api_key,
+                                    FACESERVER_CAMERA_TOKENS=json.dumps(self.camera_tokens), PYTHONUNBUFFERED="1")
+        self.server.start(wait=False)
+        log.info("analysis server starting (pid %d), log in %s", self.server.proc.pid, self.server.log_path)
+        try:  # up to its ready line (which names the ports), or until a stop is asked for
+            self.server.wait_ready(self.args.start_timeout, readyz=False, stop=self.stop_requested)
+        except (RuntimeError, TimeoutError) as e:
+            raise DemoError(f"{e}\n(log: {self.server.log_path})") from None
+        self.grpc_port, self.http_port = self.server.grpc_port, self.server.http_port
 
     def _tail(self, name: str, chars: int = 2000) -> str:
         try:
@@ -144,7 +139,8 @@ class Demo:
             self.cameras.stop()
             if self.agent is not None and self.agent.poll() is None:
                 time.sleep(0.5)
-        for name, proc, grace in (("edge agent", self.agent, 20), ("analysis server", self.server, 30)):
+        server = self.server.proc if self.server is not None else None
+        for name, proc, grace in (("edge agent", self.agent, 20), ("analysis server", server, 30)):
             if proc is None or proc.poll() is not None:
                 continue
             proc.send_signal(signal.SIGTERM)
@@ -212,12 +208,12 @@ class Demo:
                 f"  gRPC        {self.args.host}:{self.grpc_port} (camera tokens: "
                 f"{', '.join(f'{c} {t}' for c, t in self.camera_tokens.items())})\n"
                 f"  cameras     {', '.join(self.cameras.url(n) for n in self.cameras.streams)}\n"
-                f"  processes   analysis server pid {self.server.pid}, edge agent pid {self.agent.pid}\n"
+                f"  processes   analysis server pid {self.server.proc.pid}, edge agent pid {self.agent.pid}\n"
                 f"  logs        {self.data / 'server.log'}, {self.data / 'edge.log'}\n"
                 "\n  Sign in with the API key. Faces appear as people walk past the cameras. Ctrl-C stops everything.\n\n")
             sys.stdout.flush()
             while not self.stop_requested.wait(0.5):
-                for name, proc, log_name in (("analysis server", self.server, "server.log"),
+                for name, proc, log_name in (("analysis server", self.server.proc, "server.log"),
                                              ("edge agent", self.agent, "edge.log")):
                     if proc.poll() is not None:
                         raise DemoError(f"the {name} exited with code {proc.returncode}:\n{self._tail(log_name)}")

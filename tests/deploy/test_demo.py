@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.fleet import wait_until
+from testkit.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

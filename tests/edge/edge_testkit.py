@@ -154,8 +154,8 @@ class ScriptedPeer:
 
 
 def start_mjpeg_camera(port: int, images: list[Path]) -> subprocess.Popen:
-    """A real process serving an MJPEG stream of ``images`` on ``http://127.0.0.1:PORT/`` (bench.fleet's)."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "images", str(port), *map(str, images)],
+    """A real process serving an MJPEG stream of ``images`` on ``http://127.0.0.1:PORT/`` (testkit's camera)."""
+    proc = subprocess.Popen([sys.executable, "-m", "testkit.camera", "images", str(port), *map(str, images)],
                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "serving"
     return proc

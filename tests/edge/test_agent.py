@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from edge_testkit import make_video
 
-from bench.fleet import free_port, wait_until
 from edge_agent.agent import EdgeAgent
 from edge_agent.pipeline import FacePipeline
 from edge_agent.settings import EdgeSettings
 from facewire.v1 import ingest_pb2 as pb
+from testkit.processes import free_port, wait_until
 
 
 class PhotoDetector:

@@ -9,13 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bench.fleet import free_port, wait_until
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.settings import EdgeSettings
 from edge_agent.spool import Spool
 from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
 from facewire.v1 import ingest_pb2 as pb
+from testkit.processes import free_port, wait_until
 
 
 class Rig:

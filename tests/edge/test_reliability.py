@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from edge_testkit import FACES, make_video, start_mjpeg_camera
 
-from bench.fleet import AgentProcess, CameraProcess, RedisProcess, ServerProcess, free_port
+from testkit.processes import AgentProcess, CameraProcess, RedisProcess, ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from edge_testkit import FACES, make_video, start_mjpeg_camera
 
-from bench.fleet import free_port, wait_until
 from edge_agent.errors import SourceError
 from edge_agent.sources import (
     Backoff,
@@ -21,6 +20,7 @@ from edge_agent.sources import (
     VideoFileSource,
     open_source,
 )
+from testkit.processes import free_port, wait_until
 
 
 def collect(source, limit: int = 1000):

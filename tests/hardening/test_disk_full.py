@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.fleet import AgentProcess, CameraProcess, ServerProcess, wait_until
 from edge_agent.errors import StoreError, StoreFullError, StoreUnwritableError
 from edge_agent.spool import Spool
+from testkit.processes import AgentProcess, CameraProcess, ServerProcess, wait_until
 
 
 def test_full_spool_raises_store_full_error_sets_its_state_and_recovers(tmp_path):

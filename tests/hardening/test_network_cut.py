@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from bench.fleet import AgentProcess, CameraProcess, ServerProcess, wait_until
 from bench.tcp_proxy import TcpProxy
+from testkit.processes import AgentProcess, CameraProcess, ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 

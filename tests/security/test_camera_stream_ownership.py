@@ -24,7 +24,7 @@ import redis
 from server_testkit import API_KEY, Edge, observation
 
 from analysis_server.keys import Keys
-from bench.fleet import wait_until
+from testkit.processes import wait_until
 
 pytestmark = pytest.mark.slow
 

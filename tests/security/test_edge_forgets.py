@@ -26,7 +26,7 @@ import redis
 from server_testkit import API_KEY, TOKENS, stored_face
 
 from analysis_server.keys import Keys
-from bench.fleet import AgentProcess, CameraProcess, wait_until
+from testkit.processes import AgentProcess, CameraProcess, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from bench.fleet import ROOT, clean_env
 from facecodec import zoo
+from testkit.processes import ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from bench.fleet import ROOT, clean_env
+from testkit.processes import ROOT, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,8 @@ STORAGE_LIKE = "c2VjcmV0LXN0b3JhZ2Uta2V5LXRoYXQtaXMtbm90LTMy"  # base64, but not
 
 
 def _server(tmp_path, *args: str, secrets: bool = True, **env: str) -> subprocess.CompletedProcess:
+    # A plain run, not testkit's ServerProcess: these servers must refuse to start (exit 2), and what
+    # they print is checked; the launcher would give them secrets and wait for them to be ready.
     base = {"FACESERVER_DATA_DIR": str(tmp_path / "srv"), "FACESERVER_GRPC_PORT": "0", "FACESERVER_HTTP_PORT": "0"}
     if secrets:
         base |= {"FACESERVER_API_KEYS": GOOD_KEY, "FACESERVER_CAMERA_TOKENS": json.dumps({"cam-1": GOOD_TOKEN})}
@@ -100,6 +102,8 @@ def test_dev_mode_refuses_a_non_loopback_address(tmp_path, host):
 
 
 def test_dev_mode_on_loopback_still_starts(tmp_path):
+    # A plain process, not testkit's ServerProcess: that one always gives the server secrets, and
+    # --dev is started here without any.
     env = {**clean_env(), "FACESERVER_DATA_DIR": str(tmp_path / "srv")}
     proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--dev", "--host", "127.0.0.1", "--grpc-port",
                              "0", "--http-port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE,

@@ -16,7 +16,7 @@ import os
 import httpx
 import pytest
 
-from bench.fleet import launch_server
+from testkit.processes import launch_server
 
 pytestmark = pytest.mark.slow
 

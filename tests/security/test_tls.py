@@ -16,7 +16,6 @@ from server_testkit import API_KEY, TOKENS, ServerThread, observation
 from analysis_server.errors import ConfigurationError
 from analysis_server.runtime import AnalysisServer
 from analysis_server.settings import ServerSettings
-from bench.fleet import wait_until
 from edge_agent.client import CameraStream, StreamConfig
 from edge_agent.settings import CameraConfig, EdgeSettings
 from edge_agent.spool import Spool
@@ -24,6 +23,7 @@ from edge_agent.status import Counters
 from edge_agent.texture import TextureStore
 from facewire.v1 import ingest_pb2 as pb
 from facewire.v1 import ingest_pb2_grpc
+from testkit.processes import wait_until
 
 pytestmark = pytest.mark.slow
 CAMERA_MD = (("x-camera-id", "cam-1"), ("authorization", f"Bearer {TOKENS['cam-1']}"))

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import queue
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -22,63 +19,39 @@ import pytest
 from PIL import Image
 from server_testkit import API_KEY, TOKENS, Edge, observation
 
-from bench.fleet import free_port, wait_until
 from facecodec import enhancement
+from testkit.processes import ServerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-
 
 class Replica:
-    """``python -m analysis_server`` with its own ports, on the shared Redis."""
+    """``python -m analysis_server`` (testkit's :class:`ServerProcess`) with its own ports, on the shared Redis."""
 
     def __init__(self, name: str, folder: Path, redis_url: str, cluster: bool = False):
         self.name = name
-        self.grpc_port, self.http_port = free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FACESERVER_", "REDIS_URL",
-                                                                         "REDIS_CLUSTER_URL"))}
-        env["REDIS_CLUSTER_URL" if cluster else "REDIS_URL"] = redis_url
-        env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", FACESERVER_HISTORY_NLIST="64",
-                   FACESERVER_GRPC_PORT=str(self.grpc_port), FACESERVER_HTTP_PORT=str(self.http_port),
-                   FACESERVER_API_KEYS=API_KEY, FACESERVER_CAMERA_TOKENS=json.dumps(TOKENS),
-                   FACESERVER_REPLICA_ID=name, FACESERVER_ENHANCEMENT_TIMEOUT_S="5", FACESERVER_GRPC_GRACE_S="0.5",
-                   FACESERVER_DATA_DIR=str(folder / name))
-        self.log = folder / f"{name}.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server"], cwd=ROOT, env=env,
-                                     stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", headers={"X-API-Key": API_KEY},
+        self.server = ServerProcess(folder, redis_url, cluster=cluster, data_dir=folder / name, log_name=f"{name}.log",
+                                    FACESERVER_HISTORY_NLIST="64", FACESERVER_API_KEYS=API_KEY,
+                                    FACESERVER_CAMERA_TOKENS=json.dumps(TOKENS), FACESERVER_REPLICA_ID=name,
+                                    FACESERVER_ENHANCEMENT_TIMEOUT_S="5", FACESERVER_GRPC_GRACE_S="0.5")
+        self.server.start(wait=False)
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.server.http_port}", headers={"X-API-Key": API_KEY},
                                 timeout=30)
 
     @property
     def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def ready(self) -> bool:
-        assert self.proc.poll() is None, f"replica {self.name} exited:\n{self.log.read_text()[-3000:]}"
-        try:
-            return self.api.get("/readyz").status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.server.grpc_target
 
     def stop(self) -> None:
         self.api.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.server.stop()
 
 
 @pytest.fixture(scope="module", params=["single", "cluster"])
 def cluster(request, tmp_path_factory):
     """Two replicas on one redis-server, or on a 3-master Redis Cluster: (A, B, a client of that Redis)."""
     from analysis_server.redis_server import sync_client
-    from bench.fleet import RedisClusterProcess, RedisProcess
+    from testkit.processes import RedisClusterProcess, RedisProcess
 
     folder = tmp_path_factory.mktemp("scale-out")
     on_cluster = request.param == "cluster"
@@ -92,7 +65,7 @@ def cluster(request, tmp_path_factory):
         replicas = [Replica("replica-a", folder, server.url, on_cluster),
                     Replica("replica-b", folder, server.url, on_cluster)]
         for r in replicas:
-            wait_until(r.ready, 120, f"{r.name} to be ready")
+            r.server.wait_ready(120)
         yield replicas[0], replicas[1], client
     finally:
         for r in replicas:

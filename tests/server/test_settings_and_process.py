@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,6 +16,7 @@ from analysis_server.__main__ import parser, settings_from_args
 from analysis_server.errors import ConfigurationError
 from analysis_server.runtime import with_dev_secrets
 from analysis_server.settings import ServerSettings
+from testkit.processes import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,41 +59,29 @@ def test_command_line_flags_override_the_environment(monkeypatch):
 
 @pytest.mark.slow
 def test_python_m_analysis_server_runs_with_embedded_redis_until_sigterm(tmp_path):
-    env = {**os.environ, "FACESERVER_API_KEYS": "proc-key-0001", "FACESERVER_CAMERA_TOKENS": '{"*": "proc-token-1"}',
-           "PYTHONPATH": str(ROOT)}
-    env.pop("REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
-                             "--data-dir", str(tmp_path / "srv")], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
+    server = ServerProcess(tmp_path, data_dir=tmp_path / "srv", grpc_port=0, http_port=0,
+                           FACESERVER_API_KEYS="proc-key-0001", FACESERVER_CAMERA_TOKENS='{"*": "proc-token-1"}')
     try:
-        deadline = time.monotonic() + 90
-        ready = None
-        while ready is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            assert line, "the server exited before it was ready:\n" + "".join(lines)
-            lines.append(line)
-            ready = re.search(r"ready: grpc=\S+:(\d+) http=\S+:(\d+)", line)
-        assert ready, "".join(lines)
-        http = int(ready.group(2))
+        server.start(timeout=90, readyz=False)  # up to its ready line only: /readyz is asserted here
+        http = server.http_port
         r = httpx.get(f"http://127.0.0.1:{http}/readyz", timeout=10)
         assert r.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{http}/stats", headers={"X-API-Key": "proc-key-0001"}).status_code == 200
         redis_pid = int((tmp_path / "srv" / "redis.pid").read_text())
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        lines.append(out)
+        server.proc.terminate()  # SIGTERM
+        server.wait(60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, "".join(lines)
-    assert "analysis server stopped" in "".join(lines)
+        server.kill()
+    assert server.proc.returncode == 0, server.output()
+    assert "analysis server stopped" in server.output()
     with pytest.raises(ProcessLookupError):
         os.kill(redis_pid, 0)  # the embedded redis-server stopped with it
     assert (tmp_path / "srv" / "appendonly.aof").exists() or (tmp_path / "srv" / "faces.rdb").exists()
 
 
 def test_missing_secrets_make_the_command_exit_with_a_message(tmp_path):
+    # A plain run, not testkit's ServerProcess: that one gives the server secrets, and reads stderr
+    # together with stdout; this server must refuse to start, saying so on stderr.
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESERVER_")}
     r = subprocess.run([sys.executable, "-m", "analysis_server", "--data-dir", str(tmp_path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)

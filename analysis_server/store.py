@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from analysis_server import records as rec
@@ -519,6 +519,10 @@ class FaceStore:
         cur = json.loads(raw) if raw else {}
         cur.update(info)
         await self.redis.hset(self.keys.cameras, camera_id, json.dumps(cur))
+
+    async def camera_known(self, camera_id: str) -> bool:
+        """Whether the camera ever streamed here (its entry outlives its faces)."""
+        return bool(await self.redis.hexists(self.keys.cameras, camera_id))
 
     async def cameras(self) -> dict[str, dict]:
         raw = await self.redis.hgetall(self.keys.cameras)

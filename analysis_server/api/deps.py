@@ -1,20 +1,14 @@
-"""FastAPI dependencies: the services object, the authenticated caller, probe features."""
+"""FastAPI dependencies: the services object and the authenticated caller."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated
 
-import numpy as np
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from analysis_server.api.schemas import FeatureSource, Probe
-from analysis_server.errors import InvalidInput, NotFound
-from analysis_server.gallery import check_feature
 from analysis_server.services import Services
 from analysis_server.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, csrf_ok, fetch_site_ok
-from analysis_server.validation import ValidationFailure, decode_feature
 
 
 def get_services(request: Request) -> Services:
@@ -62,25 +56,3 @@ async def require_caller(
 
 
 Caller = Annotated[str, Depends(require_caller)]
-
-
-async def source_feature(services: Services, src: FeatureSource) -> np.ndarray:
-    """The decoded feature a request names (shape (dim,): :func:`analysis_server.features.dim`); 404 / 422 when it cannot be had."""
-    if src.feature is not None:
-        return check_feature(src.feature)
-    if src.base_layer is not None:
-        try:
-            return decode_feature(base64.b64decode(src.base_layer)).feature.astype(np.float32)
-        except ValidationFailure as e:
-            raise InvalidInput(str(e)) from None
-    face = await services.store.get(src.face_id)
-    if face is None:
-        raise NotFound(f"no stored face {src.face_id!r} (unknown or expired)")
-    return face.feature
-
-
-async def probe_features(services: Services, probe: Probe) -> np.ndarray:
-    """Probe rows (n, dim): one feature, or every enrolled feature of an identity."""
-    if probe.identity_id is not None:
-        return await services.gallery.features(probe.identity_id)
-    return (await source_feature(services, probe))[None]

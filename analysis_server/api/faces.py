@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from analysis_server import face_images
+from analysis_server import face_images, queries
 from analysis_server.api.deps import Caller, ServicesDep
 from analysis_server.api.schemas import (
     MAX_MS,
     MAX_OFFSET,
-    BoxOut,
     ErasedOut,
     FaceDetailOut,
-    FaceOut,
     FacePageOut,
     Id,
-    MatchOut,
-    QualityOut,
 )
 from analysis_server.errors import InvalidInput, NotFound, ServerError
 from analysis_server.services import Services
@@ -35,29 +30,11 @@ router = APIRouter(prefix="/faces", tags=["faces"])
 EnhancementCodec = Literal[tuple(sorted(CODECS))]  # type: ignore[valid-type]
 
 
-def face_out(s: Services, f: FaceRecord, cls=FaceOut, **extra) -> FaceOut:
-    match = MatchOut(identity_id=f.identity_id, name=s.gallery.name(f.identity_id), distance=f.distance) \
-        if f.identity_id else None
-    return cls(face_id=f.face_id, camera_id=f.camera_id, capture_time_ms=f.capture_time_ms, received_ms=f.received_ms,
-               expires_ms=f.capture_time_ms + s.settings.retention_s * 1000,
-               box=BoxOut(x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3]),
-               quality=QualityOut(probability=f.probability, face_size=f.face_size, fallback=f.fallback),
-               track_id=f.track_id, feature_backend=f.backend, base_layer_model=f.model, step_index=f.step_index,
-               base_layer_bytes=len(f.base_layer), match=match, **extra)
-
-
 async def get_face(s: Services, face_id: str) -> FaceRecord:
     face = await s.store.get(face_id)
     if face is None:
         raise NotFound(f"no stored face {face_id!r} (unknown, expired or erased)")
     return face
-
-
-async def check_cameras(s: Services, camera_ids) -> None:
-    """404 for a camera id that never streamed to this server (a typo would otherwise list nothing, 200)."""
-    for c in camera_ids:
-        if not (s.link.session(c) or await s.redis.hexists(s.store.keys.cameras, c)):
-            raise NotFound(f"no camera {c!r} has ever streamed to this server (GET /cameras lists the known ones)")
 
 
 @router.get("", response_model=FacePageOut, summary="List stored faces, newest first",
@@ -77,19 +54,8 @@ async def list_faces(
                                                                   "the cursor, which costs nothing to skip")] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FacePageOut:
-    if camera:
-        await check_cameras(s, [camera])
-    # Every filter is read from a time index (all faces, matched or not, one camera, one identity),
-    # so a page reads about `limit` entries; entries whose record no longer agrees (erased, re-matched)
-    # and an identity's faces on other cameras are skipped, up to scan_max entries or scan_time_s
-    # (one chunk at least), then the page answers truncated=true with where to go on.
-    page = await s.store.page(camera=camera, identity=identity, matched=matched, since_ms=since_ms,
-                              until_ms=until_ms, limit=limit, cursor=cursor or None, skip=offset,
-                              max_scan=s.settings.scan_max, deadline=time.monotonic() + s.settings.scan_time_s)
-    more = page.next_cursor is not None
-    return FacePageOut(items=[face_out(s, r) for r in page.records], next_cursor=page.next_cursor,
-                       next_offset=offset + len(page.records) if more and not cursor and not page.truncated else None,
-                       truncated=page.truncated)
+    return await queries.faces_page(s, camera=camera, identity=identity, matched=matched, since_ms=since_ms,
+                                    until_ms=until_ms, cursor=cursor or None, offset=offset, limit=limit)
 
 
 @router.get("/{face_id}", response_model=FaceDetailOut, summary="One stored face (no feature values)",
@@ -97,7 +63,7 @@ async def list_faces(
 async def read_face(face_id: Id, s: ServicesDep) -> FaceDetailOut:
     face = await get_face(s, face_id)
     enh = await s.store.get_enhancement(face_id)
-    return face_out(s, face, FaceDetailOut, enhancement_cached=enh is not None,
+    return queries.face_out(s, face, FaceDetailOut, enhancement_cached=enh is not None,
                     enhancement_layer_bytes=len(enh) if enh is not None else None)
 
 

@@ -10,7 +10,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, UploadFile
 
-from analysis_server.api.deps import Caller, ServicesDep, source_feature
+from analysis_server import queries
+from analysis_server.api.deps import Caller, ServicesDep
 from analysis_server.api.schemas import (
     MAX_OFFSET,
     EnrolledOut,
@@ -55,7 +56,7 @@ async def match_enrolled_face(s: Services, face_id: str | None, identity_id: str
              responses={404: {"description": "a feature's face_id names no stored face"},
                         422: {"description": "a feature or base layer is not usable"}})
 async def create_identity(body: IdentityCreate, s: ServicesDep, caller: Caller) -> IdentityOut:
-    feats = [await source_feature(s, f) for f in body.features]  # all checked before anything is written
+    feats = [await queries.source_feature(s, f) for f in body.features]  # all checked before anything is written
     ident = await s.gallery.create(body.name, body.watchlist, body.notes)
     for f in feats:
         await s.gallery.add_feature(ident.identity_id, f)
@@ -106,7 +107,7 @@ async def delete_identity(identity_id: Id, s: ServicesDep, caller: Caller) -> Id
              summary="Enrol a feature: given, from a base layer, or from a stored face")
 async def enrol_feature(identity_id: Id, body: FeatureSource, s: ServicesDep, caller: Caller) -> EnrolledOut:
     await s.gallery.get(identity_id)
-    feature = await source_feature(s, body)
+    feature = await queries.source_feature(s, body)
     fid = await s.gallery.add_feature(identity_id, feature)
     await s.store.audit(caller, "enrol", identity_id=identity_id, feature_id=fid, face_id=body.face_id or "")
     await match_enrolled_face(s, body.face_id, identity_id)

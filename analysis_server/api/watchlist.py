@@ -7,17 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from analysis_server import watchlist
+from analysis_server import queries, watchlist
 from analysis_server.api.deps import Caller, ServicesDep
 from analysis_server.api.schemas import HitGroupOut, HitGroupPageOut
-from analysis_server.services import Services
 
 router = APIRouter(prefix="/watchlist", tags=["watchlist"])
 GroupId = Annotated[str, Path(pattern=r"^\d{1,20}-\d{1,20}$", description="the group's id (its first hit's event id)")]
-
-
-def group_out(s: Services, g: watchlist.HitGroup) -> HitGroupOut:
-    return HitGroupOut(**g.as_dict(s.gallery.name(g.identity_id)))
 
 
 @router.get("/hits", response_model=HitGroupPageOut, summary="Watchlist hits grouped by identity (and time), newest first")
@@ -28,20 +23,17 @@ async def hit_groups(
                     "everything but dismissed); all")] = "unhandled",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> HitGroupPageOut:
-    groups, scanned = await watchlist.hit_groups(s)
-    keep = {"open": {"open"}, "unhandled": {"open", "acknowledged"}, "all": set(watchlist.ACTIONS.values()) | {"open"}}
-    items = [group_out(s, g) for g in groups if g.state in keep[state]][:limit]
-    return HitGroupPageOut(items=items, gap_s=s.settings.watchlist_gap_s, scanned=scanned)
+    return await queries.hit_groups(s, state, limit)
 
 
 @router.post("/hits/{group_id}/acknowledge", response_model=HitGroupOut, summary="Acknowledge a hit group (audited)",
              responses={404: {"description": "no such group among the newest events"}})
 async def acknowledge(group_id: GroupId, s: ServicesDep, caller: Caller) -> HitGroupOut:
-    return group_out(s, await watchlist.handle(s, group_id, "acknowledge", caller))
+    return queries.group_out(s, await watchlist.handle(s, group_id, "acknowledge", caller))
 
 
 @router.post("/hits/{group_id}/dismiss", response_model=HitGroupOut,
              summary="Dismiss a hit group as a false alarm (audited); the live view hides it",
              responses={404: {"description": "no such group among the newest events"}})
 async def dismiss(group_id: GroupId, s: ServicesDep, caller: Caller) -> HitGroupOut:
-    return group_out(s, await watchlist.handle(s, group_id, "dismiss", caller))
+    return queries.group_out(s, await watchlist.handle(s, group_id, "dismiss", caller))

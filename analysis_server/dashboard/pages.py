@@ -20,10 +20,7 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from analysis_server.api import faces as faces_api
-from analysis_server.api import matching as matching_api
-from analysis_server.api import system as system_api
-from analysis_server.api import watchlist as watchlist_api
+from analysis_server import queries
 from analysis_server.api.deps import ServicesDep
 from analysis_server.api.schemas import FaceDetailOut, FaceOut, Probe, SearchIn
 from analysis_server.errors import InvalidInput, NotFound
@@ -157,28 +154,28 @@ async def logout(request: Request, s: ServicesDep, session: SessionDep,
 # -- live view ----------------------------------------------------------------------------------
 async def camera_rows(s: Services) -> list[dict]:
     """Known cameras; online when their stream is open on this replica or another one."""
-    return [c.model_dump() for c in await system_api.cameras(s)]
+    return [c.model_dump() for c in await queries.cameras(s)]
 
 
 async def recent_faces(s: Services, camera_id: str | None = None, limit: int = PER_CAMERA) -> list[FaceOut]:
     page = await s.store.page(camera=camera_id, limit=limit)
-    return [faces_api.face_out(s, f) for f in page.records]
+    return [queries.face_out(s, f) for f in page.records]
 
 
 @router.get("")
 async def live(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
     cameras = await camera_rows(s)
     recent = {c["camera_id"]: await recent_faces(s, c["camera_id"]) for c in cameras}
-    groups = await watchlist_api.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
+    groups = await queries.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
     return _page(request, s, session, "live.html", "live", cameras=cameras, recent=recent,
-                 groups=groups.items, gap_s=groups.gap_s, stats=await system_api.stats(s),
+                 groups=groups.items, gap_s=groups.gap_s, stats=await queries.stats(s),
                  last_event_id=await s.live.latest_id())
 
 
 @router.get("/hits")
 async def hits(request: Request, s: ServicesDep, session: SessionDep) -> HTMLResponse:
     """The live view's watchlist alerts, rendered again (the page asks after each hit or acknowledgement)."""
-    groups = await watchlist_api.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
+    groups = await queries.hit_groups(s, state="unhandled", limit=HITS_SHOWN)
     return render(request, "_hits.html", groups=groups.items, reconstruction=reconstruction_installed())
 
 
@@ -213,14 +210,13 @@ async def _search_page(s: Services, form: dict, cursor: str | None, offset: int,
     thr = float(form["threshold"]) if form["threshold"] else None
     if ident or probe_face:
         probe = Probe(identity_id=ident) if ident else Probe(face_id=probe_face)
-        out = await matching_api.search(SearchIn(probe=probe, camera_ids=[cam] if cam else None, since_ms=since,
-                                                 until_ms=until, threshold=thr, limit=limit, offset=offset), s)
+        out = await queries.search(s, SearchIn(probe=probe, camera_ids=[cam] if cam else None, since_ms=since,
+                                               until_ms=until, threshold=thr, limit=limit, offset=offset))
         records = await s.store.get_many([h.face_id for h in out.hits])
-        return {"results": [faces_api.face_out(s, f) for f in records if f is not None],
+        return {"results": [queries.face_out(s, f) for f in records if f is not None],
                 "distances": {h.face_id: h.distance for h in out.hits}, "scanned": out.scanned,
                 "next": {"offset": out.next_offset} if out.next_offset is not None else None}
-    page = await faces_api.list_faces(s, camera=cam, since_ms=since, until_ms=until, identity=None, matched=None,
-                                      cursor=cursor, offset=0, limit=limit)
+    page = await queries.faces_page(s, camera=cam, since_ms=since, until_ms=until, cursor=cursor, limit=limit)
     return {"results": page.items, "distances": {}, "scanned": None,
             "next": {"cursor": page.next_cursor} if page.next_cursor else None}
 
@@ -341,7 +337,7 @@ async def face(face_id: str, request: Request, s: ServicesDep, session: SessionD
     if record is None:
         return _page(request, s, session, "missing.html", "", status=404, face_id=face_id[:128])
     enh = await s.store.get_enhancement(face_id)
-    detail = faces_api.face_out(s, record, FaceDetailOut, enhancement_cached=enh is not None,
+    detail = queries.face_out(s, record, FaceDetailOut, enhancement_cached=enh is not None,
                                 enhancement_layer_bytes=len(enh) if enh is not None else None)
     identities, _ = await s.gallery.list(0, SELECT_IDENTITIES)
     watchlist = False
@@ -358,7 +354,7 @@ async def face(face_id: str, request: Request, s: ServicesDep, session: SessionD
 async def face_audit_context(s: Services, face_id: str) -> dict:
     """A face's audit trail as its page shows it: deliberate actions one per row (newest 50), the
     thumbnails shown in lists summed up in one line (how many, by whom, when last)."""
-    entries = [system_api.audit_out(e) for e in await s.store.audit_entries(AUDIT_SCAN, face_id)] \
+    entries = [queries.audit_out(e) for e in await s.store.audit_entries(AUDIT_SCAN, face_id)] \
         if ID.match(face_id) else []
     thumbs = [e for e in entries if e.action == "thumbnail"]
     summary = {"count": len(thumbs), "last_ms": thumbs[0].time_ms, "who": sorted({e.who for e in thumbs})} \

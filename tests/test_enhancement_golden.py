@@ -1,9 +1,12 @@
-"""Golden enhancement payloads and a golden scalable container: every format stays decodable
-(``tests/data/golden/enhancement_and_container.json``, made once by ``make_enhancement_golden.py``).
+"""Golden enhancement payloads and golden scalable containers: every format stays decodable
+(``tests/data/golden/enhancement_and_container.json``, made once by ``make_enhancement_golden.py``, for
+formats 1 and 2; ``enhancement_format3.json``, made once by ``make_enhancement_format3_golden.py``).
 
 For each conventional codec, a payload of format 2 (container header deflated against the registered
 dictionary) and of format 1 (the first header, no dictionary), each predicted from a frozen base layer;
-and one container with two enhancement layers. Decoding must give the same pixels, bit for bit (their
+and one container with two enhancement layers. Format 3: each codec in both modes (residual, direct), from
+the format-2 golden base layer of the same face, and a container of two format-3 layers. Decoding must
+give the same pixels, bit for bit (their
 SHA-256), as when they were made: a change to the header dictionary, the prediction head, the
 normalisation or a codec's decoding shows here.
 """
@@ -19,8 +22,11 @@ import pytest
 
 from facecodec import container, enhancement
 
-GOLDEN = json.loads((Path(__file__).parent / "data" / "golden" / "enhancement_and_container.json").read_text())
+HERE = Path(__file__).parent / "data" / "golden"
+GOLDEN = json.loads((HERE / "enhancement_and_container.json").read_text())
 BASE = bytes.fromhex(GOLDEN["base_layer"])
+GOLDEN3 = json.loads((HERE / "enhancement_format3.json").read_text())
+BASE3 = bytes.fromhex(GOLDEN3["base_layer"])
 
 
 def digest(image: np.ndarray) -> str:
@@ -35,9 +41,31 @@ def test_golden_enhancement_payloads_decode_to_the_same_pixels(case):
     assert digest(enhancement.decode(payload, BASE)) == case["decoded_sha256"]
 
 
+@pytest.mark.parametrize("case", GOLDEN3["enhancement"], ids=lambda c: f"{c['codec']}-format3-{c['mode']}")
+def test_golden_format_3_payloads_decode_to_the_same_pixels(case):
+    payload = bytes.fromhex(case["payload"])
+    header = enhancement.read_header(payload)
+    assert (header.version, header.codec, header.mode) == (3, case["codec"], case["mode"])
+    assert (header.predictor_tag, header.restoration_tag) == (case["predictor_tag"], case["restoration_tag"])
+    assert digest(enhancement.decode(payload, BASE3)) == case["decoded_sha256"]
+
+
 def test_every_enhancement_format_and_conventional_codec_has_a_golden_payload():
-    assert {c["format"] for c in GOLDEN["enhancement"]} == set(enhancement.HEADERS)
-    assert {c["codec"] for c in GOLDEN["enhancement"]} == {"jpeg", "jpeg2000", "webp", "avif", "png"}
+    cases = GOLDEN["enhancement"] + GOLDEN3["enhancement"]
+    assert {c["format"] for c in cases} == set(enhancement.VERSIONS)
+    assert {c["codec"] for c in cases} == {"jpeg", "jpeg2000", "webp", "avif", "png"}
+    assert {(c["codec"], c["mode"]) for c in GOLDEN3["enhancement"]} == {
+        (codec, mode) for codec in ("jpeg", "jpeg2000", "webp", "avif", "png")
+        for mode in (enhancement.RESIDUAL, enhancement.DIRECT)}
+
+
+def test_the_golden_format_3_container_decodes_every_layer_to_the_same_pixels():
+    data = bytes.fromhex(GOLDEN3["container"]["data"])
+    face = container.unpack(data)
+    assert face.base == BASE3 and len(face.enhancements) == GOLDEN3["container"]["layers"]
+    want = GOLDEN3["container"]["decoded_sha256"]
+    assert digest(container.decode_image(data, "full", 0)) == want["full_0"]
+    assert digest(container.decode_image(data, "full", 1)) == want["full_1"]
 
 
 def test_the_golden_container_unpacks_and_decodes_every_layer_to_the_same_pixels():

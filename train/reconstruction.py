@@ -31,6 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from facecodec.crop import CHIP, CROP, face_crop
+from train import checkpoints
 from train.networks import FaceDecoder, FeatureToFace, to_tensor
 
 log = logging.getLogger(__name__)
@@ -165,16 +166,7 @@ def train(out_dir: Path, data: dict, arch: str, steps: int, batch: int, lr0: flo
     perceptual = vgg_perceptual(vgg_weights) if vgg_weights else ssim_term
     identity = Identity(data["mean_chip"]) if identity_weight > 0 else None
     tr, val = split_people(data["people"], val_people)
-    start, rng_state = 0, None
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        start, rng_state = state["step"], state["rng"]
-        log.info("resumed at step %d", start)
-    rng = np.random.default_rng(0)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
+    start, rng = checkpoints.resume(ckpt, net, opt)
     t0, sums, n = time.time(), {}, 0
     net.train()
     for step in tqdm(range(start, steps), initial=start, total=steps, desc=f"display network ({arch})"):
@@ -201,9 +193,7 @@ def train(out_dir: Path, data: dict, arch: str, steps: int, batch: int, lr0: flo
             sums[k] = sums.get(k, 0.0) + v.item()
         n += 1
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                        "rng": rng.bit_generator.state, "config": {"type": arch, "dim": int(feats.shape[1]), "base": base}},
-                       ckpt)
+            checkpoints.save(ckpt, net, opt, step + 1, rng, {"type": arch, "dim": int(feats.shape[1]), "base": base})
             record = {"step": step + 1, "lr": lr, **{k: v / n for k, v in sums.items()},
                       "elapsed_s": round(time.time() - t0, 1), "val": validate(net, identity, data, val)}
             with open(out_dir / "log.jsonl", "a") as f:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from train import checkpoints
+
 log = logging.getLogger(__name__)
 PATCH = 64
 RESIDUAL_SHARE = 0.6
@@ -126,16 +128,7 @@ def train(out_dir: Path, data: dict, codec: str, steps: int, batch: int, lr0: fl
     tr_img, val_img = split_people(data["people"], val_people)
     held = np.isin(data["image"], val_img)
     tr, val = np.flatnonzero(~held), np.flatnonzero(held)[::4]
-    start, rng_state = 0, None
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        net.load_state_dict(state["net"])
-        opt.load_state_dict(state["opt"])
-        start, rng_state = state["step"], state["rng"]
-        log.info("resumed at step %d", start)
-    rng = np.random.default_rng(0)
-    if rng_state is not None:
-        rng.bit_generator.state = rng_state
+    start, rng = checkpoints.resume(ckpt, net, opt)
     size = data["crops"].shape[1]
     t0, total, n = time.time(), 0.0, 0
     for step in tqdm(range(start, steps), initial=start, total=steps, desc=f"restoration ({codec})"):
@@ -161,8 +154,7 @@ def train(out_dir: Path, data: dict, codec: str, steps: int, batch: int, lr0: fl
         total += loss.item()
         n += 1
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step + 1, "rng": rng.bit_generator.state,
-                        "config": {"width": width, "codec": codec}}, ckpt)
+            checkpoints.save(ckpt, net, opt, step + 1, rng, {"width": width, "codec": codec})
             record = {"step": step + 1, "lr": lr, "mse": total / n, "psnr_patch": float(10 * np.log10(n / total)),
                       "elapsed_s": round(time.time() - t0, 1), "val": validate(net, data, val)}
             with open(out_dir / f"log-{codec}.jsonl", "a") as f:

@@ -29,22 +29,22 @@ class DconvOp(nn.Sequential):
         super().__init__(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class FeatureToFace(nn.Module):
-    """The display network; ``base`` channels at 7x7, halved at each doubling."""
+class _Decoder(nn.Module):
+    """Feature -> 112x112 face: a projection to ``base`` channels at 7x7, ``blocks`` that halve the channels
+    and double the resolution, ``last`` to RGB, plus a per-pixel bias (the mean face) and Tanh."""
 
-    def __init__(self, dim: int = 128, base: int = 128) -> None:
+    def __init__(self, dim: int, base: int, chans: list[int], block, last: nn.Module) -> None:
         super().__init__()
         self.register_buffer("feat_mean", torch.zeros(dim))
         self.register_buffer("feat_std", torch.ones(dim))
         self.project = nn.Sequential(nn.Linear(dim, base * 7 * 7, bias=False), nn.BatchNorm1d(base * 7 * 7),
                                      nn.ReLU(inplace=True))
-        chans = [base, base // 2, base // 4, base // 8]
-        self.ops = nn.Sequential(*[DconvOp(a, b) for a, b in zip(chans[:-1], chans[1:])])
-        self.last = nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1)
+        self.ops = nn.Sequential(*[block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.last = last
         self.face_bias = nn.Parameter(torch.zeros(3, CROP, CROP))
         self.base = base
         for m in self.modules():
-            if isinstance(m, (nn.ConvTranspose2d, nn.Linear)):
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
         nn.init.zeros_(self.last.bias)
         self.last.weight.data.mul_(0.1)
@@ -52,6 +52,14 @@ class FeatureToFace(nn.Module):
     def forward(self, f):
         x = self.project((f - self.feat_mean) / self.feat_std).view(-1, self.base, 7, 7)
         return torch.tanh(self.last(self.ops(x)) + self.face_bias)
+
+
+class FeatureToFace(_Decoder):
+    """The display network of the paper's Fig. 1; ``base`` channels at 7x7, halved at each doubling."""
+
+    def __init__(self, dim: int = 128, base: int = 128) -> None:
+        chans = [base, base // 2, base // 4, base // 8]
+        super().__init__(dim, base, chans, DconvOp, nn.ConvTranspose2d(chans[-1], 3, 4, 2, 1))
 
 
 class UpBlock(nn.Sequential):
@@ -60,29 +68,12 @@ class UpBlock(nn.Sequential):
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-class FaceDecoder(nn.Module):
+class FaceDecoder(_Decoder):
     """The display network trained for identity: ``base`` channels at 7x7, halved at each doubling."""
 
     def __init__(self, dim: int = 128, base: int = 256) -> None:
-        super().__init__()
-        self.register_buffer("feat_mean", torch.zeros(dim))
-        self.register_buffer("feat_std", torch.ones(dim))
-        self.project = nn.Sequential(nn.Linear(dim, base * 7 * 7, bias=False), nn.BatchNorm1d(base * 7 * 7),
-                                     nn.ReLU(inplace=True))
         chans = [base, base // 2, base // 4, base // 8, base // 16]
-        self.ops = nn.Sequential(*[UpBlock(a, b) for a, b in zip(chans[:-1], chans[1:])])
-        self.last = nn.Conv2d(chans[-1], 3, 3, 1, 1)
-        self.face_bias = nn.Parameter(torch.zeros(3, CROP, CROP))
-        self.base = base
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        nn.init.zeros_(self.last.bias)
-        self.last.weight.data.mul_(0.1)
-
-    def forward(self, f):
-        x = self.project((f - self.feat_mean) / self.feat_std).view(-1, self.base, 7, 7)
-        return torch.tanh(self.last(self.ops(x)) + self.face_bias)
+        super().__init__(dim, base, chans, UpBlock, nn.Conv2d(chans[-1], 3, 3, 1, 1))
 
 
 class LinearFace(nn.Module):

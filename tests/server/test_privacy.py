@@ -10,6 +10,7 @@ from server_testkit import observation, stored_face
 
 from analysis_server import records as rec
 from analysis_server.keys import Keys
+from testkit.processes import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,10 @@ def test_delete_face_erases_its_redis_data_and_sends_drop_texture_to_the_edge(se
     r = api.delete("/faces/d-1")
     assert r.status_code == 200 and r.json() == {"erased": ["d-1"], "texture_drop_sent": True}
     assert edge.drops.get(timeout=5) == ["d-1"]
-    assert _all_keys_mentioning(redis_client, keys.prefix, "d-1") == []
+    # The pending drop leaves Redis once the edge confirms it (its answer to the request that follows
+    # the drop), a round trip after the edge received the drop itself.
+    wait_until(lambda: _all_keys_mentioning(redis_client, keys.prefix, "d-1") == [], timeout=10,
+               what="no key but the tombstone mentions the erased face")
     assert api.get("/faces/d-1").status_code == 404 and api.get("/faces/d-2").status_code == 200
     assert api.delete("/faces/d-1").status_code == 404
     assert [e["action"] for e in api.get("/audit").json()][0] == "erase_face"

@@ -254,7 +254,8 @@ def rd_readme(rd: dict, anchors: list[str]) -> list[str]:
              "(negative = fewer bytes than the anchor at equal PSNR) over the whole common range and over 28-36 dB, "
              "with 95% bootstrap intervals over people in brackets.", "",
              f"Models: prediction `{rd.get('prediction_model')}`, restoration "
-             + ", ".join(f"`{v}` ({k})" for k, v in (rd.get("restoration_models") or {}).items() if v)
+             + (", ".join(f"`{v}` ({k})" for k, v in (rd.get("restoration_models") or {}).items() if v)
+                or "none registered")
              + f", enhancement format {rd.get('enhancement_format')}. `-format2`: the previous payload format (min-max "
              "normalised residual, 11-byte header); `-norestore`: format 3 without the restoration network.", "",
              "Headline, against the same codec with compact headers:", "",

@@ -123,6 +123,18 @@ return table.concat(out)
 
 # Erase one face's record (one key, any node): the live record becomes a tombstone with its capture
 # time. KEYS: record hash. ARGV: hash, face id. Returns the record replaced, or nil.
+# A batch's events in one call on the events stream (a cluster: the stream is one key on one node, and one
+# command per event made that node the busiest): ARGV = MAXLEN, then 6 values per event (type, face id,
+# camera id, capture ms, identity id, distance); returns the entries' ids in order.
+_ADD_EVENTS = """
+local out = {}
+for i = 2, #ARGV, 6 do
+  out[#out + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[i], 'face_id', ARGV[i + 1],
+    'camera_id', ARGV[i + 2], 'capture_time_ms', ARGV[i + 3], 'identity_id', ARGV[i + 4], 'distance', ARGV[i + 5])
+end
+return out
+"""
+
 _ERASE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or string.byte(v, 1) == 0 then return false end
@@ -441,9 +453,8 @@ class FaceStore:
         counts: dict[str, dict[str, int]] = {}
         logs: dict[str, list[bytes]] = {}
         entries: dict[str, list[bytes]] = {}
-        event_at: list[list[int]] = []
-        events_head = (b"$4\r\nXADD\r\n" + _bulk(self.keys.events.encode()) + b"$6\r\nMAXLEN\r\n$1\r\n~\r\n"
-                       + _bulk(b"%d" % self.events_max) + b"$1\r\n*\r\n$4\r\ntype\r\n")
+        event_at: list[list[int]] = []  # each face's events, by their place in the events call's reply
+        event_args: list[bytes] = []
         for f in faces:
             t, fid = b"%d" % f.o.capture_ms, f.o.face_id.encode()
             entries.setdefault(f.camera_key, []).extend((t, fid))
@@ -455,15 +466,15 @@ class FaceStore:
                 c[name] = c.get(name, 0) + d
             mine = []
             if events:
-                fields = (b"$7\r\nface_id\r\n" + _bulk(fid) + b"$9\r\ncamera_id\r\n" + _bulk(f.o.camera_id.encode())
-                          + b"$15\r\ncapture_time_ms\r\n" + _bulk(t) + b"$11\r\nidentity_id\r\n"
-                          + _bulk(f.identity.encode()) + b"$8\r\ndistance\r\n" + _bulk(f.distance))
-                mine.append(b.add_packed(self.keys.events, b"*18\r\n" + events_head + b"$11\r\nobservation\r\n"
-                                         + fields))
+                fields = (fid, f.o.camera_id.encode(), t, f.identity.encode(), f.distance)
+                mine.append(len(event_args) // 6)
+                event_args += (b"observation", *fields)
                 if f.identity and f.watch == b"1":
-                    mine.append(b.add_packed(self.keys.events, b"*18\r\n" + events_head
-                                             + b"$13\r\nwatchlist_hit\r\n" + fields))
+                    mine.append(len(event_args) // 6)
+                    event_args += (b"watchlist_hit", *fields)
             event_at.append(mine)
+        at_events = b.add_keyed(self.keys.events, "EVAL", _ADD_EVENTS, 1, self.keys.events, self.events_max,
+                                *event_args) if event_args else None
         for key, args in entries.items():  # NX: a replay never moves the entry of the face it repeats
             b.add("ZADD", key, "NX", *args)
         for key, c in counts.items():
@@ -502,7 +513,7 @@ class FaceStore:
             for name, d in self._counted(f):
                 undo.add("HINCRBY", f.counts_key, name, -d)
             for j in event_at[i]:
-                undo.add("XDEL", self.keys.events, res[j])
+                undo.add("XDEL", self.keys.events, res[at_events][j])
         await execute(self.redis, undo, raise_errors=True)
         return outcome
 

@@ -86,7 +86,7 @@ def _train(dim: int, nlist: int, pq_bytes: int, seed: int):
     model = base_layer.load_model(features.model_name())
     rng = np.random.default_rng(seed)
     n = max(32 * nlist, 256 * 40)
-    sample = (model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
+    sample = model.sample(n, rng)
     index = faiss.IndexIVFPQ(faiss.IndexFlatL2(dim), dim, nlist, pq_bytes, 8)
     # Codes of the features themselves, not of their residuals to the list's centre: one distance
     # table per query and day instead of one per list probed (a small day is searched whole for

@@ -229,7 +229,7 @@ def sample_features(n: int, seed: int = 0) -> list[np.ndarray]:
 
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     rng = np.random.default_rng(seed)
-    return list((model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32))
+    return list(model.sample(n, rng))
 
 
 def base_seeds() -> list[bytes]:

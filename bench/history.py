@@ -70,13 +70,7 @@ def model():
 
 
 def people(n: int, seed: int) -> np.ndarray:
-    m = model()
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, m.dim), np.float32)
-    for s in range(0, n, 200_000):
-        k = min(200_000, n - s)
-        out[s: s + k] = m.mean + (rng.normal(size=(k, m.dim)) * m.sigma) @ m.basis
-    return out
+    return model().sample(n, np.random.default_rng(seed))
 
 
 def noisy(centres: np.ndarray, rng, norm: float = 0.25) -> np.ndarray:

@@ -64,7 +64,7 @@ def payloads(n: int, seed: int = 0) -> list[bytes]:
 
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     rng = np.random.default_rng(seed)
-    feats = (model.mean + (rng.normal(size=(n, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
+    feats = model.sample(n, rng)
     return [base_layer.encode(f) for f in feats]
 
 

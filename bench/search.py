@@ -41,12 +41,7 @@ def synthetic_gallery(n: int, seed: int = 0):
     from facecodec import base_layer
 
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
-    rng = np.random.default_rng(seed)
-    out = np.empty((n, model.dim), np.float32)
-    for start in range(0, n, 100_000):
-        m = min(100_000, n - start)
-        out[start : start + m] = model.mean + (rng.normal(size=(m, model.dim)) * model.sigma) @ model.basis
-    return out
+    return model.sample(n, np.random.default_rng(seed))
 
 
 def probes(gallery, n: int, noise: float, seed: int = 1):

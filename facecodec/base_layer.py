@@ -306,6 +306,16 @@ class BaseLayerModel:
                 self._tables[step_index] = (cdfs, lengths, offsets, half)
             return self._tables[step_index]
 
+    def sample(self, n: int, rng: np.random.Generator, chunk: int = 100_000) -> np.ndarray:
+        """``n`` synthetic features (float32) from the model's own distribution: its mean plus independent
+        components of its scales along its basis (benchmarks and the search index's training draw
+        them; ``chunk`` rows at a time bound the float64 temporaries)."""
+        out = np.empty((n, self.dim), np.float32)
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            out[start:start + k] = self.mean + (rng.normal(size=(k, self.dim)) * self.sigma) @ self.basis
+        return out
+
     def bits(self, features: np.ndarray, step_index: int) -> float:
         """Ideal code length in bits per feature under this model (for fitting, not for counting)."""
         q = np.stack([self.quantize(f, step_index) for f in features])

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 STEPS = np.array([0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05, 0.06, 0.08, 0.1, 0.14, 0.2])
 # Format 2 codes fewer, more discriminative components: finer spacing where 15-20 byte payloads are.
 STEPS_V2 = np.array([0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05, 0.055, 0.06, 0.065, 0.07, 0.08, 0.09, 0.1, 0.12, 0.15])
+FAMILIES = ("gaussian", "laplace")  # the probability models tried; the one with the shorter real payloads is kept
 LAMBDAS = (0.0, 0.5, 1.0, 1.5, 2.0)  # 0 is PCA
 COMPONENTS = (32, 36, 40, 44, 48, 56, 64)
 TARGET_BODY_BYTES = (13.0, 14.0, 15.0, 16.0)  # ideal body sizes scored: 20-byte payloads less header and coder
@@ -39,18 +40,24 @@ def mean_bytes(model: BaseLayerModel, feats: np.ndarray, step_index: int) -> flo
     return float(np.mean([len(codec.compress(f)) for f in feats]))
 
 
-def fit(train_feats: np.ndarray, default_step: int = 7) -> BaseLayerModel:
-    sample = train_feats[:: max(1, len(train_feats) // 2000)]
+def shortest(candidates, feats: np.ndarray, default_step: int) -> BaseLayerModel:
+    """The candidate model whose real payloads are shortest at ``default_step`` on (a sample of) the
+    train features, with that default step."""
+    sample = np.asarray(feats)[:: max(1, len(feats) // 2000)]
     best = None
-    for family in ("gaussian", "laplace"):
-        m = BaseLayerModel.fit(train_feats, BACKEND, STEPS, family)
+    for m in candidates:
         b = mean_bytes(m, sample, default_step)
-        log.info("%s: %.2f bytes per face on train people at step %.3f", family, b, STEPS[default_step])
+        log.info("%s: %.2f bytes per face on train people at step %.3f", m.family, b, m.steps[default_step])
         if best is None or b < best[0]:
             best = (b, m)
     model = best[1]
     model.default_step = default_step
     return model
+
+
+def fit(train_feats: np.ndarray, default_step: int = 7) -> BaseLayerModel:
+    return shortest((BaseLayerModel.fit(train_feats, BACKEND, STEPS, family) for family in FAMILIES),
+                    train_feats, default_step)
 
 
 def scatter(features: np.ndarray, people: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,19 +156,12 @@ def fit_discriminant(features: np.ndarray, people: np.ndarray, default_step: int
     mean, st, sw = scatter(features, people)
     basis = discriminant_basis(st, sw, lam)
     y = (np.asarray(features, np.float64) - mean) @ basis.T
-    sample = np.asarray(features)[:: max(1, len(features) // 2000)]
-    best = None
-    for family in ("gaussian", "laplace"):
+    def candidate(family: str) -> BaseLayerModel:
         sigma = y.std(0) if family == "gaussian" else np.abs(y).mean(0) * math.sqrt(2)
-        m = BaseLayerModel("unsaved", BACKEND, mean, basis, np.maximum(sigma, 1e-6), STEPS_V2, family, fmt=2,
-                           components=components, about=f"S_t - {lam} S_w, first {components} components; {about}")
-        b = mean_bytes(m, sample, default_step)
-        log.info("%s: %.2f bytes per face on train people at step %.3f", family, b, STEPS_V2[default_step])
-        if best is None or b < best[0]:
-            best = (b, m)
-    model = best[1]
-    model.default_step = default_step
-    return model
+        return BaseLayerModel("unsaved", BACKEND, mean, basis, np.maximum(sigma, 1e-6), STEPS_V2, family, fmt=2,
+                              components=components, about=f"S_t - {lam} S_w, first {components} components; {about}")
+
+    return shortest((candidate(family) for family in FAMILIES), features, default_step)
 
 
 def register(model: BaseLayerModel, tag: int | None = None) -> str:

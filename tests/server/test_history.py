@@ -146,7 +146,7 @@ def test_the_default_index_probes_lists_and_agrees_with_the_exact_search():
     nearest faces of synthetic people seen several times each are found with exact re-ranking."""
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     rng = np.random.default_rng(5)
-    people = (model.mean + (rng.normal(size=(2000, 128)) * model.sigma) @ model.basis).astype(np.float32)
+    people = model.sample(2000, rng)
     who = rng.integers(0, 2000, 20_000)
     noise = rng.normal(size=(20_000, 128)).astype(np.float32)
     x = people[who] + 0.25 * noise / np.linalg.norm(noise, axis=1, keepdims=True)

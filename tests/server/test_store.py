@@ -71,7 +71,7 @@ def payloads():
     """Base layers of 64 different synthetic faces (the base-layer model's distribution)."""
     model = base_layer.load_model(base_layer.default_model_name("dlib-resnet-128"))
     rng = np.random.default_rng(7)
-    feats = (model.mean + (rng.normal(size=(64, model.dim)) * model.sigma) @ model.basis).astype(np.float32)
+    feats = model.sample(64, rng)
     return [base_layer.encode(f) for f in feats]
 
 

@@ -21,7 +21,9 @@ from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError,
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-_BULK = b"$%d\r\n%b\r\n"
+def bulk(b: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
 def _b(v) -> bytes:
@@ -39,7 +41,7 @@ def _b(v) -> bytes:
 def pack(*args) -> bytes:
     """One command in RESP (arguments: bytes, str, int or float)."""
     parts = [_b(a) for a in args]
-    return b"*%d\r\n" % len(parts) + b"".join(_BULK % (len(p), p) for p in parts)
+    return b"*%d\r\n" % len(parts) + b"".join(bulk(p) for p in parts)
 
 
 class Batch:
@@ -59,11 +61,7 @@ class Batch:
         return len(self.packed)
 
     def add(self, *args) -> int:
-        key = _b(args[1])
-        self.keys.append(key)
-        self.args.append(args)
-        self.packed.append(pack(*args))
-        return len(self.packed) - 1
+        return self.add_keyed(args[1], *args)
 
     def add_packed(self, key, packed: bytes) -> int:
         """A command already in RESP (the ingest path writes its hottest commands itself)."""

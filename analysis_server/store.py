@@ -46,7 +46,7 @@ from analysis_server import records as rec
 from analysis_server.at_rest import Sealer
 from analysis_server.errors import InvalidInput
 from analysis_server.keys import Keys
-from analysis_server.redis_batch import Batch, execute, is_cluster
+from analysis_server.redis_batch import Batch, bulk, execute, is_cluster
 from analysis_server.records import PERIOD_MS, SHARDS, bucket_of, face_hash, log_shard, period_of, shard_of
 from analysis_server.validation import Observation
 
@@ -244,10 +244,6 @@ _NO_KEY = Sealer(None)
 def seal_context(face_id: str, name: str) -> bytes:
     """What a sealed value is bound to (GCM associated data): its face and field (``enh``: enhancement)."""
     return f"face:{face_id}:{name}".encode()
-
-
-def _bulk(b: bytes) -> bytes:
-    return b"$%d\r\n%b\r\n" % (len(b), b)
 
 
 def _scored(raw: list) -> list[tuple[bytes, float]]:
@@ -448,8 +444,8 @@ class FaceStore:
             b.add("ZADD", key, "NX", *args)
         at = len(b)
         for f in faces:
-            b.add_packed(f.record_key, b"*4\r\n$6\r\nHSETNX\r\n" + _bulk(f.record_key.encode()) + _bulk(f.h)
-                         + _bulk(f.value))
+            b.add_packed(f.record_key, b"*4\r\n$6\r\nHSETNX\r\n" + bulk(f.record_key.encode()) + bulk(f.h)
+                         + bulk(f.value))
         counts: dict[str, dict[str, int]] = {}
         logs: dict[str, list[bytes]] = {}
         entries: dict[str, list[bytes]] = {}

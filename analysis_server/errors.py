@@ -112,8 +112,9 @@ _REMOTE = {cls.__name__: cls for cls in (EdgeOffline, EdgeTimeout, EdgeFailed, L
 
 
 def to_remote(e: ServerError) -> dict:
-    """A forwarded request's error as the reply another replica reads with :func:`from_remote`."""
-    return {"error": type(e).__name__ if type(e).__name__ in _REMOTE else EdgeFailed.__name__, "message": str(e)}
+    """A forwarded request's error (one :func:`is_remote` accepts) as the reply another replica reads
+    with :func:`from_remote`."""
+    return {"error": type(e).__name__, "message": str(e)}
 
 
 def from_remote(reply: dict, default: str) -> ServerError:

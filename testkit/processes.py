@@ -61,6 +61,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> int:
+    """SIGTERM, then SIGKILL if the process has not ended in ``timeout`` seconds: its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """This environment without the settings of either service (``EDGE_*``, ``FACESERVER_*``,
     ``REDIS_URL``, ``REDIS_CLUSTER_URL``), with this repository on ``PYTHONPATH``, one OpenMP thread
@@ -324,13 +335,9 @@ class ServerProcess:
         """SIGTERM, then SIGKILL if it has not ended in ``timeout`` seconds: its exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.wait(10)
+        code = terminate(self.proc, timeout)
+        self._reader.join(10)
+        return code
 
     def rss_mb(self) -> float:
         return rss_mb(self.proc.pid)
@@ -481,13 +488,4 @@ class AgentProcess:
         return rss_mb(self.proc.pid)
 
     def stop(self, timeout: float = 60) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return None if self.proc is None else terminate(self.proc, timeout)

@@ -52,6 +52,11 @@ PYTHON_BASE = "python:3.11-slim-bookworm"
 REDIS_BASE = "redis:7.4-bookworm"
 PYPI_INDEX = "https://pypi.org/simple"
 CA_DIR = Path("/usr/local/share/ca-certificates")
+# Free disk a dockerd started here needs under its root: the whole smoke run from a cold cache took
+# 2.2 GB at its peak (stand-in base images, both images, the stack's volumes; measured 2026-11-29);
+# twice that leaves room for the build's intermediate layers. Below it, the run stops with a
+# DockerError saying so instead of failing midway (a full disk once broke mmdebstrap's tarball).
+NEEDS_FREE_GB = 4.5
 
 log = logging.getLogger("deploy.stack")
 
@@ -62,9 +67,16 @@ class DockerError(RuntimeError):
 
 def _run(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 600, check: bool = True,
          input: bytes | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """``cmd``'s completed process; :class:`DockerError` when ``check`` and it failed or ran past ``timeout``.
+
+    Each command runs in a session (and process group) of its own: mmdebstrap tears down a failed
+    run by sending SIGHUP to its whole process group, which would otherwise be the caller's (pytest's,
+    and ``make``'s above it) and end the test run with a bare "Hangup" instead of this error.
+    """
     log.debug("$ %s", " ".join(cmd))
     try:
-        r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, timeout=timeout, input=input)
+        r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, timeout=timeout, input=input,
+                           start_new_session=True)
     except subprocess.TimeoutExpired as e:
         raise DockerError(f"{' '.join(cmd[:4])}... did not finish in {timeout:.0f} s") from e
     if r.stdout:
@@ -135,6 +147,13 @@ class DockerHost:
         if self.root is None:
             self.root = Path(tempfile.mkdtemp(prefix="fc-docker-", dir="/var/tmp"))
         self.root.mkdir(parents=True, exist_ok=True)
+        free_gb = shutil.disk_usage(self.root).free / 1e9
+        if free_gb < NEEDS_FREE_GB:
+            if not self.keep_root:
+                shutil.rmtree(self.root, ignore_errors=True)
+            raise DockerError(f"a Docker engine started here needs about {NEEDS_FREE_GB:.0f} GB free for the "
+                              f"base images, the two images and the stack; {self.root.parent} has "
+                              f"{free_gb:.1f} GB. Free some, or set DOCKER_HOST to an engine elsewhere")
         sock = self.root / "docker.sock"
         self.env["DOCKER_HOST"] = f"unix://{sock}"
         self._log = open(self.root / "dockerd.log", "ab")

@@ -223,3 +223,28 @@ def test_server_health_is_readyz(tmp_path):
         assert _check("server", FACESERVER_HTTP_PORT=port).returncode == 1
     finally:
         httpd.shutdown()
+
+
+def test_a_tool_that_hangs_up_its_process_group_fails_only_its_own_command():
+    """mmdebstrap tears down a failed run with SIGHUP to its process group; that group must not be
+    pytest's (a full disk once ended a whole CI run with a bare "Hangup" that way)."""
+    from deploy.stack import DockerError, _run
+
+    with pytest.raises(DockerError, match="exited -1"):
+        _run(["sh", "-c", "kill -HUP 0; sleep 5"], timeout=30)
+
+
+def test_a_docker_engine_is_not_started_on_a_disk_too_full_for_the_run(tmp_path, monkeypatch):
+    """Below the free space the run needs, starting dockerd stops at once with an error saying so."""
+    from deploy import stack
+
+    if shutil.which("docker") is None:
+        pytest.skip("no docker client (make test installs Debian's docker.io)")
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    free_gb = shutil.disk_usage(tmp_path).free / 1e9
+    monkeypatch.setattr(stack, "NEEDS_FREE_GB", free_gb * 10)  # a disk cannot be filled for real here
+    host = stack.DockerHost(tmp_path / "engine")
+    host.env["DOCKER_HOST"] = f"unix://{tmp_path}/none.sock"  # no engine answers there
+    with pytest.raises(stack.DockerError, match="GB free"):
+        host.__enter__()
+    assert not (tmp_path / "engine" / "data").exists()

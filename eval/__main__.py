@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--workers", type=int, default=2)
     d.add_argument("--quick", action="store_true", help="24 images, half the qualities")
     d.add_argument("--out", type=Path, default=None, help="results file (default eval/results/rate_distortion.json)")
+    a = sub.add_parser("avif-settings", help="AVIF encoder settings for the face and for the enhancement layer")
+    a.add_argument("--images", type=int, default=300, help="test images (default 300)")
+    a.add_argument("--per-person", type=int, default=1, help="at most this many images of each test person")
+    a.add_argument("--workers", type=int, default=2)
+    a.add_argument("--out", type=Path, default=None, help="results file (default eval/results/avif_settings.json)")
     sub.add_parser("figures", help="PNG plots of the results files and the Fig. 3 grid")
     c = sub.add_parser("reconstruction", help="quality and identity of faces rebuilt from the base layer")
     c.add_argument("--model", default=None, help="registered reconstruction model (default: newest)")
@@ -90,6 +95,14 @@ def main(argv: list[str] | None = None) -> None:
                      out=args.out or RESULTS / "rate_distortion.json", per_person=args.per_person or None,
                      learned=args.learned, bootstrap=args.bootstrap)
         print(json.dumps(result["bd_rate"], indent=2))
+    elif args.cmd == "avif-settings":
+        from eval.avif_settings import RESULTS, run
+        from eval.prepare import FeatureCache
+
+        result = run(FeatureCache(cache), images=args.images, per_person=args.per_person, workers=args.workers,
+                     out=args.out or RESULTS / "avif_settings.json")
+        print(json.dumps({k: {m: v for m, v in e.items() if m != "curves"} for k, e in result["settings"].items()},
+                         indent=2))
     elif args.cmd == "figures":
         from eval.figures import main as figures
 

@@ -10,7 +10,10 @@ lossless and ignores it.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -24,15 +27,21 @@ class ImageCodec:
     name: str
     code: int
     qualities: tuple[int, ...]
-    save: Callable[[object, io.BytesIO, int], None]
+    save: Callable[..., None]  # (PIL image, buffer, quality, **options)
+    options: tuple[tuple[str, object], ...] = ()  # encoder settings beyond quality, as (name, value)
     conditional: ClassVar[bool] = False  # codes a residual; see LearnedCodec
 
     def encode(self, image: np.ndarray, quality: int) -> bytes:
         from PIL import Image
 
         buf = io.BytesIO()
-        self.save(Image.fromarray(np.ascontiguousarray(image)), buf, int(quality))
+        self.save(Image.fromarray(np.ascontiguousarray(image)), buf, int(quality), **dict(self.options))
         return buf.getvalue()
+
+    def with_options(self, **options) -> ImageCodec:
+        """This codec with other encoder settings (``speed=3`` for AVIF, say): same name, code and
+        decoder, so what it writes reads back like any stream of this codec."""
+        return dataclasses.replace(self, options=tuple(sorted({**dict(self.options), **options}.items())))
 
     def decode(self, data: bytes, shape: tuple[int, int] | None = None) -> np.ndarray:
         from PIL import Image
@@ -67,8 +76,11 @@ def _webp(im, buf, q):
     im.save(buf, "WEBP", quality=max(0, min(q, 100)), method=6)
 
 
-def _avif(im, buf, q):
-    im.save(buf, "AVIF", quality=max(0, min(q, 100)), speed=6)
+def _avif(im, buf, q, speed: int = 6, subsampling: str = "4:2:0", tune: str | None = None):
+    # Speed 6 of libaom's 0-10; `python -m eval avif-settings` measures the others, 4:4:4 and tune=psnr
+    # (eval/results/avif_settings.json).
+    advanced = {"tune": tune} if tune else None
+    im.save(buf, "AVIF", quality=max(0, min(q, 100)), speed=speed, subsampling=subsampling, advanced=advanced)
 
 
 def _png(im, buf, q):
@@ -137,6 +149,19 @@ CODECS: dict[str, ImageCodec | LearnedCodec] = {c.name: c for c in [
     LearnedCodec("conditional", 7, "conditional"),
 ]}
 BY_CODE = {c.code: c for c in CODECS.values()}
+
+
+@contextmanager
+def substituted(codec: ImageCodec) -> Iterator[None]:
+    """Within the block, :func:`image_codec` of ``codec.name`` (and of its code) is ``codec``, typically
+    :meth:`ImageCodec.with_options` of the registered one: how the evaluation measures encoder settings
+    through the enhancement layer without a setting of its own. Not thread-safe; one process at a time."""
+    before = CODECS[codec.name]
+    CODECS[codec.name] = BY_CODE[codec.code] = codec
+    try:
+        yield
+    finally:
+        CODECS[codec.name] = BY_CODE[codec.code] = before
 
 
 def image_codec(name: str) -> ImageCodec | LearnedCodec:

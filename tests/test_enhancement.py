@@ -132,3 +132,18 @@ def test_the_reconstruction_subtracted_at_encode_is_added_back_at_decode(face):
     out = enhancement.decode(payload, base).astype(int)
     # 8-bit normalisation of a residual of magnitude up to 255 levels loses at most one level
     assert np.abs(out - face_crop(chip).astype(int)).max() <= 1
+
+
+def test_encoder_settings_change_the_stream_but_not_how_it_decodes(face):
+    from facecodec.image_codecs import image_codec, substituted
+
+    avif = image_codec("avif")
+    slower = avif.with_options(speed=3, subsampling="4:4:4")
+    crop = face_crop(face[0])
+    assert slower.encode(crop, 30) != avif.encode(crop, 30)
+    assert psnr(avif.decode(slower.encode(crop, 30), crop.shape[:2]), crop) > 28
+    with substituted(slower):
+        payload = enhancement.encode(face[0], face[1], "avif", 30)
+        assert image_codec("avif") is slower
+    assert image_codec("avif") is avif
+    assert psnr(enhancement.decode(payload, face[1]), crop) > 28

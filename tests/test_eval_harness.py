@@ -82,3 +82,19 @@ def test_quick_rate_distortion_counts_the_base_layer_and_reports_bd_rate(prepare
         assert all(p["bytes"] > base for p in scal)
         assert f"base+{name}_vs_{name}" in result["bd_rate"]
     assert result["images"] == 24 and result["resolution"] == [112, 112]
+
+
+def test_avif_settings_measures_every_setting_on_both_sides(prepared, mini_lfw, tmp_path, monkeypatch):
+    monkeypatch.setenv("LFW_ROOT", str(mini_lfw))
+    out = tmp_path / "avif.json"
+    main(["--cache", str(prepared), "avif-settings", "--images", "3", "--workers", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    settings = result["settings"]
+    assert result["registered"] in settings and len(settings) >= 4
+    registered = settings[result["registered"]]
+    assert registered["anchor_vs_registered_anchor"] == 0.0
+    for entry in settings.values():
+        assert {"scalable_vs_own_anchor", "scalable_vs_own_anchor_28_36_mse", "ondemand_vs_own_anchor"} <= set(entry)
+        assert entry["encode_ms"]["anchor"] > 0 and entry["encode_ms"]["scalable"] > 0
+        # the scalable side carries the base layer: more bytes than the enhancement alone at every point
+        assert all(p["bytes"] > 0 for p in entry["curves"]["scalable"])

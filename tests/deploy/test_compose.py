@@ -230,8 +230,11 @@ def test_a_tool_that_hangs_up_its_process_group_fails_only_its_own_command():
     pytest's (a full disk once ended a whole CI run with a bare "Hangup" that way)."""
     from deploy.stack import DockerError, _run
 
+    # As mmdebstrap does: SIGHUP to its own process group (the handler reset first: a run under nohup
+    # inherits SIGHUP ignored, which a shell's `kill -HUP 0` could not undo).
+    hang_up = "import os, signal; signal.signal(signal.SIGHUP, signal.SIG_DFL); os.killpg(0, signal.SIGHUP)"
     with pytest.raises(DockerError, match="exited -1"):
-        _run(["sh", "-c", "kill -HUP 0; sleep 5"], timeout=30)
+        _run([sys.executable, "-c", hang_up], timeout=30)
 
 
 def test_a_docker_engine_is_not_started_on_a_disk_too_full_for_the_run(tmp_path, monkeypatch):

@@ -12,7 +12,8 @@ costs less at the asked quality (:func:`choose`):
 (:mod:`facecodec.reconstruction`). When a restoration network is registered for the codec
 (:mod:`facecodec.restoration`), the decoder then runs it on the decoded face, given ``x_fea``, the
 quality and the mode: the base layer's knowledge of the person also sharpens what the image codec
-blurred. A payload names every model it needs by registry tag, so it decodes the same way after newer
+blurred. The encoder runs it too and names it in the header only for the faces it improves (the same
+stream either way, so the choice costs no byte). A payload names every model it needs by registry tag, so it decodes the same way after newer
 models are registered.
 
 Format 3 header (6 bytes in direct mode, 7 in residual mode)::
@@ -47,6 +48,7 @@ decoder (min 0, max 255 in the header; the quality byte is its rate point)::
 from __future__ import annotations
 
 import binascii
+import dataclasses
 import struct
 from dataclasses import dataclass
 
@@ -144,17 +146,15 @@ class Coded:
     face: np.ndarray
 
 
-def code(x: np.ndarray, pred: np.ndarray, mode: str, coder: ImageCodec, quality: int, restorer=None) -> Coded:
-    """Code the crop ``x`` (uint8) in ``mode`` with ``coder``, and decode it as the decoder will
-    (with ``restorer``, a :class:`facecodec.restoration.Restoration`, when given)."""
+def code(x: np.ndarray, pred: np.ndarray, mode: str, coder: ImageCodec, quality: int) -> Coded:
+    """Code the crop ``x`` (uint8) in ``mode`` with ``coder``, and decode it as the decoder will before
+    any restoration."""
     if mode == RESIDUAL:
         tex, span = centre(x.astype(np.int16) - pred)
     else:
         tex, span = x, 0
     stream = coder.encode(tex, quality)
     face = _faces(coder.decode(stream, (CROP, CROP)), mode, span, pred)
-    if restorer is not None:
-        face = restorer(face, pred, quality, mode)
     return Coded(mode, stream, span, face)
 
 
@@ -210,14 +210,20 @@ def encode(chip: np.ndarray, base_payload: bytes | None, codec: str = "jpeg", qu
     if not ptag:
         restorer = None
     modes = [DIRECT] if not ptag or mode == DIRECT else [RESIDUAL] if mode == RESIDUAL else [RESIDUAL, DIRECT]
-    candidates = [code(x, pred, m, coder, quality, restorer) for m in modes]
-    bodies = [headers.compact(coder.name, c.stream, headers.dictionary(dtag)) if dtag else c.stream for c in candidates]
-    k = choose(x, [(c, len(b) + len(base_payload or b"") + 7) for c, b in zip(candidates, bodies)])
-    best, body = candidates[k], bodies[k]
-    if best.mode == DIRECT and restorer is None:
+    # Each mode's stream, decoded as is and, with a restoration network, restored too: the same bytes
+    # either way, so the choice keeps the restoration only for the faces it improves (its tag says so).
+    coded = [code(x, pred, m, coder, quality) for m in modes]
+    bodies = [headers.compact(coder.name, c.stream, headers.dictionary(dtag)) if dtag else c.stream for c in coded]
+    candidates = [(c, b, 0) for c, b in zip(coded, bodies)]
+    if restorer is not None:
+        candidates += [(dataclasses.replace(c, face=restorer(c.face, pred, quality, c.mode)), b, restorer.tag)
+                       for c, b in zip(coded, bodies)]
+    k = choose(x, [(c, len(b) + len(base_payload or b"") + 7) for c, b, _ in candidates])
+    best, body, rtag = candidates[k]
+    if best.mode == DIRECT and not rtag:
         ptag = 0  # nothing of the base layer is used: the layer decodes without it
     head = bytes([MAGIC | 3, coder.code << 4 | (8 if best.mode == DIRECT else 0) | dtag, quality, ptag,
-                  restorer.tag if restorer else 0]) + (bytes([best.span]) if best.mode == RESIDUAL else b"")
+                  rtag]) + (bytes([best.span]) if best.mode == RESIDUAL else b"")
     return head + bytes([_crc8(head + body)]) + body
 
 

@@ -95,16 +95,26 @@ def test_format_2_is_still_written_on_request_and_for_the_learned_codecs(face):
         enhancement.encode(chip, base, "avif", 30, version=1)
 
 
-def test_the_restoration_network_is_named_and_run_by_the_decoder(face, registered_restoration):
+def test_the_restoration_network_named_in_the_header_is_run_by_the_decoder(face, registered_restoration):
     chip, base = face
-    restored = enhancement.encode(chip, base, "avif", 30, mode="residual")
     plain = enhancement.encode(chip, base, "avif", 30, mode="residual", restore=False)
-    assert enhancement.read_header(restored).restoration_tag == 200
-    assert enhancement.read_header(plain).restoration_tag == 0
-    a, b = enhancement.decode(restored, base).astype(int), enhancement.decode(plain, base).astype(int)
+    h = enhancement.read_header(plain)
+    assert h.restoration_tag == 0
+    head, body = bytearray(plain[: h.size - 1]), plain[h.size :]
+    head[4] = registered_restoration.tag
+    named = bytes(head) + bytes([enhancement._crc8(bytes(head) + body)]) + body
+    assert enhancement.read_header(named).restoration_tag == 200
+    a, b = enhancement.decode(named, base).astype(int), enhancement.decode(plain, base).astype(int)
     assert np.median(a - b) == 8  # the test network adds 8 levels (clipped at 255)
     with pytest.raises(UnknownModelError):
         restoration.by_tag(201)
+
+
+def test_the_encoder_leaves_out_a_restoration_that_would_worsen_the_face(face, registered_restoration):
+    """The test network brightens every face: never closer to the crop, so never named."""
+    chip, base = face
+    for q in (0, 30, 80):
+        assert enhancement.encode(chip, base, "avif", q) == enhancement.encode(chip, base, "avif", q, restore=False)
 
 
 def test_a_payload_naming_an_unknown_restoration_is_refused(face):

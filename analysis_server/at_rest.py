@@ -54,10 +54,6 @@ def key_id(key: bytes) -> bytes:
     return hashlib.sha256(b"facecodec storage key\0" + key).digest()[:_ID_BYTES]
 
 
-def is_sealed(value: bytes | None) -> bool:
-    return value is not None and value[:4] == MARKER
-
-
 class Sealer:
     """Seals and opens values with one key; :meth:`open` passes unsealed (legacy) values through."""
 

@@ -160,7 +160,3 @@ class Keys:
 
     def session(self, token_digest: str) -> str:
         return f"{self.prefix}:session:{token_digest}"
-
-    def all_pattern(self) -> str:
-        """``SCAN`` pattern matching every key of this prefix (tests clean up with it)."""
-        return f"{self.prefix}:*"

@@ -62,7 +62,6 @@ class AnalysisServer:
         self._http: _Uvicorn | None = None
         self.app = None
         self._http_task: asyncio.Task | None = None
-        self._stopping = asyncio.Event()
         self._stopped = False
 
     async def start(self) -> None:
@@ -163,11 +162,7 @@ class AnalysisServer:
             await self.services.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.stop)
-        self._stopping.set()
         log.info("analysis server stopped")
-
-    async def wait_stopped(self) -> None:
-        await self._stopping.wait()
 
 
 async def serve(settings: ServerSettings) -> None:

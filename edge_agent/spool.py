@@ -198,14 +198,6 @@ class Spool:
             ).fetchall()
         return [SpooledObservation(s, f, self.sealer.open(bytes(d), f"spool:{f}"), k) for s, f, d, k in rows]
 
-    def oldest_created_ms(self, camera_id: str, after_seq: int = 0) -> int | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT created_ms FROM spool WHERE camera_id = ? AND seq > ? ORDER BY seq LIMIT 1",
-                (camera_id, after_seq),
-            ).fetchone()
-        return None if row is None else int(row[0])
-
     def ack(self, face_ids: Iterable[str]) -> int:
         """Forget acknowledged (or rejected) observations; returns how many were spooled."""
         ids = list(face_ids)

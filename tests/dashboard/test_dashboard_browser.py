@@ -127,8 +127,8 @@ TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+$")  # date, time and zon
 def test_operator_day_by_keyboard(system, browser, tmp_path):
     """Sign in, watch faces arrive (dated, with their bytes, nothing cut off), open one, verify it, see its
     scene, enrol it on the watchlist (the page says who it is at once), watch its hits grouped into one
-    alert and acknowledge it, see a rename reach the live view, search for the person, open and erase a
-    face: every step from the keyboard. A Verify that fails shows in the audit panel."""
+    alert and acknowledge it, see a rename reach the live view and a face page, search for the person, open
+    and erase a face: every step from the keyboard. A Verify that fails shows in the audit panel."""
     from playwright.sync_api import expect
 
     from analysis_server.face_images import reconstruction_installed
@@ -275,6 +275,9 @@ def test_operator_day_by_keyboard(system, browser, tmp_path):
     page.keyboard.press("Enter")
     expect(page.locator(".face-page")).to_have_attribute("data-face-id", target)
     expect(page.locator("#face-name")).to_have_text("Visitor 1")
+    # A rename elsewhere reaches the face page too.
+    assert _rest(system, "PATCH", f"/identities/{identity_id}", json={"name": "Visitor 2"}).status_code == 200
+    expect(page.locator("#face-name")).to_have_text("Visitor 2")
 
     # Delete: erase this face (after the browser's confirmation); back on the live view, the face gone.
     page.once("dialog", lambda d: d.accept())
@@ -294,7 +297,7 @@ def test_operator_day_by_keyboard(system, browser, tmp_path):
     # The gallery has the renamed identity; sign out and the pages ask for the key again.
     page.keyboard.press("g")
     page.keyboard.press("g")
-    expect(page.locator('#gallery-table input[value="Visitor 1"]')).to_have_count(1)
+    expect(page.locator('#gallery-table input[value="Visitor 2"]')).to_have_count(1)
     page.click("text=Log out")
     expect(page.locator("h1")).to_have_text("Sign in")
     page.goto(base + "/ui/gallery")

@@ -443,6 +443,31 @@
       await refreshAudit(faceId);
     });
     $("#erase-face").addEventListener("click", () => erase(faceId));
+    followFace(faceId, page);
+  }
+
+  // What other tabs and operators do to this face reaches its page without a reload: its identity
+  // renamed, the face enrolled, the face erased.
+  function followFace(faceId, page) {
+    const es = new EventSource("/events/live");
+    const title = $("#face-title");
+    es.addEventListener("identity_updated", (e) => {
+      const ev = JSON.parse(e.data);
+      if (ev.name && ev.identity_id === title.dataset.identityId) $("#face-name").textContent = ev.name;
+    });
+    es.addEventListener("face_matched", (e) => {
+      const ev = JSON.parse(e.data);
+      if (ev.face_id !== faceId || ev.identity_id === title.dataset.identityId) return;
+      title.dataset.identityId = ev.identity_id;
+      $("#face-name").textContent = ev.name || ev.identity_id;
+      refreshAudit(faceId);
+    });
+    es.addEventListener("face_deleted", (e) => {
+      if (JSON.parse(e.data).face_id !== faceId) return;
+      page.classList.add("erased");
+      toast("This face has been erased (by another tab or operator): nothing more can be fetched for it.", "error");
+    });
+    window.addEventListener("beforeunload", () => es.close());
   }
 
   // -- gallery -----------------------------------------------------------------------------

@@ -95,14 +95,20 @@ def test_format_2_is_still_written_on_request_and_for_the_learned_codecs(face):
         enhancement.encode(chip, base, "avif", 30, version=1)
 
 
+def _with_restoration_tag(payload: bytes, tag: int) -> bytes:
+    """``payload`` with another restoration tag (header byte 4) and its CRC-8 recomputed."""
+    size = enhancement.read_header(payload).size
+    head, body = bytearray(payload[: size - 1]), payload[size:]
+    head[4] = tag
+    return bytes(head) + bytes([enhancement._crc8(bytes(head) + body)]) + body
+
+
 def test_the_restoration_network_named_in_the_header_is_run_by_the_decoder(face, registered_restoration):
     chip, base = face
     plain = enhancement.encode(chip, base, "avif", 30, mode="residual", restore=False)
     h = enhancement.read_header(plain)
     assert h.restoration_tag == 0
-    head, body = bytearray(plain[: h.size - 1]), plain[h.size :]
-    head[4] = registered_restoration.tag
-    named = bytes(head) + bytes([enhancement._crc8(bytes(head) + body)]) + body
+    named = _with_restoration_tag(plain, registered_restoration.tag)
     assert enhancement.read_header(named).restoration_tag == 200
     a, b = enhancement.decode(named, base).astype(int), enhancement.decode(plain, base).astype(int)
     assert np.median(a - b) == 8  # the test network adds 8 levels (clipped at 255)
@@ -162,9 +168,7 @@ def test_the_registered_avif_restoration_is_named_only_where_it_brings_the_face_
             if not h.restoration_tag:
                 continue
             named += q == 0
-            head, body = bytearray(payload[: h.size - 1]), payload[h.size :]
-            head[4] = 0
-            plain = bytes(head) + bytes([enhancement._crc8(bytes(head) + body)]) + body
+            plain = _with_restoration_tag(payload, 0)
             restored_mse = np.mean((enhancement.decode(payload, base) - crop) ** 2)
             assert restored_mse < np.mean((enhancement.decode(plain, base) - crop) ** 2)
     assert named > 0

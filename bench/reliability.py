@@ -451,8 +451,9 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
                 partial) -> dict:
     redis = RedisProcess(work / "redis", persist=False)
     redis.start()
+    sweep_s = min(60, max(5, retention_s // 4))
     server = ServerProcess(work / "server", redis.url, FACESERVER_RETENTION_S=str(retention_s),
-                           FACESERVER_SWEEP_INTERVAL_S=str(min(60, max(5, retention_s // 4))),
+                           FACESERVER_SWEEP_INTERVAL_S=str(sweep_s),
                            FACESERVER_LOG_LEVEL="WARNING")
     camera = CameraProcess(seed=7)
     agent = AgentProcess(work / "agent", server.grpc_target, [("edge-cam", camera.url)])
@@ -517,10 +518,12 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
         end_fig = {"rss_server_mb": server.rss_mb(), "rss_edge_mb": agent.rss_mb(), **redis_figures(rclient)}
         t_end = acked_at[-1][0]
         window = [n for t, n in acked_at if t >= t_end - retention_s]
-        # faces whose record may still exist: those acknowledged within the retention period
-        # (plus those of the edge and the ones in the first sample before the window)
+        # faces whose record may still exist: those acknowledged within the retention period, plus
+        # those the retention sweep has not reached yet (it runs every `sweep_s`: layout 2 deletes
+        # expired records by sweeping, there is no key TTL), plus the edge's and the first sample's
         within_retention = acked_at[-1][1] - (window[0] if window else 0)
-        face_bound = int(within_retention * 1.05) + int(rate * 5) + agent.counter("acknowledged") + 100
+        face_bound = (int(within_retention * 1.05) + int(rate * (5 + sweep_s)) + agent.counter("acknowledged")
+                      + 100)
         return {
             "minutes": round(elapsed / 60, 2), "target_faces_per_s": round(rate, 1),
             "faces_per_s": round((load.acked - acked_at[0][1]) / elapsed, 1),
@@ -531,7 +534,7 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
             "rss_end_mb": {"server": round(end_fig["rss_server_mb"], 1), "edge": round(end_fig["rss_edge_mb"], 1)},
             "redis_start": {k: start[k] for k in ("keys", "face_keys", "used_memory_mb", "faces_index", "events")},
             "redis_end": {k: end_fig[k] for k in ("keys", "face_keys", "used_memory_mb", "faces_index", "events")},
-            "retention_s": retention_s, "face_keys_allowed_by_retention": face_bound,
+            "retention_s": retention_s, "sweep_interval_s": sweep_s, "face_keys_allowed_by_retention": face_bound,
             "redis_within_retention": end_fig["face_keys"] <= face_bound,
             "images": dict(images), "rejected": load.rejected, "stream_errors": dict(load.errors),
             "edge": {k: agent.status().get(k) for k in ("observations", "acknowledged", "spooled", "uploads_ok",
@@ -639,7 +642,6 @@ def run_privacy(work: Path, faces: int = 9, identities: int = 3, timeout_s: floa
     (``FACESERVER_HISTORY_SNAPSHOT_S``, 300 by default) so that they hold the faces before the erasure;
     what bounds their erasure is ``FACESERVER_COMPACT_AFTER_ERASE_S``, at its default.
     """
-    import base64
     import secrets as pysecrets
 
     import httpx

@@ -121,8 +121,6 @@ end
 return table.concat(out)
 """ % (_ID_AT, _ID_AT + 1, _ID_AT)
 
-# Erase one face's record (one key, any node): the live record becomes a tombstone with its capture
-# time. KEYS: record hash. ARGV: hash, face id. Returns the record replaced, or nil.
 # A batch's events in one call on the events stream (a cluster: the stream is one key on one node, and one
 # command per event made that node the busiest): ARGV = MAXLEN, then 6 values per event (type, face id,
 # camera id, capture ms, identity id, distance); returns the entries' ids in order.
@@ -135,6 +133,8 @@ end
 return out
 """
 
+# Erase one face's record (one key, any node): the live record becomes a tombstone with its capture
+# time. KEYS: record hash. ARGV: hash, face id. Returns the record replaced, or nil.
 _ERASE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v or string.byte(v, 1) == 0 then return false end

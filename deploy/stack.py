@@ -151,7 +151,7 @@ class DockerHost:
         if free_gb < NEEDS_FREE_GB:
             if not self.keep_root:
                 shutil.rmtree(self.root, ignore_errors=True)
-            raise DockerError(f"a Docker engine started here needs about {NEEDS_FREE_GB:.0f} GB free for the "
+            raise DockerError(f"a Docker engine started here needs about {NEEDS_FREE_GB:.1f} GB free for the "
                               f"base images, the two images and the stack; {self.root.parent} has "
                               f"{free_gb:.1f} GB. Free some, or set DOCKER_HOST to an engine elsewhere")
         sock = self.root / "docker.sock"

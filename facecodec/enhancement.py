@@ -13,8 +13,8 @@ costs less at the asked quality (:func:`choose`):
 (:mod:`facecodec.restoration`), the decoder then runs it on the decoded face, given ``x_fea``, the
 quality and the mode: the base layer's knowledge of the person also sharpens what the image codec
 blurred. The encoder runs it too and names it in the header only for the faces it improves (the same
-stream either way, so the choice costs no byte). A payload names every model it needs by registry tag, so it decodes the same way after newer
-models are registered.
+stream either way, so the choice costs no byte). A payload names every model it needs by registry tag,
+so it decodes the same way after newer models are registered.
 
 Format 3 header (6 bytes in direct mode, 7 in residual mode)::
 

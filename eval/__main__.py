@@ -82,9 +82,10 @@ def main(argv: list[str] | None = None) -> None:
         previous = args.previous
         if previous is None:  # every older display model: the grid shows before and after
             previous = [e.name for e in sorted(zoo.entries(reconstruction.KIND), key=lambda e: e.tag or 0)
-                        if (e.head or "display") == "display" and e.name != display]
+                        if e.serves("display") and e.name != display]
         result = run(FeatureCache(cache), args.model, args.limit, previous=tuple(previous))
-        rows = [*previous, display] + ([reconstruction.default_name("prediction")] if args.model is None else [])
+        predictor = reconstruction.default_name("prediction")
+        rows = [*previous, display] + ([predictor] if args.model is None and predictor != display else [])
         grid(FeatureCache(cache), RESULTS / "reconstruction_grid.png", models=rows)
         print(json.dumps({k: v for k, v in result.items() if k not in ("machine",)}, indent=2))
     elif args.cmd == "rate-distortion":

@@ -320,20 +320,31 @@ def avif_readme(av: dict) -> list[str]:
 
 def rec_readme(rec: dict) -> list[str]:
     def figures(r: dict) -> str:
+        degraded = (f" ({100 * r['same_person_degraded']:.1f}% when both lose their finest detail)"
+                    if "same_person_degraded" in r else "")
         return (f"PSNR {r['psnr']:.2f} dB, MS-SSIM {r['ms_ssim']:.3f}, better than the mean face on "
                 f"{100 * r['better_than_mean_face']:.1f}% of test images, dlib's \"same person\" on "
-                f"{100 * r['same_person']:.1f}% of test faces, identity accuracy {100 * r['identity_accuracy']:.1f}%")
+                f"{100 * r['same_person']:.1f}% of test faces{degraded}, identity accuracy "
+                f"{100 * r['identity_accuracy']:.1f}%")
 
     lines = ["## Reconstruction from the base layer (`reconstruction.json`, `reconstruction_grid.png`)", "",
              f"Per-person means over {rec['images']} test faces of {rec.get('people', '?')} people. The mean train face "
-             f"gives {rec['mean_face_psnr']:.2f} dB. Display network {rec['model']}: **{figures(rec)}** (originals: "
+             f"gives {rec['mean_face_psnr']:.2f} dB. Display model {rec['model']}: **{figures(rec)}** (originals: "
              f"{100 * rec['identity_accuracy_original']:.1f}%; pairs of folds 9-10 with the right image replaced by its "
              f"reconstruction); {rec['ms_per_face']:.1f} ms per face on one core.", ""]
+    oracle = rec.get("identity_oracle") or {}
+    if oracle.get("psnr") is not None:
+        lines += [f"What identity alone can give: on the {oracle['people']} test people with at least ten images "
+                  f"({oracle['images']} images), each image against the mean of the person's other images scores "
+                  f"{oracle['psnr']:.2f} dB against {oracle['mean_face_psnr']:.2f} dB for the mean train face on the same "
+                  f"images, and beats it on {100 * oracle['better_than_mean_face']:.1f}% of them.", ""]
     for name, r in (rec.get("previous") or {}).items():
         lines += [f"Before it, {name}: {figures(r)}.", ""]
     head = rec.get("prediction_head")
     if head:
         lines += [f"The enhancement layer subtracts the prediction head {head['model']}: {figures(head)}.", ""]
+    else:
+        lines += ["The enhancement layer subtracts the same model's picture (it is also the prediction head).", ""]
     lines += ["Grid rows: original, " + ", ".join([*(rec.get("previous") or {}), rec["model"]]
                                                   + ([head["model"]] if head else [])) + ".", ""]
     return lines

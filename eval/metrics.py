@@ -1,4 +1,5 @@
-"""Image-quality metrics shared by every evaluation: PSNR (RGB and luma) and MS-SSIM.
+"""Image-quality metrics shared by every evaluation: PSNR (RGB and luma) and MS-SSIM; and the
+degradation (:func:`degrade`) under which identity is judged a second time.
 
 All images are uint8 RGB. MS-SSIM uses pytorch-msssim with a 7-pixel Gaussian window (the
 default 11-pixel window needs images larger than 160 px for five scales; the 112x112 crop is not).
@@ -32,3 +33,24 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ta = torch.from_numpy(np.asarray(a, np.float32).reshape(-1, *np.shape(a)[-3:])).permute(0, 3, 1, 2)
     tb = torch.from_numpy(np.asarray(b, np.float32).reshape(-1, *np.shape(b)[-3:])).permute(0, 3, 1, 2)
     return _ms_ssim(ta, tb, data_range=255.0, size_average=False, win_size=7).numpy()
+
+
+def degrade(images, sigma: float, size: int):
+    """Images (a float tensor, N x 3 x H x W, any range) after a Gaussian blur of ``sigma`` px and a
+    bilinear round trip through ``size`` x ``size`` px: what is left when the finest detail is lost."""
+    import torch
+    import torch.nn.functional as F
+
+    if sigma > 0.2:
+        t = torch.arange(-3, 4, dtype=images.dtype)
+        k = torch.exp(-(t**2) / (2 * sigma**2))
+        k = k / k.sum()
+        c = images.shape[1]
+        images = F.pad(images, (3, 3, 3, 3), mode="replicate")
+        images = F.conv2d(images, k.view(1, 1, 1, 7).repeat(c, 1, 1, 1), groups=c)
+        images = F.conv2d(images, k.view(1, 1, 7, 1).repeat(c, 1, 1, 1), groups=c)
+    if size < images.shape[-1]:
+        full = images.shape[-2:]
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        images = F.interpolate(images, size=full, mode="bilinear", align_corners=False)
+    return images

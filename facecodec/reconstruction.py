@@ -1,12 +1,14 @@
 """Deep feature reconstruction: the face rebuilt from the base layer (paper 3.2), at run time.
 
-Two heads, two models: the face an operator sees (``display``, the de-convolutional network of
-:mod:`train.networks`, trained for structure, run as ONNX by :mod:`facecodec.runtime`) and the
-prediction that leaves the smallest residual for the enhancement layer (``prediction``, a ridge
-regression from the feature to the pixels, the MSE-optimal linear map, a matrix product in numpy).
-Each is registered with its head; :func:`default_name` picks the newest of a head
-(:func:`facecodec.zoo.newest`), and the prediction head falls back to the display model when none
-is registered. Neither needs PyTorch: the training commands write PyTorch files, which
+Two heads: the face an operator sees (``display``) and the prediction that leaves the smallest
+residual for the enhancement layer (``prediction``). Each model is registered with the heads it serves
+(:meth:`facecodec.zoo.ModelEntry.serves`); :func:`default_name` picks the newest of a head
+(:func:`facecodec.zoo.newest`), and the prediction head falls back to the display model when none is
+registered. Today one model serves both: a ridge regression from the feature to the pixels (the
+MSE-optimal linear map, a matrix product in numpy), which beats the de-convolutional display network
+of :mod:`train.networks` (run as ONNX by :mod:`facecodec.runtime`, still registered for the payloads
+that name it) on every figure of ``eval/results/reconstruction.json``, dlib's identity verdicts
+included. Neither needs PyTorch: the training commands write PyTorch files, which
 ``python -m train runtime-models`` converts before they are registered for the services.
 """
 

@@ -40,7 +40,11 @@ class ModelEntry:
     tag: int | None = None
     backend: str | None = None
     default_step: int | None = None
-    head: str | None = None  # reconstruction models: "display" (the default) or "prediction"
+    head: str | None = None  # reconstruction models: "display" (the default), "prediction" or both, "+"-joined
+
+    def serves(self, head: str) -> bool:
+        """Whether this model is registered for ``head`` (a model with no head is a display model)."""
+        return head in (self.head or "display").split("+")
 
 
 @lru_cache(maxsize=1)
@@ -62,7 +66,7 @@ def newest(kind: str, backend: str | None = None, head: str | None = None) -> Mo
     last; file names end in a content hash and say nothing about age. This is the one rule for
     "the default model" of every kind. :class:`UnknownModelError` when there is none."""
     found = [e for e in entries(kind) if (backend is None or e.backend == backend)
-             and (head is None or (e.head or "display") == head)]
+             and (head is None or e.serves(head))]
     if not found:
         what = " ".join(x for x in (kind, backend and f"for {backend}", head and f"({head} head)") if x)
         raise UnknownModelError(f"no {what} model is registered")

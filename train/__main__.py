@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--lam", type=float, default=0.1, help="weight of the structural (SSIM or VGG) term")
     r.add_argument("--identity", type=float, default=0.3,
                    help="weight of the squared dlib-descriptor distance to the original (0: no identity term)")
+    r.add_argument("--no-degrade", action="store_true",
+                   help="compare descriptors of the faces as they are (default: after the same random blur)")
     r.add_argument("--base", type=int, default=192, help="channels at 7x7")
     r.add_argument("--val-people", type=int, default=100, help="train people held out to watch the run")
     r.add_argument("--checkpoint-every", type=int, default=250)
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     rs.add_argument("--lr0", type=float, default=1e-3)
     rs.add_argument("--lr1", type=float, default=2e-5)
     rs.add_argument("--width", type=int, default=32, help="channels at full resolution")
+    rs.add_argument("--blocks", type=int, default=1, help="residual blocks at the coarsest stage")
+    rs.add_argument("--train-qualities", type=int, nargs=2, default=(0, 100),
+                    help="train on the samples coded at these qualities only (validation keeps them all)")
     rs.add_argument("--val-people", type=int, default=100, help="train people held out to watch the run")
     rs.add_argument("--checkpoint-every", type=int, default=250)
     rs.add_argument("--threads", type=int, default=1)

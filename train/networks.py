@@ -97,7 +97,7 @@ class Restorer(nn.Module):
     receptive field that covers a codec block and its neighbours; the last convolution starts at zero,
     so an untrained network is the identity."""
 
-    def __init__(self, width: int = 32, planes: int = 8) -> None:
+    def __init__(self, width: int = 32, planes: int = 8, blocks: int = 1) -> None:
         super().__init__()
         c1, c2, c3 = width, width * 3 // 2, width * 2
 
@@ -108,6 +108,9 @@ class Restorer(nn.Module):
         self.down1 = nn.Sequential(conv(c1, c2, 2), nn.ReLU(inplace=True))
         self.down2 = nn.Sequential(conv(c2, c3, 2), nn.ReLU(inplace=True))
         self.mid = nn.Sequential(conv(c3, c3), nn.ReLU(inplace=True), conv(c3, c3))
+        # further residual blocks at the coarsest stage (``blocks`` - 1 of them): wider context, little cost
+        self.more = nn.ModuleList(nn.Sequential(nn.ReLU(inplace=False), conv(c3, c3), nn.ReLU(inplace=True), conv(c3, c3))
+                                  for _ in range(blocks - 1))
         self.up2 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv(c3, c2), nn.ReLU(inplace=True))
         self.up1 = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv(c2, c1), nn.ReLU(inplace=True))
         self.out = conv(c1, 3)
@@ -119,6 +122,8 @@ class Restorer(nn.Module):
         b = self.down1(a)
         c = self.down2(b)
         c = c + self.mid(c)
+        for block in self.more:
+            c = c + block(c)
         b = b + self.up2(c)
         a = a + self.up1(b)
         return x[:, :3] + self.out(a)

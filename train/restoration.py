@@ -114,7 +114,8 @@ def validate(net, data: dict, val: np.ndarray) -> dict:
 
 
 def train(out_dir: Path, data: dict, codec: str, steps: int, batch: int, lr0: float, lr1: float, width: int,
-          threads: int, val_people: int, checkpoint_every: int) -> Path:
+          threads: int, val_people: int, checkpoint_every: int, blocks: int = 1,
+          train_qualities: tuple[int, int] = (0, 100)) -> Path:
     import torch
 
     from train.networks import Restorer
@@ -123,11 +124,13 @@ def train(out_dir: Path, data: dict, codec: str, steps: int, batch: int, lr0: fl
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     ckpt = out_dir / f"checkpoint-{codec}.pt"
-    net = Restorer(width)
+    net = Restorer(width, blocks=blocks)
     opt = torch.optim.Adam(net.parameters(), lr=lr0)
     tr_img, val_img = split_people(data["people"], val_people)
     held = np.isin(data["image"], val_img)
-    tr, val = np.flatnonzero(~held), np.flatnonzero(held)[::4]
+    lo, hi = train_qualities
+    tr = np.flatnonzero(~held & (data["quality"] >= lo) & (data["quality"] <= hi))
+    val = np.flatnonzero(held)[::4]
     start, rng = checkpoints.resume(ckpt, net, opt)
     size = data["crops"].shape[1]
     t0, total, n = time.time(), 0.0, 0
@@ -154,7 +157,7 @@ def train(out_dir: Path, data: dict, codec: str, steps: int, batch: int, lr0: fl
         total += loss.item()
         n += 1
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            checkpoints.save(ckpt, net, opt, step + 1, rng, {"width": width, "codec": codec})
+            checkpoints.save(ckpt, net, opt, step + 1, rng, {"width": width, "blocks": blocks, "codec": codec})
             record = {"step": step + 1, "lr": lr, "mse": total / n, "psnr_patch": float(10 * np.log10(n / total)),
                       "elapsed_s": round(time.time() - t0, 1), "val": validate(net, data, val)}
             with open(out_dir / f"log-{codec}.jsonl", "a") as f:
@@ -174,14 +177,14 @@ def export(ckpt: Path, data: dict) -> str:
 
     blob = torch.load(ckpt, map_location="cpu", weights_only=False)
     config = blob["config"]
-    net = Restorer(config["width"]).eval()
+    net = Restorer(config["width"], blocks=config.get("blocks", 1)).eval()
     net.load_state_dict(blob["net"])
     rng = np.random.default_rng(3)
     example = rng.random((1, 8, 112, 112)).astype(np.float32)
     onnx = _export(net, (torch.from_numpy(example),), ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}})
     diffs = _compare(onnx, net, [(example,), (rng.random((2, 8, 112, 112)).astype(np.float32),)], "restoration")
     meta = {"codec": config["codec"], "predictor_tag": int(data["predictor_tag"]), "predictor": str(data["predictor"]),
-            "width": config["width"], "steps": blob["step"], "largest_difference_to_pytorch": diffs}
+            "width": config["width"], "blocks": config.get("blocks", 1), "steps": blob["step"], "largest_difference_to_pytorch": diffs}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, content in (("restoration.onnx", onnx), ("config.json", json.dumps(meta, indent=1).encode())):
@@ -195,6 +198,6 @@ def main(args) -> None:
 
     data = restoration_data(load(args.cache), args.out, args.codec, args.per_image, tuple(args.qualities), args.workers)
     ckpt = train(args.out, data, args.codec, args.steps, args.batch, args.lr0, args.lr1, args.width, args.threads,
-                 args.val_people, args.checkpoint_every)
+                 args.val_people, args.checkpoint_every, args.blocks, tuple(args.train_qualities))
     if args.export:
         print(export(ckpt, data))

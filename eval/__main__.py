@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--per-person", type=int, default=1, help="at most this many images of each test person")
     a.add_argument("--workers", type=int, default=2)
     a.add_argument("--out", type=Path, default=None, help="results file (default eval/results/avif_settings.json)")
+    b = sub.add_parser("prediction-bound", help="what a prediction that knew the person perfectly would save")
+    b.add_argument("--least", type=int, default=10, help="test people with at least this many images")
+    b.add_argument("--per-person", type=int, default=10, help="at most this many images of each")
+    b.add_argument("--out", type=Path, default=None, help="results file (default eval/results/prediction_bound.json)")
     sub.add_parser("figures", help="PNG plots of the results files and the Fig. 3 grid")
     c = sub.add_parser("reconstruction", help="quality and identity of faces rebuilt from the base layer")
     c.add_argument("--model", default=None, help="registered reconstruction model (default: newest)")
@@ -104,6 +108,12 @@ def main(argv: list[str] | None = None) -> None:
                      out=args.out or RESULTS / "avif_settings.json")
         print(json.dumps({k: {m: v for m, v in e.items() if m != "curves"} for k, e in result["settings"].items()},
                          indent=2))
+    elif args.cmd == "prediction-bound":
+        from eval.prediction_bound import RESULTS, run
+        from eval.prepare import FeatureCache
+
+        result = run(FeatureCache(cache), args.least, args.per_person, out=args.out or RESULTS / "prediction_bound.json")
+        print(json.dumps(result["bd_rate"], indent=2))
     elif args.cmd == "figures":
         from eval.figures import main as figures
 

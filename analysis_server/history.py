@@ -123,6 +123,29 @@ class _Partition:
                 new[: self.n] = old[: self.n]
                 setattr(self, name, new)
 
+    def compact(self) -> None:
+        """Drop the removed rows: the live ones are renumbered 0..live-1 in the row arrays and in the
+        FAISS lists' ids (codes untouched). A day's partition keeps a row for every face added that day
+        until the whole day expires; with a retention shorter than a day most of them are removed rows."""
+        import faiss
+
+        keep = np.flatnonzero(self.cam[: self.n] != REMOVED_CAMERA)
+        renumber = np.full(self.n, -1, np.int64)
+        renumber[keep] = np.arange(len(keep))
+        ivf = faiss.extract_index_ivf(self.index)
+        lists = ivf.invlists
+        for k in range(ivf.nlist):
+            size = lists.list_size(k)
+            if size:
+                ids = renumber[faiss.rev_swig_ptr(lists.get_ids(k), size)]
+                if (ids < 0).any():
+                    raise RuntimeError("search index: a removed row is still in the FAISS lists")
+                codes = faiss.rev_swig_ptr(lists.get_codes(k), size * lists.code_size).copy()
+                lists.update_entries(k, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+        self.h, self.toff, self.cam = self.h[keep], self.toff[keep], self.cam[keep]  # copies, live rows only
+        self.n = len(keep)
+        self.dirty = True
+
     def nbytes(self) -> int:
         """Memory of the codes, ids and row arrays (FAISS's lists counted at their size)."""
         import faiss
@@ -133,6 +156,8 @@ class _Partition:
 
 class HistoryIndex:
     """Partitions of an IVF-PQ index by day, with exact time and camera filters; thread-safe."""
+
+    COMPACT_ROWS = 1 << 16  # a partition is compacted once it has this many rows and half are removed
 
     def __init__(self, template, nprobe: int = 64, scan_codes: int = 2_000_000):
         import faiss
@@ -230,6 +255,9 @@ class HistoryIndex:
                 elif day * DAY_MS < cutoff_ms:
                     rows = np.nonzero((p.toff[: p.n] < cutoff_ms - day * DAY_MS) & (p.cam[: p.n] != REMOVED_CAMERA))[0]
                     removed += self._drop_rows(p, rows)
+            for p in self.parts.values():
+                if p.n >= self.COMPACT_ROWS and p.live < p.n // 2:
+                    p.compact()
         return removed
 
     # -- queries -----------------------------------------------------------------------------
@@ -290,6 +318,11 @@ class HistoryIndex:
     def nbytes(self) -> int:
         with self._lock:
             return sum(p.nbytes() for p in self.parts.values())
+
+    def rows(self) -> int:
+        """Rows of every partition, removed ones included (they keep their place until the day expires)."""
+        with self._lock:
+            return sum(p.n for p in self.parts.values())
 
     def codes_of(self, h: bytes) -> list[bytes]:
         """The PQ codes the index holds for a face (what its files hold of it: the privacy checks look
@@ -380,7 +413,10 @@ class History:
         self.index: HistoryIndex | None = None
         self.positions: dict[int, str] = {}
         self.ready = asyncio.Event()
-        self._pending: dict[bytes, np.ndarray] = {}
+        # faces this replica stored, until the log reader reaches their entries: hash -> (note number,
+        # capture ms, camera, feature); see note_stored and _forget_read
+        self._pending: dict[bytes, tuple[int, int, str, np.ndarray]] = {}
+        self._noted = 0
         self._erased_at: float | None = None  # monotonic time of the first removal not yet on disk
         self._lock_file = None
         self.files: Path | None = None  # the folder this replica writes (see _claim_folder)
@@ -389,14 +425,35 @@ class History:
         self.rows_read = 0  # faces read from Redis by this replica (other replicas' faces, a rebuild)
         self._catching_up = asyncio.Lock()
 
+    @property
+    def waiting(self) -> int:
+        """Faces this replica stored whose change-log entry the index has not read yet."""
+        return len(self._pending)
+
     # -- feeding -----------------------------------------------------------------------------
     def note_stored(self, items: list[tuple[bytes, int, str, np.ndarray]]) -> None:
-        """Faces this replica stored (their log entries follow): no need to read them back."""
+        """Faces this replica stored: when the log reader reaches their entries it need not read them back.
+
+        Their entries are already written (a batch is noted after Redis answered), so the reader may
+        have read them first: :meth:`catch_up` forgets such notes once a pass has read the log to its
+        end. Each feature is copied: a row of a batch's array would keep the whole array alive."""
         for h, t, camera, feature in items:
-            self._pending[h] = (t, camera, feature)
+            self._noted += 1
+            self._pending[h] = (self._noted, t, camera, np.array(feature, np.float32))
         if len(self._pending) > 200_000:  # the log reader is far behind: it will read them from Redis
             for h in list(self._pending)[: len(self._pending) - 100_000]:
                 del self._pending[h]
+
+    def _forget_read(self, mark: int) -> None:
+        """Drop the notes numbered up to ``mark``, taken before a pass that read the log to its end:
+        every such face's entry has been read, so nothing would ever take them (notes are in order)."""
+        stale = []
+        for h, (number, *_) in self._pending.items():
+            if number > mark:
+                break
+            stale.append(h)
+        for h in stale:
+            del self._pending[h]
 
     async def _apply(self, entries: list[tuple[str, bytes]]) -> None:
         """Apply log entries in order: runs of additions, then of removals (a face's removal is logged
@@ -428,7 +485,7 @@ class History:
                 if mine is None:
                     rest.append(h)
                 else:
-                    hs.append(h), ts.append(mine[0]), cams.append(mine[1]), feats.append(mine[2])
+                    hs.append(h), ts.append(mine[1]), cams.append(mine[2]), feats.append(mine[3])
             adds = rest
         if adds:
             # On a cluster a face's entry may be written after its erasure (two round trips): every
@@ -443,7 +500,7 @@ class History:
                     continue  # erased or expired before it was read: never indexed
                 r = rec.unpack_record(v)
                 if h in known:
-                    hs.append(h), ts.append(r.capture_ms), cams.append(r.camera_id), feats.append(known[h][2])
+                    hs.append(h), ts.append(r.capture_ms), cams.append(r.camera_id), feats.append(known[h][3])
                 else:
                     todo.append(self.store.sealer.open(r.base, seal_context(r.face_id, "base")))
                     todo_meta.append((h, r.capture_ms, r.camera_id))
@@ -465,7 +522,10 @@ class History:
         """Apply every change-log entry after :attr:`positions`; returns how many were applied. A search
         calls it first, so it sees every face stored before it, by any replica (one read when idle)."""
         async with self._catching_up:
-            return await self._catch_up()
+            mark = self._noted
+            n = await self._catch_up()
+            self._forget_read(mark)
+            return n
 
     async def _catch_up(self) -> int:
         n = 0

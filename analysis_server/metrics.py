@@ -31,6 +31,15 @@ class Metrics:
                                      registry=r)
         self.gallery_size = Gauge("faceserver_gallery_features", "Enrolled features in the gallery index", registry=r)
         self.searches = Histogram("faceserver_search_seconds", "Retrospective search time", registry=r)
+        # the retrospective search index of this replica (0 without one): set by Services
+        self.index_faces = Gauge("faceserver_search_index_faces", "Faces in this replica's search index", registry=r)
+        self.index_rows = Gauge("faceserver_search_index_rows",
+                                "Rows of the search index's day partitions, removed ones included", registry=r)
+        self.index_bytes = Gauge("faceserver_search_index_bytes",
+                                 "Memory of the search index's codes and rows", registry=r)
+        self.index_waiting = Gauge("faceserver_search_index_waiting",
+                                   "Faces stored by this replica whose change-log entry the index has not read yet",
+                                   registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

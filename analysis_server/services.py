@@ -100,6 +100,11 @@ class Services:
                                        settings.history_snapshot_s, settings.compact_after_erase_s,
                                        sealer=Sealer(settings.storage_key_bytes))
             store.on_stored = services.history.note_stored
+            history = services.history
+            metrics.index_faces.set_function(lambda: len(history.index) if history.index is not None else 0)
+            metrics.index_rows.set_function(lambda: history.index.rows() if history.index is not None else 0)
+            metrics.index_bytes.set_function(lambda: history.index.nbytes() if history.index is not None else 0)
+            metrics.index_waiting.set_function(lambda: history.waiting)
         router.handle("send_drops", services._send_pending_drops)
         try:
             await router.start()

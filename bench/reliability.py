@@ -447,6 +447,23 @@ def redis_figures(client) -> dict:
             "faces_index": faces_index, "events": int(client.xlen(f"{PREFIX}:events"))}
 
 
+INDEX_GAUGES = {"faceserver_search_index_faces": "index_faces", "faceserver_search_index_rows": "index_rows",
+                "faceserver_search_index_bytes": "index_mb", "faceserver_search_index_waiting": "index_waiting"}
+
+
+def index_figures(server) -> dict:
+    """The server's search-index gauges (``GET /metrics``): faces, rows, MB, faces waiting for their log entry."""
+    status, body = server.get("/metrics", timeout=10)
+    out = {}
+    if status == 200:
+        for line in body.decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in INDEX_GAUGES:
+                v = float(value)
+                out[INDEX_GAUGES[name]] = round(v / 2**20, 1) if name.endswith("_bytes") else int(v)
+    return out
+
+
 async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image_every_s: float, progress,
                 partial) -> dict:
     redis = RedisProcess(work / "redis", persist=False)
@@ -503,7 +520,8 @@ async def _soak(work: Path, minutes: float, rate: float, retention_s: int, image
             now = time.monotonic()
             point = {"minute": m + 1, "faces_per_s": round((load.acked - acked_prev) / (now - t_prev), 1),
                      "rss_server_mb": round(server.rss_mb(), 1), "rss_edge_mb": round(agent.rss_mb(), 1),
-                     **redis_figures(rclient), "images": dict(images)}
+                     **redis_figures(rclient), **await asyncio.to_thread(index_figures, server),
+                     "images": dict(images)}
             per_minute.append(point)
             acked_prev, t_prev = load.acked, now
             if progress:

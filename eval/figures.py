@@ -156,7 +156,8 @@ def fig3_grid(cache_dir: Path, path: Path, n: int = 6) -> Path:
     return path
 
 
-def readme(ra: dict | None, rd: dict | None, rec: dict | None, av: dict | None = None) -> str:
+def readme(ra: dict | None, rd: dict | None, rec: dict | None, av: dict | None = None,
+           pb: dict | None = None) -> str:
     lines = ["# Evaluation results", "",
              "Produced by the commands in the top-level README (`python -m eval ...`); never edited by hand.",
              "Each JSON file names the commit and machine it came from.", ""]
@@ -225,6 +226,8 @@ def readme(ra: dict | None, rd: dict | None, rec: dict | None, av: dict | None =
         lines += rd_readme(rd, anchors)
     if av:
         lines += avif_readme(av)
+    if pb:
+        lines += bound_readme(pb)
     if rec:
         lines += rec_readme(rec)
     lines += ["![rate-accuracy](rate_accuracy.png)", "", "![rate-distortion](rate_distortion_psnr.png)", "",
@@ -295,6 +298,27 @@ def rd_readme(rd: dict, anchors: list[str]) -> list[str]:
     return lines + [""]
 
 
+def bound_readme(pb: dict) -> list[str]:
+    """The prediction bound (``python -m eval prediction-bound``)."""
+    bd = pb["bd_rate"]
+    names = {"mean_face": "the mean train face", "shipped": "the shipped prediction head",
+             "oracle": "oracle: the mean of the person's other images"}
+    lines = ["## What a better prediction could buy (`prediction_bound.json`)", "",
+             f"{pb['images']} images of the {pb['people']} test people with at least {pb['least_images']} images (at most "
+             f"{pb['per_person']} each, per-person means), base + AVIF without restoration, the encoder's per-face "
+             f"residual-or-direct choice, against `avif-compact`; one process, load {pb['load_before'][0]:.1f} before, "
+             f"{pb['load_after'][0]:.1f} after. Base layer {pb['base_layer_bytes']:.1f} bytes a face. BD-rates, whole "
+             "range / 28-36 dB:", "",
+             "| prediction | every byte (mean PSNR) | every byte (PSNR of mean MSE) | on demand (mean PSNR) |",
+             "| --- | --- | --- | --- |"]
+    for key, text in names.items():
+        k = f"{key}_vs_avif-compact"
+        lines.append(f"| {text} | {_pct(bd.get(k))} / {_pct(bd.get(k + '_28_36'))} | {_pct(bd.get(k + '_mse'))} / "
+                     f"{_pct(bd.get(k + '_28_36_mse'))} | {_pct(bd.get(k + '_ondemand'))} / "
+                     f"{_pct(bd.get(k + '_ondemand_28_36'))} |")
+    return lines + [""]
+
+
 def avif_readme(av: dict) -> list[str]:
     """The AVIF encoder settings table (``python -m eval avif-settings``)."""
     lines = ["## AVIF encoder settings (`avif_settings.json`)", "",
@@ -360,6 +384,6 @@ def main(cache_dir: Path) -> list[Path]:
         out.append(rate_distortion_plot(rd, RESULTS / "rate_distortion_msssim.png", "ms_ssim"))
     if (cache_dir / "names.txt").exists():
         out.append(fig3_grid(cache_dir, RESULTS / "fig3_grid.png"))
-    (RESULTS / "README.md").write_text(readme(ra, rd, rec, _load("avif_settings.json")))
+    (RESULTS / "README.md").write_text(readme(ra, rd, rec, _load("avif_settings.json"), _load("prediction_bound.json")))
     out.append(RESULTS / "README.md")
     return out

@@ -98,3 +98,16 @@ def test_avif_settings_measures_every_setting_on_both_sides(prepared, mini_lfw, 
         assert entry["encode_ms"]["anchor"] > 0 and entry["encode_ms"]["scalable"] > 0
         # the scalable side carries the base layer: more bytes than the enhancement alone at every point
         assert all(p["bytes"] > 0 for p in entry["curves"]["scalable"])
+
+
+def test_prediction_bound_measures_each_prediction_against_the_compact_anchor(prepared, mini_lfw, tmp_path, monkeypatch):
+    monkeypatch.setenv("LFW_ROOT", str(mini_lfw))
+    out = tmp_path / "bound.json"
+    main(["--cache", str(prepared), "prediction-bound", "--least", "3", "--per-person", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["images"] == result["people"] >= 2
+    assert set(result["curves"]) == {"avif-compact", "mean_face", "shipped", "oracle"}
+    for name in ("mean_face", "shipped", "oracle"):
+        assert {f"{name}_vs_avif-compact", f"{name}_vs_avif-compact_ondemand_28_36_mse"} <= set(result["bd_rate"])
+        # every byte counts the base layer and the header on top of what the enhancement layer carries
+        assert all(p["bytes"] >= p["bytes_enhancement"] + result["base_layer_bytes"] - 1 for p in result["curves"][name])

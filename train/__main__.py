@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--lam", type=float, default=0.1, help="weight of the structural (SSIM or VGG) term")
     r.add_argument("--identity", type=float, default=0.3,
                    help="weight of the squared dlib-descriptor distance to the original (0: no identity term)")
-    r.add_argument("--no-degrade", action="store_true",
-                   help="compare descriptors of the faces as they are (default: after the same random blur)")
+    r.add_argument("--degrade", action="store_true",
+                   help="compare the descriptors after the same random blur of both faces (an experiment, see the card)")
     r.add_argument("--base", type=int, default=192, help="channels at 7x7")
     r.add_argument("--val-people", type=int, default=100, help="train people held out to watch the run")
     r.add_argument("--checkpoint-every", type=int, default=250)

@@ -168,7 +168,7 @@ def validate(net, identity: Identity | None, data: dict, val: np.ndarray) -> dic
 
 def train(out_dir: Path, data: dict, arch: str, steps: int, batch: int, lr0: float, lr1: float, lam: float,
           identity_weight: float, base: int, threads: int, val_people: int, checkpoint_every: int,
-          vgg_weights: Path | None = None, degraded: bool = True) -> Path:
+          vgg_weights: Path | None = None, degraded: bool = False) -> Path:
     import torch
 
     torch.set_num_threads(threads)
@@ -260,6 +260,6 @@ def main(args) -> None:
     log.info("%d train images", len(data["crops"]))
     ckpt = train(args.out, data, args.arch, args.steps, args.batch, args.lr0, args.lr1, args.lam, args.identity,
                  args.base, args.threads, args.val_people, args.checkpoint_every, args.vgg_weights,
-                 not args.no_degrade)
+                 args.degrade)
     if args.export:
         print(export(ckpt))

@@ -1,6 +1,7 @@
 """Golden enhancement payloads and golden scalable containers: every format stays decodable
 (``tests/data/golden/enhancement_and_container.json``, made once by ``make_enhancement_golden.py``, for
-formats 1 and 2; ``enhancement_format3.json``, made once by ``make_enhancement_format3_golden.py``).
+formats 1 and 2; ``enhancement_format3.json``, made once by ``make_enhancement_format3_golden.py``;
+``enhancement_restoration.json``, by ``make_restoration_golden.py``, for the restoration networks).
 
 For each conventional codec, a payload of format 2 (container header deflated against the registered
 dictionary) and of format 1 (the first header, no dictionary), each predicted from a frozen base layer;
@@ -48,6 +49,33 @@ def test_golden_format_3_payloads_decode_to_the_same_pixels(case):
     assert (header.version, header.codec, header.mode) == (3, case["codec"], case["mode"])
     assert (header.predictor_tag, header.restoration_tag) == (case["predictor_tag"], case["restoration_tag"])
     assert digest(enhancement.decode(payload, BASE3)) == case["decoded_sha256"]
+
+
+GOLDEN_RESTORED = json.loads((HERE / "enhancement_restoration.json").read_text())
+
+
+@pytest.mark.parametrize("case", GOLDEN_RESTORED["cases"], ids=lambda c: f"avif-{c['mode']}-restoration{c['restoration_tag']}")
+def test_golden_payloads_naming_each_restoration_network_decode_to_the_same_face(case):
+    """A payload decodes with the network its tag names, also after newer ones are registered (to one
+    level per sample: the networks run in floating point on two runtimes)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    payload = bytes.fromhex(case["payload"])
+    assert enhancement.read_header(payload).restoration_tag == case["restoration_tag"]
+    expected = np.asarray(Image.open(io.BytesIO(base64.b64decode(case["decoded_png"]))), np.int16)
+    decoded = enhancement.decode(payload, bytes.fromhex(GOLDEN_RESTORED["base_layer"])).astype(np.int16)
+    assert np.abs(decoded - expected).max() <= 1
+    plain = next(c for c in GOLDEN3["enhancement"] if c["codec"] == "avif" and c["mode"] == case["mode"])
+    assert np.abs(decoded - enhancement.decode(bytes.fromhex(plain["payload"]), BASE3)).max() > 1  # it ran
+
+
+def test_every_restoration_network_has_a_golden_payload():
+    from facecodec import restoration, zoo
+
+    assert {c["restoration_tag"] for c in GOLDEN_RESTORED["cases"]} == {e.tag for e in zoo.entries(restoration.KIND)}
 
 
 def test_every_enhancement_format_and_conventional_codec_has_a_golden_payload():

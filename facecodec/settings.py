@@ -23,8 +23,9 @@ class CodecSettings(BaseSettings):
                                   "(unset: the model's default step, chosen on LFW by python -m eval rate-accuracy "
                                   "--set-default)")
     runtime: str = Field(default="openvino", pattern="^(openvino|onnxruntime)$",
-                         description="what runs the converted networks (MTCNN, dlib's descriptor, the display "
-                                     "network): openvino (fastest here) or onnxruntime")
+                         description="what runs the converted networks (MTCNN, dlib's descriptor, the "
+                                     "de-convolutional reconstruction network, the restoration networks): "
+                                     "openvino (fastest here) or onnxruntime")
     dlib_engine: str = Field(default="runtime", pattern="^(runtime|dlib)$",
                              description="runtime: dlib's network converted to ONNX, run by the runtime (dlib's "
                                          "features to 1e-6, ~20x faster than the dlib-bin wheel); dlib: dlib itself")

@@ -71,7 +71,8 @@ def _measure(crop: np.ndarray, base: bytes, preds: dict[str, np.ndarray], qualit
         for j, pred in enumerate(preds.values(), 1):
             resi = enhancement.code(crop, pred, enhancement.RESIDUAL, coder, q)
             n_resi = len(headers.compact("avif", resi.stream, dictionary))
-            candidates = [(resi, n_resi + HEADER["residual"] + len(base)), (direct, n_direct + HEADER["direct"] + len(base))]
+            candidates = [(resi, n_resi + HEADER["residual"] + len(base)),
+                          (direct, n_direct + HEADER["direct"] + len(base))]
             c, n = candidates[enhancement.choose(crop, candidates)]
             out[j, k] = [n, n - len(base), np.mean((c.face - target) ** 2), c.mode == enhancement.DIRECT]
     return out

@@ -1,9 +1,10 @@
 """The inference runtime of the converted networks (ONNX files in the model registry).
 
 Every network the services run (MTCNN's three stages, dlib's descriptor, the de-convolutional
-reconstruction network that older payloads name, the enhancement layer's restoration networks) is an ONNX file converted once by ``python -m train runtime-models`` and run here by
-OpenVINO (default) or ONNX Runtime, chosen by ``FACECODEC_RUNTIME``. Neither needs PyTorch: a
-service imports neither torch nor compressai (PyTorch trains and converts; see ``train/convert.py``).
+reconstruction network that older payloads name, the enhancement layer's restoration networks) is an
+ONNX file converted once by ``python -m train runtime-models`` and run here by OpenVINO (default) or
+ONNX Runtime, chosen by ``FACECODEC_RUNTIME``. Neither needs PyTorch: a service imports neither torch
+nor compressai (PyTorch trains and converts; see ``train/convert.py``).
 
 OpenVINO is the default because it was measured fastest here (``bench/results/edge.json``,
 ``runtimes``): on one core, MTCNN's RNet on 300 candidates took 8 ms against 25 (ONNX Runtime) and

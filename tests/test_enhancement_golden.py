@@ -54,7 +54,8 @@ def test_golden_format_3_payloads_decode_to_the_same_pixels(case):
 GOLDEN_RESTORED = json.loads((HERE / "enhancement_restoration.json").read_text())
 
 
-@pytest.mark.parametrize("case", GOLDEN_RESTORED["cases"], ids=lambda c: f"avif-{c['mode']}-restoration{c['restoration_tag']}")
+@pytest.mark.parametrize("case", GOLDEN_RESTORED["cases"],
+                         ids=lambda c: f"avif-{c['mode']}-restoration{c['restoration_tag']}")
 def test_golden_payloads_naming_each_restoration_network_decode_to_the_same_face(case):
     """A payload decodes with the network its tag names, also after newer ones are registered (to one
     level per sample: the networks run in floating point on two runtimes)."""

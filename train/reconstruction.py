@@ -205,7 +205,8 @@ def train(out_dir: Path, data: dict, arch: str, steps: int, batch: int, lr0: flo
             seed = int(rng.integers(1 << 31))
             with torch.no_grad():
                 target = identity(random_degradation(x, np.random.default_rng(seed)))
-            terms["identity"] = identity_weight * torch.mean(torch.sum((identity(random_degradation(y, np.random.default_rng(seed))) - target) ** 2, 1))
+            seen = identity(random_degradation(y, np.random.default_rng(seed)))
+            terms["identity"] = identity_weight * torch.mean(torch.sum((seen - target) ** 2, 1))
         elif identity is not None:
             target = torch.from_numpy(np.where(flip[:, None], data["feats_flip"][idx], data["feats"][idx]))
             terms["identity"] = identity_weight * torch.mean(torch.sum((identity(y) - target) ** 2, 1))

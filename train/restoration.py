@@ -184,7 +184,8 @@ def export(ckpt: Path, data: dict) -> str:
     onnx = _export(net, (torch.from_numpy(example),), ["x"], ["y"], {"x": {0: "n"}, "y": {0: "n"}})
     diffs = _compare(onnx, net, [(example,), (rng.random((2, 8, 112, 112)).astype(np.float32),)], "restoration")
     meta = {"codec": config["codec"], "predictor_tag": int(data["predictor_tag"]), "predictor": str(data["predictor"]),
-            "width": config["width"], "blocks": config.get("blocks", 1), "steps": blob["step"], "largest_difference_to_pytorch": diffs}
+            "width": config["width"], "blocks": config.get("blocks", 1), "steps": blob["step"],
+            "largest_difference_to_pytorch": diffs}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name, content in (("restoration.onnx", onnx), ("config.json", json.dumps(meta, indent=1).encode())):

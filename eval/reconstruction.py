@@ -19,6 +19,7 @@ dlib reads and people do not; that texture does not survive the degradation, a f
 least ten images, each image against the mean of that person's other images (what a predictor that knew
 the person perfectly, and nothing of the pose, light or expression of this photo, would draw for the
 squared error), beside the mean train face on the same images.
+
 The display model (what an operator sees) gives the top-level figures; the prediction head that the
 enhancement layer subtracts, when one is registered, is measured the same way under
 ``prediction_head``, and older display models under ``previous`` when asked for.
@@ -82,18 +83,18 @@ def run(cache: FeatureCache, model: str | None = None, limit: int | None = None,
     if model is None and predictor != display.name:
         head = _measure(cache, reconstruction.load_reconstructor(predictor), test, decoded, train_mean, batch)
         result["prediction_head"] = _short(head)
-    result["identity_oracle"] = identity_oracle(cache, test)
+    result["identity_oracle"] = identity_oracle(cache, test, train_mean)
     for name in previous:
         result.setdefault("previous", {})[name] = _short(_measure(cache, reconstruction.load_reconstructor(name), test,
                                                                   decoded, train_mean, batch))
     return write_results(result, out)
 
 
-def identity_oracle(cache: FeatureCache, test: np.ndarray, least: int = 10) -> dict:
+def identity_oracle(cache: FeatureCache, test: np.ndarray, train_mean: np.ndarray, least: int = 10) -> dict:
     """Each image of the test people with at least ``least`` images against the mean of the person's
-    other images, and against the mean train face (per-person means)."""
+    other images, and against the mean train face (of the chip ``train_mean``; per-person means)."""
     people = np.array([cache.names[i].split("/")[0] for i in test])
-    mean_crop = face_crop(mean_chip(cache, cache.split_rows("train"))).astype(np.float64)
+    mean_crop = face_crop(train_mean).astype(np.float64)
     own, floor, better = [], [], []
     names = [p for p in sorted(set(people)) if np.sum(people == p) >= least]
     for p in names:
